@@ -1,0 +1,1 @@
+"""Reading and writing rows: file formats, row shapes, resumable output."""

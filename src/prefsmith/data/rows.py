@@ -1,0 +1,150 @@
+"""Row shapes users have, normalized into items to score.
+
+Accepted shapes (TRL's preference formats and RewardBench's):
+
+* pairs, standard: ``prompt`` (str), ``chosen`` (str), ``rejected`` (str);
+* pairs, conversational: ``prompt`` (list of messages), ``chosen`` / ``rejected`` (lists holding
+  the assistant message), or ``chosen`` / ``rejected`` as whole conversations with an implicit
+  prompt (their common leading messages);
+* candidates: ``prompt`` (str or messages) or ``messages``, and ``responses`` (list of str or of
+  assistant messages).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prefsmith.models.encoding import Message
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+class RowError(ValueError):
+    """A row that cannot be used, with where it is and what is wrong."""
+
+    def __init__(self, location: str, message: str) -> None:
+        super().__init__(f"{location}: {message}")
+        self.location = location
+        self.reason = message
+
+
+@dataclass(frozen=True)
+class ScoringItem:
+    """One prompt and the responses to score for it.
+
+    Attributes:
+        context: Conversation before the responses (ends with a user turn).
+        names: Name of each response (``chosen``/``rejected`` or ``0``, ``1``, ...).
+        responses: Response strings, aligned with ``names``.
+        kind: ``pair`` or ``candidates``.
+    """
+
+    context: tuple[Message, ...]
+    names: tuple[str, ...]
+    responses: tuple[str, ...]
+    kind: str
+
+
+def _messages(value: Any, field: str) -> list[Message]:
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"field {field!r} must be a non-empty list of messages")
+    out = []
+    for i, message in enumerate(value):
+        if not isinstance(message, Mapping) or "role" not in message or "content" not in message:
+            raise ValueError(f"field {field!r}[{i}] must be a {{'role', 'content'}} message")
+        if message["role"] not in ROLES or not isinstance(message["content"], str):
+            raise ValueError(f"field {field!r}[{i}] has an unknown role or non-string content")
+        out.append({"role": message["role"], "content": message["content"]})
+    return out
+
+
+def extract_prompt(chosen: Sequence[Message], rejected: Sequence[Message]) -> int:
+    """Number of leading messages that two conversations share (TRL's implicit prompt).
+
+    >>> u = {"role": "user", "content": "hi"}
+    >>> extract_prompt([u, {"role": "assistant", "content": "a"}],
+    ...                [u, {"role": "assistant", "content": "b"}])
+    1
+    """
+    n = 0
+    for a, b in zip(chosen, rejected, strict=False):
+        if a != b:
+            break
+        n += 1
+    return n
+
+
+def _prompt(row: Mapping[str, Any]) -> list[Message]:
+    value = row.get("prompt", row.get("messages"))
+    if value is None:
+        raise ValueError("missing field 'prompt' (or 'messages')")
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError("field 'prompt' is empty")
+        return [{"role": "user", "content": value}]
+    return _messages(value, "prompt" if "prompt" in row else "messages")
+
+
+def _response(value: Any, field: str) -> str:
+    if isinstance(value, list):
+        messages = _messages(value, field)
+        if len(messages) != 1 or messages[0]["role"] != "assistant":
+            raise ValueError(f"field {field!r} must hold exactly one assistant message")
+        value = messages[0]["content"]
+    if not isinstance(value, str):
+        raise ValueError(f"field {field!r} must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise ValueError(f"field {field!r} is empty")
+    return value
+
+
+def _with_system(context: list[Message], system_prompt: str | None) -> tuple[Message, ...]:
+    if system_prompt and not (context and context[0]["role"] == "system"):
+        context = [{"role": "system", "content": system_prompt}, *context]
+    if context[-1]["role"] != "user":
+        raise ValueError("the prompt must end with a user turn")
+    return tuple(context)
+
+
+def to_scoring_item(row: Any, system_prompt: str | None = None) -> ScoringItem:
+    """Normalize one input row; raises ``ValueError`` saying what is wrong.
+
+    ``system_prompt`` is prepended unless the row brings its own system turn.
+
+    >>> item = to_scoring_item({"prompt": "2+2?", "chosen": "4", "rejected": "5"})
+    >>> item.names, item.responses, item.context
+    (('chosen', 'rejected'), ('4', '5'), ({'role': 'user', 'content': '2+2?'},))
+    >>> to_scoring_item({"prompt": "hi", "responses": ["a", "b", "c"]}).names
+    ('0', '1', '2')
+    >>> to_scoring_item({"prompt": "hi", "chosen": "", "rejected": "b"})
+    Traceback (most recent call last):
+    ...
+    ValueError: field 'chosen' is empty
+    """
+    if not isinstance(row, Mapping):
+        raise ValueError(f"a row must be a JSON object, got {type(row).__name__}")
+    if "responses" in row:
+        responses = row["responses"]
+        if not isinstance(responses, list) or not responses:
+            raise ValueError("field 'responses' must be a non-empty list")
+        texts = tuple(_response(r, f"responses[{i}]") for i, r in enumerate(responses))
+        names = tuple(str(i) for i in range(len(texts)))
+        context = _with_system(_prompt(row), system_prompt)
+        return ScoringItem(context, names, texts, "candidates")
+    for field in ("chosen", "rejected"):
+        if field not in row:
+            raise ValueError(f"missing field {field!r} (or 'responses')")
+    chosen, rejected = row["chosen"], row["rejected"]
+    if "prompt" not in row and "messages" not in row and isinstance(chosen, list):
+        chosen_msgs, rejected_msgs = _messages(chosen, "chosen"), _messages(rejected, "rejected")
+        n = extract_prompt(chosen_msgs, rejected_msgs)
+        if n == 0:
+            raise ValueError("'chosen' and 'rejected' share no prompt messages")
+        prompt = chosen_msgs[:n]
+        chosen, rejected = chosen_msgs[n:], rejected_msgs[n:]
+    else:
+        prompt = _prompt(row)
+    texts = (_response(chosen, "chosen"), _response(rejected, "rejected"))
+    return ScoringItem(_with_system(prompt, system_prompt), ("chosen", "rejected"), texts, "pair")

@@ -1,0 +1,1 @@
+"""Evaluating scorers as reward models (RewardBench-style)."""

@@ -1,0 +1,1 @@
+"""Model resolution, offline loading and log-prob scoring backends."""

@@ -1,0 +1,167 @@
+"""Render conversations with chat templates and find the prompt/response boundary on token ids.
+
+The conditioning context (system prompt, user turns, ...) and the response are rendered with
+the tokenizer's chat template twice: once as the prompt with ``add_generation_prompt=True``,
+once as the whole conversation including the assistant response. Both are tokenized without
+extra special tokens; the response tokens are those after the longest common prefix of the two
+id sequences. When the template leaves the prompt ids an exact prefix (the usual case), that is
+exactly the response as the template renders it, end-of-turn token included. When a template
+re-tokenizes the boundary (a token merges the last prompt characters with the first response
+characters), the merged token counts as a response token and the row is flagged
+``boundary_merged``; the prompt is never cut out of the text by string replacement.
+
+BOS appears exactly once: if the tokenizer adds a BOS token by default and the rendered text
+does not already start with it, it is prepended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Message = dict[str, str]
+
+#: Template for models that ship none (base models). Documented in the README.
+PLAIN_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] }}\n\n"
+    "{% elif message['role'] == 'user' %}User: {{ message['content'] }}\n\n"
+    "{% elif message['role'] == 'assistant' %}Assistant: {{ message['content'] }}"
+    "{{ eos_token }}\n\n"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class EncodedResponse:
+    """Token ids of a rendered conversation and where its response starts.
+
+    Attributes:
+        input_ids: Ids of the whole rendered conversation (prompt and response).
+        response_start: Index of the first response token in ``input_ids``.
+        boundary_merged: True when the template re-tokenized the prompt/response boundary.
+        truncated: ``None``, ``"prompt"`` (prompt trimmed from the left) or ``"response"``
+            (the response alone did not fit and was cut on the right).
+    """
+
+    input_ids: tuple[int, ...]
+    response_start: int
+    boundary_merged: bool = False
+    truncated: str | None = None
+
+    @property
+    def n_response_tokens(self) -> int:
+        """Number of scored (response) tokens."""
+        return len(self.input_ids) - self.response_start
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two id sequences.
+
+    >>> common_prefix_length([1, 2, 3], [1, 2, 4, 5])
+    2
+    >>> common_prefix_length([1, 2], [1, 2, 3])
+    2
+    >>> common_prefix_length([], [7])
+    0
+    """
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def truncate_encoded(
+    ids: Sequence[int], response_start: int, max_length: int, keep_first: int = 0
+) -> tuple[tuple[int, ...], int, str | None]:
+    """Fit ``ids`` into ``max_length`` tokens: keep the response, trim the prompt from the left.
+
+    ``keep_first`` leading tokens (a BOS) are always kept. When even the response does not fit,
+    it is cut on the right and the row is flagged ``"response"``.
+
+    >>> truncate_encoded([1, 2, 3, 4, 5, 6], 3, 10)
+    ((1, 2, 3, 4, 5, 6), 3, None)
+    >>> truncate_encoded([1, 2, 3, 4, 5, 6], 3, 5, keep_first=1)
+    ((1, 3, 4, 5, 6), 2, 'prompt')
+    >>> truncate_encoded([1, 2, 3, 4, 5, 6], 3, 3, keep_first=1)
+    ((1, 4, 5), 1, 'response')
+    """
+    if len(ids) <= max_length:
+        return tuple(ids), response_start, None
+    head = list(ids[:keep_first])
+    prompt = list(ids[keep_first:response_start])
+    response = list(ids[response_start:])
+    room_for_prompt = max_length - len(head) - len(response)
+    if room_for_prompt >= 1:
+        kept = prompt[len(prompt) - room_for_prompt :]
+        return tuple(head + kept + response), len(head) + len(kept), "prompt"
+    # Keep one conditioning token so the first response token has a prediction.
+    kept = prompt[-1:] if prompt else []
+    start = len(head) + len(kept)
+    return tuple((head + kept + response)[:max_length]), start, "response"
+
+
+def ensure_chat_template(tokenizer: Any) -> str:
+    """Give a tokenizer without a chat template the plain template; return the template used."""
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
+    return tokenizer.chat_template
+
+
+def adds_bos(tokenizer: Any) -> bool:
+    """Whether the tokenizer prepends a BOS token when asked for special tokens."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bool(ids) and ids[0] == bos
+
+
+@dataclass
+class ConversationEncoder:
+    """Encodes (context messages, response) pairs for one tokenizer.
+
+    Attributes:
+        tokenizer: A ``transformers`` tokenizer; given the plain template if it has none.
+        max_length: Maximum sequence length; longer rows follow :func:`truncate_encoded`.
+    """
+
+    tokenizer: Any
+    max_length: int
+
+    def __post_init__(self) -> None:
+        self.template = ensure_chat_template(self.tokenizer)
+        self.bos_id = self.tokenizer.bos_token_id if adds_bos(self.tokenizer) else None
+
+    def _ids(self, text: str) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if self.bos_id is not None and (not ids or ids[0] != self.bos_id):
+            ids = [self.bos_id, *ids]
+        return ids
+
+    def render(self, messages: Sequence[Message], response: str | None) -> str:
+        """Render the prompt (``response=None``) or the whole conversation as text."""
+        if response is None:
+            return self.tokenizer.apply_chat_template(
+                list(messages), tokenize=False, add_generation_prompt=True
+            )
+        conversation = [*messages, {"role": "assistant", "content": response}]
+        return self.tokenizer.apply_chat_template(conversation, tokenize=False)
+
+    def encode(self, messages: Sequence[Message], response: str) -> EncodedResponse:
+        """Token ids of ``messages`` + ``response`` and the index of the first response token."""
+        prompt_ids = self._ids(self.render(messages, None))
+        full_ids = self._ids(self.render(messages, response))
+        start = common_prefix_length(prompt_ids, full_ids)
+        merged = start < len(prompt_ids)
+        if start >= len(full_ids):
+            raise ValueError("the rendered response has no tokens")
+        if start == 0:
+            raise ValueError("the rendered prompt has no tokens to condition on")
+        keep_first = 1 if self.bos_id is not None else 0
+        ids, start, truncated = truncate_encoded(full_ids, start, self.max_length, keep_first)
+        return EncodedResponse(ids, start, merged, truncated)

@@ -1,0 +1,1 @@
+"""Rewards computed from log-probabilities: density ratio and friends."""
