@@ -7,7 +7,6 @@ in-process implementation (CPU or one GPU). A vLLM or Ray backend implements the
 from __future__ import annotations
 
 import hashlib
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -77,11 +76,18 @@ class LogProbBackend(Protocol):
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """Hash of a tokenizer's vocabulary and special tokens: equal hashes mean the same ids."""
+    """Hash of a tokenizer's vocabulary, special tokens and its ids for a probe text.
+
+    Equal hashes mean the same ids for the same text (the probe catches different merges).
+    """
     vocab = sorted(tokenizer.get_vocab().items())
     specials = sorted(str(t) for t in tokenizer.all_special_tokens)
-    payload = repr((vocab, specials, type(tokenizer).__name__)).encode()
+    probe = tokenizer(_TOKENIZER_PROBE, add_special_tokens=False)["input_ids"]
+    payload = repr((vocab, specials, probe)).encode()
     return hashlib.sha256(payload).hexdigest()[:16]
+
+
+_TOKENIZER_PROBE = "Hello, world! Ünïcödé 123 4567 \n\tdef f(x): return x**2  # 数学 🙂"
 
 
 @dataclass(frozen=True)
@@ -126,9 +132,10 @@ class TransformersBackend:
     """Teacher-forced log-probs from a ``transformers`` causal LM, batched and padding-safe.
 
     Rows are right-padded inside length-sorted buckets; with causal attention and an attention
-    mask, padding after a row cannot change that row's logits. Only positions that predict
-    response tokens are sent through the output layer (``logits_to_keep``), and log-softmax is
-    taken in float32.
+    mask, padding after a row cannot change that row's logits. Only the hidden states of
+    positions that predict response tokens go through the output layer, in memory-bounded
+    chunks, and log-softmax is taken in float32. (If the decoder-plus-output-layer path does not
+    reproduce ``model.forward`` on a probe, full logits from ``model.forward`` are used.)
     """
 
     def __init__(self, loaded: Any, batching: BatchingOptions | None = None) -> None:
@@ -143,7 +150,7 @@ class TransformersBackend:
         self.encoder = ConversationEncoder(self.tokenizer, max_length)
         self.template = self.encoder.template
         self.tokenizer_fingerprint = tokenizer_fingerprint(self.tokenizer)
-        self._supports_keep = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        self._head_path = self._check_head_path()
 
     def set_template(self, template: str) -> None:
         self.tokenizer.chat_template = template
@@ -189,25 +196,82 @@ class TransformersBackend:
         for b, row in enumerate(rows):
             ids[b, : len(row.input_ids)] = torch.tensor(row.input_ids)
             mask[b, : len(row.input_ids)] = 1
-        # Position p predicts token p + 1; keep only positions predicting a response token.
-        first = min(r.response_start for r in rows) - 1
-        kwargs: dict[str, Any] = {"input_ids": ids.to(self.device), "attention_mask": mask}
-        kwargs["attention_mask"] = mask.to(self.device)
-        offset = 0
-        if self._supports_keep:
-            kwargs["logits_to_keep"] = torch.arange(first, width - 1, device=self.device)
-            offset = first
-        with torch.inference_mode():
-            logits = self.model(**kwargs, use_cache=False).logits
-        out = []
+        # Position p predicts token p + 1: gather (row, position) of every response token.
+        batch_index, positions, sizes = [], [], []
         for b, row in enumerate(rows):
-            positions = torch.arange(row.response_start - 1, len(row.input_ids) - 1)
-            row_logits = logits[b, positions - offset].float()
-            targets = ids[b, positions + 1].to(row_logits.device)
-            picked = row_logits.gather(-1, targets[:, None]).squeeze(-1)
-            lp = picked - torch.logsumexp(row_logits, dim=-1)
-            out.append(lp.double().cpu().numpy())
-        return out
+            span = torch.arange(row.response_start - 1, len(row.input_ids) - 1)
+            batch_index.append(torch.full_like(span, b))
+            positions.append(span)
+            sizes.append(len(span))
+        rows_ix, pos_ix = torch.cat(batch_index), torch.cat(positions)
+        targets = ids[rows_ix, pos_ix + 1].to(self.device)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        with torch.inference_mode():
+            if self._head_path:
+                hidden = self._decoder(input_ids=ids, attention_mask=mask, use_cache=False)
+                selected = hidden.last_hidden_state[rows_ix.to(self.device), pos_ix.to(self.device)]
+                logprobs = self._head_logprobs(selected, targets)
+            else:
+                logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+                logprobs = _gather_logprobs(
+                    logits[rows_ix.to(self.device), pos_ix.to(self.device)], targets
+                )
+        return [t.numpy() for t in logprobs.double().cpu().split(sizes)]
+
+    def _head_logprobs(self, hidden: Any, targets: Any) -> Any:
+        """Output layer + log-softmax over selected positions, in chunks bounded in memory."""
+        import torch
+
+        chunk = max(1, HEAD_CHUNK_BYTES // (4 * self._vocab_size))
+        parts = [
+            _gather_logprobs(self._head_logits(hidden[i : i + chunk]), targets[i : i + chunk])
+            for i in range(0, hidden.shape[0], chunk)
+        ]
+        return torch.cat(parts) if parts else hidden.new_zeros(0)
+
+    def _head_logits(self, hidden: Any) -> Any:
+        """What ``model.forward`` does after the decoder: output layer and known rescalings."""
+        import torch
+
+        logits = self.model.get_output_embeddings()(hidden)
+        config = self.model.config
+        if getattr(config, "logit_scale", None):  # Cohere
+            logits = logits * config.logit_scale
+        if getattr(config, "logits_scaling", None):  # Granite
+            logits = logits / config.logits_scaling
+        if getattr(config, "final_logit_softcapping", None):  # Gemma 2/3
+            cap = config.final_logit_softcapping
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    def _check_head_path(self) -> bool:
+        """Use decoder + own output layer only if it reproduces ``model.forward`` exactly."""
+        import torch
+
+        try:
+            self._decoder = self.model.get_decoder()
+            self._vocab_size = self.model.get_output_embeddings().weight.shape[0]
+            probe = torch.arange(1, 9, device=self.device)[None, :] % self._vocab_size
+            with torch.inference_mode():
+                want = self.model(input_ids=probe, use_cache=False).logits
+                hidden = self._decoder(input_ids=probe, use_cache=False).last_hidden_state
+                got = self._head_logits(hidden)
+            return bool(torch.allclose(want.float(), got.float(), atol=1e-4, rtol=1e-4))
+        except (AttributeError, TypeError, NotImplementedError):
+            return False
+
+
+#: Memory allowed for one chunk of float32 logits in the output layer.
+HEAD_CHUNK_BYTES = 256 * 2**20
+
+
+def _gather_logprobs(logits: Any, targets: Any) -> Any:
+    """``log_softmax(logits)[targets]`` computed in float32."""
+    import torch
+
+    logits = logits.float()
+    picked = logits.gather(-1, targets[:, None]).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
 
 
 def load_backend(

@@ -10,7 +10,8 @@ Output columns added:
 * candidates: ``rewards`` (one per response, in order);
 * ``scored_with``: strong and weak model, reduction and template hashes;
 * ``response_tokens``: ``{name: [strong count, weak count]}``;
-* ``truncated``: ``{name: "prompt" | "response"}`` for responses that had to be truncated;
+* ``truncated``: ``{name: None | "prompt" | "response"}``: whether (and what) truncation
+  was needed to fit ``max_length``;
 * ``token_logprobs`` (with ``save_token_logprobs``): per response, the strong and weak tokens
   and their log-probs.
 
@@ -139,9 +140,7 @@ def output_row(
         name: [len(r.strong.token_ids), len(r.weak.token_ids)]
         for name, r in zip(item.names, rewards, strict=True)
     }
-    row["truncated"] = {
-        name: r.truncated for name, r in zip(item.names, rewards, strict=True) if r.truncated
-    }
+    row["truncated"] = {name: r.truncated for name, r in zip(item.names, rewards, strict=True)}
     if save_token_logprobs:
         row["token_logprobs"] = {
             name: _token_detail(r, tokenizers) for name, r in zip(item.names, rewards, strict=True)

@@ -156,7 +156,9 @@ def build_density_ratio_scorer(
     """
     reduction = Reduction(reduction)
     if strong == weak:
-        raise IncompatibleModelsError(f"strong and weak are both {strong}; every reward would be 0")
+        raise IncompatibleModelsError(
+            f"strong and weak are the same model ({strong}); every reward would be 0"
+        )
     if reduction is Reduction.MEAN:
         fingerprints = {tokenizer_fingerprint(load_tokenizer(n)) for n in (strong, weak)}
         if len(fingerprints) > 1:

