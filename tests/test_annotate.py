@@ -19,13 +19,23 @@ from prefsmith.rewards.density_ratio import DensityRatioScorer, Reduction
 
 ROWS = [
     {"id": "a", "prompt": "What is 2+2?", "chosen": "4.", "rejected": "5, I think."},
-    {"id": "b", "prompt": [{"role": "user", "content": "Greet me."}],
-     "chosen": [{"role": "assistant", "content": "Hello!"}],
-     "rejected": [{"role": "assistant", "content": "No."}]},
-    {"id": "c", "chosen": [{"role": "user", "content": "Capital of France?"},
-                           {"role": "assistant", "content": "Paris."}],
-     "rejected": [{"role": "user", "content": "Capital of France?"},
-                  {"role": "assistant", "content": "Lyon."}]},
+    {
+        "id": "b",
+        "prompt": [{"role": "user", "content": "Greet me."}],
+        "chosen": [{"role": "assistant", "content": "Hello!"}],
+        "rejected": [{"role": "assistant", "content": "No."}],
+    },
+    {
+        "id": "c",
+        "chosen": [
+            {"role": "user", "content": "Capital of France?"},
+            {"role": "assistant", "content": "Paris."},
+        ],
+        "rejected": [
+            {"role": "user", "content": "Capital of France?"},
+            {"role": "assistant", "content": "Lyon."},
+        ],
+    },
     {"id": "d", "prompt": "Pick a colour.", "responses": ["Blue.", "Red, obviously.", "Green"]},
 ]
 
@@ -59,10 +69,12 @@ def test_all_row_shapes_get_rewards(tmp_path, scorer):
     assert len(out[3]["rewards"]) == 3
     # The implicit-prompt row scores exactly like the same pair written with a prompt.
     same = {"prompt": "Capital of France?", "chosen": "Paris.", "rejected": "Lyon."}
-    annotate_file(write_jsonl(tmp_path / "same.jsonl", [same]), tmp_path / "same-out.jsonl",
-                  scorer, quiet())
+    annotate_file(
+        write_jsonl(tmp_path / "same.jsonl", [same]), tmp_path / "same-out.jsonl", scorer, quiet()
+    )
     assert read_jsonl_rows(tmp_path / "same-out.jsonl")[0]["reward_chosen"] == pytest.approx(
-        out[2]["reward_chosen"])
+        out[2]["reward_chosen"]
+    )
 
 
 def test_formats_parquet_json_and_hf_dataset(tmp_path, scorer):
@@ -71,8 +83,9 @@ def test_formats_parquet_json_and_hf_dataset(tmp_path, scorer):
     import pyarrow.parquet as pq
 
     pairs = [ROWS[0], {"id": "e", "prompt": "Hi", "chosen": "Hello.", "rejected": "Go away."}]
-    base = annotate_file(write_jsonl(tmp_path / "in.jsonl", pairs), tmp_path / "o.jsonl",
-                         scorer, quiet())
+    base = annotate_file(
+        write_jsonl(tmp_path / "in.jsonl", pairs), tmp_path / "o.jsonl", scorer, quiet()
+    )
     want = [r["reward_margin"] for r in read_jsonl_rows(base.output)]
     pq.write_table(pa.Table.from_pylist(pairs), tmp_path / "in.parquet")
     (tmp_path / "in.json").write_text(json.dumps(pairs))
@@ -100,18 +113,33 @@ def test_resume_after_partial_write_never_duplicates_or_loses_rows(tmp_path, sco
     assert sorted(r["source_index"] for r in got) == [0, 1, 2, 3]
     by_index = {r["source_index"]: r for r in read_jsonl_rows(full.output)}
     for r in got:
-        assert r.get("reward_margin") == pytest.approx(by_index[r["source_index"]].get(
-            "reward_margin"), abs=1e-4)
+        assert r.get("reward_margin") == pytest.approx(
+            by_index[r["source_index"]].get("reward_margin"), abs=1e-4
+        )
 
 
 def test_resume_after_sigkill(tmp_path, tiny_models):
-    rows = [{"prompt": f"Question {i}?", "chosen": f"Answer {i}.", "rejected": "No."}
-            for i in range(40)]
+    rows = [
+        {"prompt": f"Question {i}?", "chosen": f"Answer {i}.", "rejected": "No."} for i in range(40)
+    ]
     src = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out.jsonl"
-    cmd = [sys.executable, "-m", "prefsmith.cli.main", "score", str(src), "-o", str(out),
-           "--strong", tiny_models["chatml-a"], "--weak", tiny_models["chatml-b"],
-           "--chunk-size", "1", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "prefsmith.cli.main",
+        "score",
+        str(src),
+        "-o",
+        str(out),
+        "--strong",
+        tiny_models["chatml-a"],
+        "--weak",
+        tiny_models["chatml-b"],
+        "--chunk-size",
+        "1",
+        "--no-progress",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and len(read_jsonl_rows(out)) < 3:

@@ -16,7 +16,12 @@ PROMPTS = [
     "Explain recursion to a child in two sentences.",
     "Translate 'good morning' into French and German and Spanish and Italian.",
 ]
-RESPONSES = ["4", "Waves fold on the shore,\nsalt wind hums", "A function that calls itself.", "x" * 3]
+RESPONSES = [
+    "4",
+    "Waves fold on the shore,\nsalt wind hums",
+    "A function that calls itself.",
+    "x" * 3,
+]
 
 
 def requests() -> list[ScoreRequest]:
@@ -33,8 +38,9 @@ def requests() -> list[ScoreRequest]:
 def reference_logprobs(backend: TransformersBackend, request: ScoreRequest) -> np.ndarray:
     """One example, no padding, full logits, log_softmax over the vocabulary."""
     tok, model = backend.tokenizer, backend.model
-    prompt = tok.apply_chat_template(list(request.messages), tokenize=False,
-                                     add_generation_prompt=True)
+    prompt = tok.apply_chat_template(
+        list(request.messages), tokenize=False, add_generation_prompt=True
+    )
     full = tok.apply_chat_template(
         [*request.messages, {"role": "assistant", "content": request.response}], tokenize=False
     )
@@ -67,8 +73,11 @@ def test_scores_do_not_depend_on_batch_size_or_neighbours(tiny_backends, name):
     base = [r.total for r in backend.score(reqs)]
     shuffled = list(range(len(reqs)))
     random.Random(0).shuffle(shuffled)
-    for options in (BatchingOptions(max_batch_size=1), BatchingOptions(max_batch_tokens=200),
-                    BatchingOptions(max_batch_size=3)):
+    for options in (
+        BatchingOptions(max_batch_size=1),
+        BatchingOptions(max_batch_tokens=200),
+        BatchingOptions(max_batch_size=3),
+    ):
         other = TransformersBackend(backend.loaded, options)
         totals = [r.total for r in other.score([reqs[i] for i in shuffled])]
         for k, i in enumerate(shuffled):

@@ -16,9 +16,22 @@ def test_score_prints_table_and_writes_rows(tmp_path, tiny_models):
     from conftest import TINY_SET
 
     out = tmp_path / "out.jsonl"
-    result = runner.invoke(app, ["score", str(TINY_SET), "-o", str(out), "--strong",
-                                 tiny_models["chatml-a"], "--weak", tiny_models["plain-c"],
-                                 "--no-progress", "--reduction", "mean-char"])
+    result = runner.invoke(
+        app,
+        [
+            "score",
+            str(TINY_SET),
+            "-o",
+            str(out),
+            "--strong",
+            tiny_models["chatml-a"],
+            "--weak",
+            tiny_models["plain-c"],
+            "--no-progress",
+            "--reduction",
+            "mean-char",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "Overall" in result.output and "Reasoning" in result.output
     rows = read_jsonl_rows(out)
@@ -30,9 +43,21 @@ def test_score_prints_table_and_writes_rows(tmp_path, tiny_models):
 def test_score_refuses_token_mean_across_tokenizers(tmp_path, tiny_models):
     from conftest import TINY_SET
 
-    result = runner.invoke(app, ["score", str(TINY_SET), "-o", str(tmp_path / "o.jsonl"),
-                                 "--strong", tiny_models["chatml-a"], "--weak",
-                                 tiny_models["plain-c"], "--reduction", "mean"])
+    result = runner.invoke(
+        app,
+        [
+            "score",
+            str(TINY_SET),
+            "-o",
+            str(tmp_path / "o.jsonl"),
+            "--strong",
+            tiny_models["chatml-a"],
+            "--weak",
+            tiny_models["plain-c"],
+            "--reduction",
+            "mean",
+        ],
+    )
     assert result.exit_code == 2
     assert "mean-char" in result.output
     assert not (tmp_path / "o.jsonl").exists()
@@ -41,8 +66,9 @@ def test_score_refuses_token_mean_across_tokenizers(tmp_path, tiny_models):
 def test_score_reports_bad_row_before_loading_models(tmp_path):
     src = tmp_path / "bad.jsonl"
     src.write_text('{"prompt": "p", "chosen": "c"}\n')
-    result = runner.invoke(app, ["score", str(src), "--strong", "no/such-model",
-                                 "--weak", "/nonexistent.gguf"])
+    result = runner.invoke(
+        app, ["score", str(src), "--strong", "no/such-model", "--weak", "/nonexistent.gguf"]
+    )
     assert result.exit_code == 2
     assert f"{src}:1" in result.output and "missing field 'rejected'" in result.output
 
@@ -50,8 +76,9 @@ def test_score_reports_bad_row_before_loading_models(tmp_path):
 def test_unknown_model_fails_fast_with_advice(tmp_path):
     src = tmp_path / "ok.jsonl"
     src.write_text('{"prompt": "p", "chosen": "c", "rejected": "r"}\n')
-    result = runner.invoke(app, ["score", str(src), "--strong", "someorg/not-cached-model",
-                                 "--weak", "gemma3-270m"])
+    result = runner.invoke(
+        app, ["score", str(src), "--strong", "someorg/not-cached-model", "--weak", "gemma3-270m"]
+    )
     assert result.exit_code == 2
     assert "not in the local Hugging Face cache" in result.output.replace("\n", " ")
 

@@ -52,7 +52,9 @@ def test_template_with_bos_text_does_not_double_bos(gemma_tokenizer):
 def test_boundary_that_merges_is_flagged_and_keeps_the_merged_token(smol_tokenizer):
     tok = copy.deepcopy(smol_tokenizer)
     # The generation prompt ends in a space that BPE merges with the response's first word.
-    tok.chat_template = PLAIN_CHAT_TEMPLATE.replace("Assistant:{% endif %}", "Assistant: {% endif %}")
+    tok.chat_template = PLAIN_CHAT_TEMPLATE.replace(
+        "Assistant:{% endif %}", "Assistant: {% endif %}"
+    )
     enc = ConversationEncoder(tok, max_length=512)
     e = enc.encode(USER, "Seven is prime.")
     assert e.boundary_merged
@@ -75,6 +77,8 @@ def test_long_prompt_is_trimmed_from_the_left_keeping_bos_and_response(gemma_tok
 
 def test_empty_rendered_response_is_an_error(smol_tokenizer):
     tok = copy.deepcopy(smol_tokenizer)
-    tok.chat_template = "{% for m in messages %}{% if m.role == 'user' %}{{ m.content }}{% endif %}{% endfor %}"
+    tok.chat_template = (
+        "{% for m in messages %}{% if m.role == 'user' %}{{ m.content }}{% endif %}{% endfor %}"
+    )
     with pytest.raises(ValueError, match="no tokens"):
         ConversationEncoder(tok, max_length=64).encode(USER, "ignored by this template")

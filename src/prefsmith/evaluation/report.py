@@ -28,7 +28,10 @@ def pair_accuracy_table(rows: Sequence[dict[str, Any]], title: str = "Pair accur
         r = results[subset]
         mean = sum(margins[subset]) / len(margins[subset])
         table.add_row(
-            section_of(subset) or "(unknown)", subset, str(r.total), f"{r.accuracy:.3f}",
+            section_of(subset) or "(unknown)",
+            subset,
+            str(r.total),
+            f"{r.accuracy:.3f}",
             f"{mean:+.3f}",
         )
     scores = section_scores(results)
@@ -47,7 +50,10 @@ def reward_summary_table(rows: Sequence[dict[str, Any]]) -> Table:
         table.add_column(column, justify="right")
     if values:
         table.add_row(
-            str(len(rows)), str(len(values)), f"{sum(values) / len(values):+.3f}",
-            f"{min(values):+.3f}", f"{max(values):+.3f}",
+            str(len(rows)),
+            str(len(values)),
+            f"{sum(values) / len(values):+.3f}",
+            f"{min(values):+.3f}",
+            f"{max(values):+.3f}",
         )
     return table

@@ -88,7 +88,7 @@ def truncate_encoded(
     >>> truncate_encoded([1, 2, 3, 4, 5, 6], 3, 5, keep_first=1)
     ((1, 3, 4, 5, 6), 2, 'prompt')
     >>> truncate_encoded([1, 2, 3, 4, 5, 6], 3, 3, keep_first=1)
-    ((1, 4, 5), 1, 'response')
+    ((1, 3, 4), 2, 'response')
     """
     if len(ids) <= max_length:
         return tuple(ids), response_start, None

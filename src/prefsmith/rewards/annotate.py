@@ -159,21 +159,44 @@ def _token_detail(reward: ResponseReward, tokenizers: tuple[Any, Any] | None) ->
     return detail
 
 
-def annotate_file(
-    input_path: str | Path,
-    output_path: str | Path,
-    scorer: DensityRatioScorer,
-    options: AnnotateOptions | None = None,
-) -> AnnotateSummary:
-    """Score every row of ``input_path`` into ``output_path`` (JSONL or Parquet), resumably."""
-    options = options or AnnotateOptions()
-    output_path = Path(output_path)
-    records = list(iter_records(input_path))
-    good, bad = validate_records(records, options.system_prompt)
+@dataclass(frozen=True)
+class ValidatedInput:
+    """Input rows read and checked, ready to score.
+
+    Attributes:
+        good: Records with their normalized items.
+        bad: Records that failed, with their error.
+    """
+
+    good: list[tuple[Record, ScoringItem]]
+    bad: list[tuple[Record, RowError]]
+
+
+def read_input(input_path: str | Path, options: AnnotateOptions) -> ValidatedInput:
+    """Read and validate every row; with ``on_error="raise"`` the first bad row raises."""
+    good, bad = validate_records(list(iter_records(input_path)), options.system_prompt)
     if bad and options.on_error == "raise":
         first = bad[0][1]
         more = f" (and {len(bad) - 1} more bad rows; --on-error skip sets them aside)"
         raise RowError(first.location, first.reason + (more if len(bad) > 1 else ""))
+    return ValidatedInput(good, bad)
+
+
+def annotate_file(
+    source: str | Path | ValidatedInput,
+    output_path: str | Path,
+    scorer: DensityRatioScorer,
+    options: AnnotateOptions | None = None,
+) -> AnnotateSummary:
+    """Score every row of ``source`` into ``output_path`` (JSONL or Parquet), resumably.
+
+    ``source`` is an input path or the result of :func:`read_input` (to validate before
+    loading models).
+    """
+    options = options or AnnotateOptions()
+    output_path = Path(output_path)
+    validated = source if isinstance(source, ValidatedInput) else read_input(source, options)
+    good, bad = validated.good, validated.bad
 
     restore_journal(output_path)
     journal = journal_path(output_path)
@@ -217,16 +240,16 @@ def annotate_file(
                 these = rewards[offset : offset + len(item.responses)]
                 offset += len(item.responses)
                 rows.append(
-                    output_row(rec, item, these, scored_with, options.save_token_logprobs,
-                               tokenizers)
+                    output_row(
+                        rec, item, these, scored_with, options.save_token_logprobs, tokenizers
+                    )
                 )
             out.write(rows)
             out.flush()
             advance(len(chunk))
     seconds = time.perf_counter() - start
     finalize_output(output_path)
-    return AnnotateSummary(output_path, len(pending), len(done), len(new_bad), seconds,
-                           n_responses)
+    return AnnotateSummary(output_path, len(pending), len(done), len(new_bad), seconds, n_responses)
 
 
 def _tokenizers(scorer: DensityRatioScorer) -> tuple[Any, Any] | None:
@@ -248,7 +271,7 @@ class _progress:
         self.enabled = enabled
         self.total = total
 
-    def __enter__(self):  # noqa: ANN204 - returns a callable
+    def __enter__(self):
         if not self.enabled:
             return lambda n: None
         from rich.progress import (

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import Enum
-
-import numpy as np
+from enum import StrEnum
 
 from prefsmith.models.backend import (
     BatchingOptions,
@@ -26,7 +24,7 @@ from prefsmith.models.backend import (
 from prefsmith.models.loading import LoadOptions, load_tokenizer
 
 
-class Reduction(str, Enum):
+class Reduction(StrEnum):
     """How token log-ratios become one reward.
 
     * ``sum``: sum over response tokens (RewardBench's DPO scoring; the DPO implicit reward).

