@@ -48,6 +48,7 @@ def reduce_ratio(
 ) -> float:
     """Reduce one response's strong and weak log-probs to a reward.
 
+    >>> import numpy as np
     >>> a = ResponseLogProbs((1, 2), np.array([-1.0, -2.0]), n_chars=4)
     >>> b = ResponseLogProbs((1, 2), np.array([-1.5, -3.5]), n_chars=4)
     >>> reduce_ratio(a, b, Reduction.SUM, True), reduce_ratio(a, b, Reduction.MEAN, True)
