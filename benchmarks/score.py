@@ -1,0 +1,156 @@
+"""Benchmark the scoring engine against a straightforward RewardBench-style scorer.
+
+Both scorers compute the same density-ratio rewards on the same pairs:
+
+* ``prefsmith``: the engine (length-sorted buckets, token budget, output layer only on
+  response positions, both models over all responses);
+* ``straightforward``: what RewardBench's DPO script does: for each pair, chosen and rejected
+  padded together into one batch, one model at a time, full logits and a full log-softmax, no
+  bucketing.
+
+It prints a table and writes JSON with pairs/s, response tokens/s, peak RSS, the speed-up, the
+largest reward difference between the two scorers, and achieved FLOP/s against this machine's
+dense matmul FLOP/s measured in the same run.
+
+    python benchmarks/score.py --data ../shared/data/prefsets/rewardbench-dev.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from prefsmith.data.io import iter_records
+from prefsmith.data.rows import to_scoring_item
+from prefsmith.models.backend import ScoreRequest, TransformersBackend
+from prefsmith.models.loading import LoadOptions
+from prefsmith.rewards.density_ratio import build_density_ratio_scorer
+
+
+def matmul_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """Measured dense matmul FLOP/s of this machine for ``dtype``."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
+def model_flops(backend: TransformersBackend, all_tokens: int, head_tokens: int) -> float:
+    """2 x non-embedding parameters x tokens, plus 2 x hidden x vocab per output-layer token."""
+    model = backend.model
+    embedding = model.get_input_embeddings().weight
+    head = model.get_output_embeddings().weight
+    params = sum(p.numel() for p in model.parameters())
+    body = params - embedding.numel() - (0 if head is embedding else head.numel())
+    return 2.0 * body * all_tokens + 2.0 * head.numel() * head_tokens
+
+
+def straightforward_logprobs(backend: TransformersBackend, pair: list[ScoreRequest]) -> list[float]:
+    """RewardBench-style: one pair per batch, right-padded together, full log-softmax."""
+    encoded = [backend.encode(r) for r in pair]
+    width = max(len(e.input_ids) for e in encoded)
+    pad = backend.tokenizer.pad_token_id or 0
+    ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, e in enumerate(encoded):
+        ids[i, : len(e.input_ids)] = torch.tensor(e.input_ids)
+        mask[i, : len(e.input_ids)] = 1
+    with torch.inference_mode():
+        logits = backend.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        logp = torch.log_softmax(logits.float(), dim=-1)
+    out = []
+    for i, e in enumerate(encoded):
+        pos = torch.arange(e.response_start - 1, len(e.input_ids) - 1)
+        out.append(float(logp[i, pos].gather(-1, ids[i, pos + 1][:, None]).sum()))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="../shared/data/prefsets/rewardbench-dev.jsonl")
+    parser.add_argument("--strong", default="smollm2-135m-instruct")
+    parser.add_argument("--weak", default="gemma3-270m")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--limit", type=int, default=None, help="Use only the first N pairs.")
+    parser.add_argument("--output", default="benchmarks/results/score.json")
+    args = parser.parse_args()
+
+    items = [to_scoring_item(r.value) for r in iter_records(args.data)][: args.limit]
+    pairs = [[ScoreRequest(i.context, resp) for resp in i.responses] for i in items]
+    requests = [r for pair in pairs for r in pair]
+    scorer = build_density_ratio_scorer(
+        args.strong, args.weak, "sum", LoadOptions(dtype=args.dtype)  # type: ignore[arg-type]
+    )
+    backends = {"strong": scorer.strong, "weak": scorer.weak}
+    dtype = next(scorer.strong.model.parameters()).dtype
+    peak_flops = matmul_flops(dtype)
+
+    start = time.perf_counter()
+    engine_rewards = [r.reward for r in scorer.score(requests)]
+    engine_s = time.perf_counter() - start
+    rss_engine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    start = time.perf_counter()
+    totals = {name: [] for name in backends}
+    for name, backend in backends.items():
+        for pair in pairs:
+            totals[name].extend(straightforward_logprobs(backend, pair))
+    naive_s = time.perf_counter() - start
+    naive_rewards = [s - w for s, w in zip(totals["strong"], totals["weak"], strict=True)]
+    max_diff = max(abs(a - b) for a, b in zip(engine_rewards, naive_rewards, strict=True))
+
+    flops = 0.0
+    response_tokens = 0
+    for backend in backends.values():
+        encoded = [backend.encode(r) for r in requests]
+        all_tokens = sum(len(e.input_ids) for e in encoded)
+        head_tokens = sum(e.n_response_tokens for e in encoded)
+        response_tokens += head_tokens
+        flops += model_flops(backend, all_tokens, head_tokens)
+
+    result = {
+        "data": args.data,
+        "pairs": len(pairs),
+        "strong": args.strong,
+        "weak": args.weak,
+        "dtype": str(dtype).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "prefsmith_seconds": engine_s,
+        "prefsmith_pairs_per_s": len(pairs) / engine_s,
+        "prefsmith_response_tokens_per_s": response_tokens / engine_s,
+        "straightforward_seconds": naive_s,
+        "straightforward_pairs_per_s": len(pairs) / naive_s,
+        "speedup": naive_s / engine_s,
+        "max_reward_difference_nats": max_diff,
+        "peak_rss_mib_after_engine": rss_engine,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "achieved_flops_per_s": flops / engine_s,
+        "matmul_flops_per_s": peak_flops,
+        "fraction_of_matmul_peak": flops / engine_s / peak_flops,
+    }
+    table = Table(title=f"Scoring {len(pairs)} pairs: {args.strong} over {args.weak} ({dtype})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    Console().print(table)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
