@@ -65,11 +65,18 @@ def gemma_tokenizer():
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory, smol_tokenizer, gemma_tokenizer) -> dict[str, str]:
-    """Folders of tiny random models: two with SmolLM2's tokenizer, one with Gemma's."""
+    """Folders of tiny random models.
+
+    ``chatml-a`` and ``chatml-b`` share SmolLM2's tokenizer (a same-tokenizer pair);
+    ``chatml-q`` is a Qwen2 architecture with SmolLM2's vocabulary (transformers gives it a
+    Qwen2 tokenizer class, whose pre-tokenization differs); ``plain-c`` uses Gemma's tokenizer,
+    which has no chat template and adds BOS.
+    """
     root = tmp_path_factory.mktemp("tiny-models")
     return {
         "chatml-a": str(build_tiny_model(smol_tokenizer, root / "chatml-a", "llama", seed=0)),
-        "chatml-b": str(build_tiny_model(smol_tokenizer, root / "chatml-b", "qwen2", seed=1)),
+        "chatml-b": str(build_tiny_model(smol_tokenizer, root / "chatml-b", "llama", seed=1)),
+        "chatml-q": str(build_tiny_model(smol_tokenizer, root / "chatml-q", "qwen2", seed=3)),
         "plain-c": str(build_tiny_model(gemma_tokenizer, root / "plain-c", "llama", seed=2)),
     }
 

@@ -48,6 +48,14 @@ def test_different_tokenizers_refuse_token_mean(tiny_backends, tiny_models):
     assert rewards[0].reward == pytest.approx(expected)
 
 
+def test_same_vocabulary_but_different_pretokenizer_is_not_shared(tiny_backends):
+    strong, other = tiny_backends["chatml-a"], tiny_backends["chatml-q"]
+    assert strong.tokenizer.get_vocab() == other.tokenizer.get_vocab()
+    assert strong.tokenizer_fingerprint != other.tokenizer_fingerprint
+    with pytest.raises(IncompatibleModelsError, match="different tokenizers"):
+        DensityRatioScorer(strong, other, Reduction.MEAN)
+
+
 def test_same_model_twice_is_refused(tiny_models):
     with pytest.raises(IncompatibleModelsError, match="same"):
         build_density_ratio_scorer(tiny_models["chatml-a"], tiny_models["chatml-a"])

@@ -9,6 +9,7 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 import typer
 
+from prefsmith.cli.evaluate import evaluate, study
 from prefsmith.cli.models import models_app
 from prefsmith.cli.score import score
 
@@ -18,6 +19,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command()(score)
+app.command("eval")(evaluate)
+app.command()(study)
 app.add_typer(models_app, name="models")
 
 

@@ -12,8 +12,18 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+from transformers import AutoConfig, AutoTokenizer
 
 from prefsmith.models.encoding import ConversationEncoder, EncodedResponse, Message
+from prefsmith.models.loading import (
+    LoadedModel,
+    LoadOptions,
+    fingerprint_directory,
+    load_model,
+    model_files,
+    resolve_device,
+    resolve_dtype,
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,7 @@ class LogProbBackend(Protocol):
     fingerprint: str
     tokenizer_fingerprint: str
     template: str
+    dtype: str
 
     def score(
         self,
@@ -76,18 +87,25 @@ class LogProbBackend(Protocol):
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """Hash of a tokenizer's vocabulary, special tokens and its ids for a probe text.
+    """Hash of everything that maps text to ids: equal hashes mean the same ids for any text.
 
-    Equal hashes mean the same ids for the same text (the probe catches different merges).
+    For fast tokenizers this is the serialized pipeline (normalizer, pre-tokenizer, model,
+    added tokens): two tokenizers with one vocabulary but different pre-tokenization (as
+    ``AutoTokenizer`` can build for different model types) differ. Otherwise the vocabulary,
+    special tokens and the ids of a probe text are hashed.
     """
-    vocab = sorted(tokenizer.get_vocab().items())
-    specials = sorted(str(t) for t in tokenizer.all_special_tokens)
-    probe = tokenizer(_TOKENIZER_PROBE, add_special_tokens=False)["input_ids"]
-    payload = repr((vocab, specials, probe)).encode()
-    return hashlib.sha256(payload).hexdigest()[:16]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        payload = backend.to_str()
+    else:
+        vocab = sorted(tokenizer.get_vocab().items())
+        specials = sorted(str(t) for t in tokenizer.all_special_tokens)
+        probe = tokenizer(_TOKENIZER_PROBE, add_special_tokens=False)["input_ids"]
+        payload = repr((vocab, specials, probe))
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-_TOKENIZER_PROBE = "Hello, world! Ünïcödé 123 4567 \n\tdef f(x): return x**2  # 数学 🙂"
+_TOKENIZER_PROBE = "Hello, world!\n\nÜnïcödé 123 4567 {\n    def f(x): return x**2  # 数学 🙂"
 
 
 @dataclass(frozen=True)
@@ -138,19 +156,55 @@ class TransformersBackend:
     reproduce ``model.forward`` on a probe, full logits from ``model.forward`` are used.)
     """
 
-    def __init__(self, loaded: Any, batching: BatchingOptions | None = None) -> None:
-        self.loaded = loaded
-        self.model = loaded.model
-        self.tokenizer = loaded.tokenizer
-        self.name = loaded.source.name
-        self.fingerprint = loaded.fingerprint
+    def __init__(
+        self,
+        name: str,
+        load_options: LoadOptions | None = None,
+        batching: BatchingOptions | None = None,
+        loaded: LoadedModel | None = None,
+    ) -> None:
+        """Prepare scoring with model ``name``; the weights load on first use (or pass
+        ``loaded`` to reuse a model already in memory)."""
+        self.name = name
+        self.load_options = load_options or LoadOptions()
         self.batching = batching or BatchingOptions()
-        max_positions = getattr(self.model.config, "max_position_embeddings", None)
+        self._loaded = loaded
+        files = model_files(name) if loaded is None else loaded.model.name_or_path
+        self.fingerprint = loaded.fingerprint if loaded else fingerprint_directory(files)
+        self.tokenizer = loaded.tokenizer if loaded else AutoTokenizer.from_pretrained(files)
+        config = AutoConfig.from_pretrained(files) if loaded is None else loaded.model.config
+        device = resolve_device(self.load_options.device)
+        self.dtype = str(resolve_dtype(self.load_options.dtype, device)).removeprefix("torch.")
+        max_positions = getattr(config, "max_position_embeddings", None)
         max_length = min(self.batching.max_length, max_positions or self.batching.max_length)
         self.encoder = ConversationEncoder(self.tokenizer, max_length)
         self.template = self.encoder.template
         self.tokenizer_fingerprint = tokenizer_fingerprint(self.tokenizer)
-        self._head_path = self._check_head_path()
+        self._head_path: bool | None = None
+
+    @classmethod
+    def from_loaded(
+        cls, loaded: LoadedModel, batching: BatchingOptions | None = None
+    ) -> TransformersBackend:
+        """A backend over a model already in memory."""
+        return cls(loaded.source.name, batching=batching, loaded=loaded)
+
+    @property
+    def loaded(self) -> LoadedModel:
+        """The model and tokenizer, loaded on first access."""
+        if self._loaded is None:
+            self._loaded = load_model(self.name, self.load_options)
+            self._loaded.tokenizer = self.tokenizer  # keep the template in use
+        return self._loaded
+
+    @property
+    def model(self) -> Any:
+        return self.loaded.model
+
+    def release(self) -> None:
+        """Drop the weights from memory (they load again on the next miss)."""
+        self._loaded = None
+        self._head_path = None
 
     def set_template(self, template: str) -> None:
         self.tokenizer.chat_template = template
@@ -189,6 +243,9 @@ class TransformersBackend:
 
     def _forward(self, rows: list[EncodedResponse]) -> list[np.ndarray]:
         import torch
+
+        if self._head_path is None:
+            self._head_path = self._check_head_path()
 
         width = max(len(r.input_ids) for r in rows)
         ids = torch.zeros((len(rows), width), dtype=torch.long)
@@ -275,9 +332,7 @@ def _gather_logprobs(logits: Any, targets: Any) -> Any:
 
 
 def load_backend(
-    name: str, options: Any = None, batching: BatchingOptions | None = None
+    name: str, options: LoadOptions | None = None, batching: BatchingOptions | None = None
 ) -> TransformersBackend:
-    """Load model ``name`` (see :func:`prefsmith.models.loading.load_model`) as a backend."""
-    from prefsmith.models.loading import load_model
-
-    return TransformersBackend(load_model(name, options), batching)
+    """A backend for model ``name`` (see :mod:`prefsmith.models.loading`); weights load lazily."""
+    return TransformersBackend(name, options, batching)

@@ -106,7 +106,29 @@ def resolve_model(name: str) -> ModelSource:
         return ModelSource(name=name, kind="directory", path=str(Path(name).resolve()))
     if Path(name).exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelNotFoundError(f"{name} is neither a model directory nor a .gguf file")
-    return ModelSource(name=name, kind="hub", path=name)
+    return ModelSource(name=name, kind="hub", path=_hub_snapshot(name))
+
+
+#: Files of a hub repository that loading a causal LM needs.
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+
+
+def _hub_snapshot(repo_id: str) -> str:
+    """Local snapshot folder of a hub model; downloads only with PREFSMITH_ALLOW_DOWNLOAD=1."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(
+            repo_id, allow_patterns=HUB_PATTERNS, local_files_only=not _allow_download()
+        )
+    except (OSError, ValueError) as err:  # hub errors derive from these
+        raise ModelNotFoundError(
+            f"{repo_id!r} is not a packaged model, a local folder or a .gguf file, and it is not"
+            " in the local Hugging Face cache. Put its files in a folder and pass the folder,"
+            " copy a hub cache that holds it to $HF_HOME, or set PREFSMITH_ALLOW_DOWNLOAD=1 on a"
+            f" machine with hub access. Packaged models: {', '.join(sorted(PACKAGED_MODELS))}."
+            f" ({type(err).__name__})"
+        ) from None
 
 
 def _allow_download() -> bool:
@@ -169,18 +191,37 @@ def local_files(source: ModelSource) -> str:
     return source.path
 
 
+#: Bytes sampled from each weight file for the fingerprint (blocks x block size).
+FINGERPRINT_BLOCKS = 16
+FINGERPRINT_BLOCK_BYTES = 1 << 16
+
+
 def fingerprint_directory(path: str) -> str:
-    """Hash of a model folder: its config plus the names and sizes of its weight files.
+    """Hash of a model folder: its config and samples of every weight file's bytes.
+
+    Two fine-tunes of one architecture have identical configs and file sizes, so the content
+    is sampled too: 16 blocks of 64 KiB spread evenly over each file (about 1 MiB per file,
+    fast even for large models).
 
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp()); _ = (d / "config.json").write_text("{}")
-    >>> len(fingerprint_directory(str(d)))
-    16
+    >>> _ = (d / "model.safetensors").write_bytes(b"a" * 1000)
+    >>> before = fingerprint_directory(str(d))
+    >>> _ = (d / "model.safetensors").write_bytes(b"a" * 999 + b"b")
+    >>> len(before), before == fingerprint_directory(str(d))
+    (16, False)
     """
     folder = Path(path)
     digest = hashlib.sha256((folder / "config.json").read_bytes())
     for weight in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
-        digest.update(f"{weight.name}:{weight.stat().st_size}".encode())
+        size = weight.stat().st_size
+        digest.update(f"{weight.name}:{size}".encode())
+        with weight.open("rb") as handle:
+            for k in range(FINGERPRINT_BLOCKS):
+                handle.seek(
+                    max(0, (size - FINGERPRINT_BLOCK_BYTES) * k // (FINGERPRINT_BLOCKS - 1))
+                )
+                digest.update(handle.read(FINGERPRINT_BLOCK_BYTES))
     return digest.hexdigest()[:16]
 
 
@@ -204,18 +245,16 @@ def resolve_dtype(dtype: DType, device: str) -> Any:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
+def model_files(name: str) -> str:
+    """Local folder to load model ``name`` from (converting a GGUF file on first use)."""
+    return local_files(resolve_model(name))
+
+
 def load_tokenizer(name: str) -> Any:
     """Load only the tokenizer of a model (cheap; used to check strong/weak compatibility)."""
     from transformers import AutoTokenizer
 
-    source = resolve_model(name)
-    return AutoTokenizer.from_pretrained(local_files(source), **_hub_kwargs(source))
-
-
-def _hub_kwargs(source: ModelSource) -> dict[str, Any]:
-    if source.kind == "hub":
-        return {"local_files_only": not _allow_download()}
-    return {}
+    return AutoTokenizer.from_pretrained(model_files(name))
 
 
 def load_model(name: str, options: LoadOptions | None = None) -> LoadedModel:
@@ -230,25 +269,10 @@ def load_model(name: str, options: LoadOptions | None = None) -> LoadedModel:
     files = local_files(source)
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(files, **_hub_kwargs(source))
-        model = AutoModelForCausalLM.from_pretrained(files, dtype=dtype, **_hub_kwargs(source))
-    except OSError as err:
-        if source.kind != "hub":
-            raise
-        raise ModelNotFoundError(
-            f"{name!r} is not a packaged model, a local folder or a .gguf file, and it is not in"
-            " the local Hugging Face cache. Put its files in a folder and pass the folder, run"
-            " `huggingface-cli download` where a hub is reachable and copy the cache here, or"
-            " set PREFSMITH_ALLOW_DOWNLOAD=1 on a machine with hub access. Packaged models:"
-            f" {', '.join(sorted(PACKAGED_MODELS))}. ({err})"
-        ) from None
+    tokenizer = AutoTokenizer.from_pretrained(files)
+    model = AutoModelForCausalLM.from_pretrained(files, dtype=dtype)
     model.to(device)
     model.eval()
-    if Path(files).is_dir():
-        fingerprint = fingerprint_directory(files)
-    else:
-        fingerprint = hashlib.sha256(model.config.to_json_string().encode()).hexdigest()[:16]
     n_params = sum(p.numel() for p in model.parameters())
     extra = {"dtype": str(dtype).removeprefix("torch."), "device": device, "parameters": n_params}
-    return LoadedModel(source, model, tokenizer, fingerprint, extra)
+    return LoadedModel(source, model, tokenizer, fingerprint_directory(files), extra)

@@ -1,0 +1,60 @@
+"""PNG plots of evaluation and study results (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prefsmith.evaluation.harness import EvalResult
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_sections(result: EvalResult, path: Path) -> Path:
+    """Grouped bars: accuracy per section (and overall) for each scorer."""
+    plt = _pyplot()
+    from prefsmith.evaluation.harness import SECTION_ORDER
+
+    sections = [s for s in SECTION_ORDER if any(s in r.sections for r in result.scorers)]
+    width = 0.8 / max(len(result.scorers), 1)
+    fig, ax = plt.subplots(figsize=(1.6 * len(sections) + 2, 4))
+    for k, scorer in enumerate(result.scorers):
+        xs = [i + k * width for i in range(len(sections))]
+        ax.bar(xs, [scorer.sections.get(s, 0.0) for s in sections], width, label=scorer.scorer)
+    ax.set_xticks([i + width * (len(result.scorers) - 1) / 2 for i in range(len(sections))])
+    ax.set_xticklabels(sections)
+    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("pairwise accuracy")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_margins(result: EvalResult, path: Path) -> Path:
+    """Histogram of |margin| for correct vs incorrect pairs, one panel per scorer."""
+    plt = _pyplot()
+    n = len(result.scorers)
+    fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 3.5), squeeze=False)
+    for ax, scorer in zip(axes[0], result.scorers, strict=True):
+        margins = list(scorer.margins.values())
+        correct = [m for m in margins if m > 0]
+        wrong = [-m for m in margins if m <= 0]
+        ax.hist([correct, wrong], bins=20, label=["correct", "incorrect"], alpha=0.8)
+        ax.set_title(scorer.scorer, fontsize=9)
+        ax.set_xlabel("|reward margin|")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,149 @@
+"""`prefsmith eval` and `prefsmith study` on tiny models, and the log-prob cache."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import TINY_SET
+from prefsmith.cli.main import app
+from prefsmith.data.io import iter_records
+from prefsmith.evaluation.harness import evaluate
+from prefsmith.evaluation.scorers import ScorerSpec
+from prefsmith.evaluation.sections import section_scores, subset_results
+from prefsmith.evaluation.study import run_study
+from prefsmith.models.backend import ScoreRequest, load_backend
+from prefsmith.models.cache import CachedBackend, LogProbCache
+
+runner = CliRunner()
+SPECS = ["density-ratio:sum", "density-ratio:mean", "logprob:mean", "dpo:0.5"]
+
+
+def test_eval_end_to_end_and_rerun_from_cache(tmp_path, tiny_models):
+    cache = tmp_path / "cache.sqlite"
+    args = [
+        "eval",
+        str(TINY_SET),
+        "-o",
+        str(tmp_path / "run1"),
+        "--strong",
+        tiny_models["chatml-a"],
+        "--weak",
+        tiny_models["chatml-b"],
+        "--cache",
+        str(cache),
+    ]
+    for spec in SPECS:
+        args += ["--scorer", spec]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    for name in ("results.json", "report.md", "accuracy_by_section.png", "margins.png"):
+        assert (tmp_path / "run1" / name).stat().st_size > 0
+    results = json.loads((tmp_path / "run1" / "results.json").read_text())
+    assert results["pairs"] == 24 and results["models"]["strong"]["computed"] == 48
+
+    # Every number agrees with a direct recomputation from the per-pair margins.
+    subsets = {str(r.value["id"]): r.value["subset"] for r in iter_records(TINY_SET)}
+    for scorer in results["scorers"]:
+        margins = scorer["margins"]
+        recomputed = section_scores(subset_results((subsets[i], m) for i, m in margins.items()))
+        assert scorer["sections"] == pytest.approx(recomputed)
+    by_name = {s["scorer"]: s for s in results["scorers"]}
+    dr, dpo = by_name["density-ratio:sum"]["margins"], by_name["dpo:0.5"]["margins"]
+    assert all(dpo[k] == pytest.approx(0.5 * dr[k]) for k in dr)
+
+    args[args.index("-o") + 1] = str(tmp_path / "run2")
+    second = runner.invoke(app, args)
+    assert second.exit_code == 0, second.output
+    again = json.loads((tmp_path / "run2" / "results.json").read_text())
+    assert again["models"]["strong"]["computed"] == 0 and again["models"]["weak"]["computed"] == 0
+    for a, b in zip(results["scorers"], again["scorers"], strict=True):
+        assert a["margins"] == b["margins"]  # bit-identical from the cache
+
+
+def test_eval_refuses_token_mean_across_tokenizers(tmp_path, tiny_models):
+    with pytest.raises(ValueError, match="mean-char"):
+        evaluate(
+            TINY_SET,
+            [ScorerSpec.parse("density-ratio:mean")],
+            tiny_models["chatml-a"],
+            tiny_models["plain-c"],
+        )
+
+
+def test_unknown_subset_is_reported_not_dropped(tmp_path, tiny_models):
+    src = tmp_path / "pairs.jsonl"
+    src.write_text(
+        json.dumps({"prompt": "Hi", "chosen": "Hello!", "rejected": "Go.", "subset": "my-own"})
+        + "\n"
+    )
+    result = evaluate(src, [ScorerSpec.parse("logprob:sum")], tiny_models["chatml-a"])
+    assert list(result.scorers[0].subsets) == ["my-own"]
+    assert result.scorers[0].subsets["my-own"]["section"] is None
+    assert result.scorers[0].sections == {}
+
+
+class _FailsOnSecondChunk:
+    """Wraps a real backend; raises on its second call, as an interrupted run would stop."""
+
+    def __init__(self, backend):
+        self.backend, self.calls = backend, 0
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def score(self, requests, on_progress=None):
+        self.calls += 1
+        if self.calls == 2:
+            raise KeyboardInterrupt
+        return self.backend.score(requests, on_progress)
+
+
+def test_cache_keeps_finished_chunks_after_interruption(tmp_path, tiny_models):
+    backend = load_backend(tiny_models["chatml-a"])
+    reqs = [ScoreRequest(({"role": "user", "content": f"Q{i}?"},), f"A{i}.") for i in range(6)]
+    cache = LogProbCache(tmp_path / "c.sqlite")
+    with pytest.raises(KeyboardInterrupt):
+        CachedBackend(_FailsOnSecondChunk(backend), cache, chunk_size=2).score(reqs)
+    assert len(LogProbCache(tmp_path / "c.sqlite")) == 2
+    resumed = CachedBackend(backend, LogProbCache(tmp_path / "c.sqlite"), chunk_size=2)
+    got = resumed.score(reqs)
+    assert resumed.computed == 4 and resumed.hits == 2
+    for a, b in zip(got, backend.score(reqs), strict=True):
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
+
+
+def test_study_three_models_three_passes(tmp_path, tiny_models):
+    cache = LogProbCache(tmp_path / "c.sqlite")
+    names = [tiny_models[k] for k in ("chatml-a", "chatml-b", "plain-c")]
+    result = run_study(TINY_SET, names, "sum", cache=cache)
+    assert len(result.pairs) == 6 and result.passes == 3
+    assert len(cache) == 3 * 48  # one entry per model and response: M passes, not M^2
+    assert result.spearman is not None and -1.0 <= result.spearman <= 1.0
+    # A pair's accuracy equals an eval of that pair from the same cache.
+    direct = evaluate(
+        TINY_SET, [ScorerSpec.parse("density-ratio:sum")], names[0], names[2], cache=cache
+    )
+    pair = next(p for p in result.pairs if (p.strong, p.weak) == (names[0], names[2]))
+    assert pair.sections == pytest.approx(direct.scorers[0].sections)
+    assert direct.models["strong"]["computed"] == 0
+    out = runner.invoke(
+        app,
+        [
+            "study",
+            str(TINY_SET),
+            "--model",
+            names[0],
+            "--model",
+            names[1],
+            "-o",
+            str(tmp_path / "s"),
+            "--cache",
+            str(tmp_path / "c.sqlite"),
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "s" / "study.png").exists() and (tmp_path / "s" / "study.md").exists()
