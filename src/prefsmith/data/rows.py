@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prefsmith.models.encoding import Message
+from prefsmith.models.encoding import Message, common_prefix_length
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -68,12 +68,7 @@ def extract_prompt(chosen: Sequence[Message], rejected: Sequence[Message]) -> in
     ...                [u, {"role": "assistant", "content": "b"}])
     1
     """
-    n = 0
-    for a, b in zip(chosen, rejected, strict=False):
-        if a != b:
-            break
-        n += 1
-    return n
+    return common_prefix_length(chosen, rejected)
 
 
 def _prompt(row: Mapping[str, Any]) -> list[Message]:

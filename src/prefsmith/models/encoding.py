@@ -57,8 +57,8 @@ class EncodedResponse:
         return len(self.input_ids) - self.response_start
 
 
-def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
-    """Length of the longest common prefix of two id sequences.
+def common_prefix_length(a: Sequence[Any], b: Sequence[Any]) -> int:
+    """Length of the longest common prefix of two sequences (token ids, messages).
 
     >>> common_prefix_length([1, 2, 3], [1, 2, 4, 5])
     2
