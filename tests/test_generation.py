@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -540,33 +541,38 @@ def test_cli_errors_are_clear(tmp_path, tiny_models):
 
 @pytest.mark.slow
 def test_packaged_generator_8_prompts_x_4(tmp_path):
-    """The packaged default generator: 8 arena-hard-style prompts x 4 short samples."""
-    from prefsmith.models.loading import LoadOptions, load_model
+    """The packaged default generator: 8 short prompts x 4 samples of up to 32 tokens."""
+    import torch
 
-    loaded = load_model("smollm2-135m-instruct", LoadOptions(dtype="bfloat16"))
-    prompts = [
-        "What is the capital of Japan?",
-        "Give one tip for sleeping better.",
-        "Translate 'good morning' into Spanish.",
-        "What is 12 times 7?",
-        "Name a primary colour.",
-        "Write a haiku about autumn.",
-        "What does CPU stand for?",
-        "Suggest a name for a pet goldfish.",
-    ]
-    src = write_jsonl(tmp_path / "p.jsonl", [{"prompt": p} for p in prompts])
-    config = SamplingConfig(n=4, max_new_tokens=24, batch_size=16)
-    summary = sample_file(
-        src, tmp_path / "s.jsonl", loaded, config, SampleFileOptions(progress=False)
-    )
-    rows = read_jsonl_rows(tmp_path / "s.jsonl")
-    assert summary.samples == 32 and len(rows) == 8
-    texts = [t for r in rows for t in r["responses"]]
-    assert sum(bool(t.strip()) for t in texts) >= 30
-    assert any(fr == "stop" for r in rows for fr in r["finish_reasons"])
-    # An instruct model answers the easy factual ones.
-    assert any("Tokyo" in t for t in rows[0]["responses"])
-    # Same seed, other batch size: the same samples.
-    again = generate(loaded, [[{"role": "user", "content": prompts[3]}]], config.__class__(
-        n=4, max_new_tokens=24, batch_size=3))  # fmt: skip
-    assert [g.text for g in again[0]] == rows[3]["responses"]
+    from prefsmith.models.loading import load_model
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a busy 2-core machine one thread is several times faster
+    try:
+        loaded = load_model("smollm2-135m-instruct")
+        prompts = [
+            "What is the capital of Japan?",
+            "Give one tip for sleeping better.",
+            "Translate 'good morning' into Spanish.",
+            "What is 12 times 7?",
+            "Name a primary colour.",
+            "Write a haiku about autumn.",
+            "What does CPU stand for?",
+            "Suggest a name for a pet goldfish.",
+        ]
+        src = write_jsonl(tmp_path / "p.jsonl", [{"prompt": p} for p in prompts])
+        config = SamplingConfig(n=4, max_new_tokens=32, batch_size=16)
+        options = SampleFileOptions(progress=False)
+        summary = sample_file(src, tmp_path / "s.jsonl", loaded, config, options)
+        rows = read_jsonl_rows(tmp_path / "s.jsonl")
+        assert summary.samples == 32 and len(rows) == 8
+        assert all(t.strip() for r in rows for t in r["responses"])
+        assert sum(fr == "stop" for r in rows for fr in r["finish_reasons"]) >= 8
+        assert any("Tokyo" in t for t in rows[0]["responses"])  # an instruct model answers
+        # Same seed, another batch size and batch composition: the same samples.
+        again = generate(
+            loaded, [[{"role": "user", "content": prompts[5]}]], replace(config, batch_size=3)
+        )
+        assert [g.text for g in again[0]] == rows[5]["responses"]
+    finally:
+        torch.set_num_threads(threads)
