@@ -447,25 +447,36 @@ def test_outputs_load_with_datasets_and_trl(tmp_path, generator, scorer, tiny_mo
             assert all(isinstance(applied[k], str) for k in ("prompt", "chosen", "rejected"))
     applied = maybe_apply_chat_template(conversational[0], tokenizer)
     assert applied["chosen"].startswith(conversational[0]["chosen"][0]["content"])
-    # DPOTrainer takes every output as is and runs a training step on it.
-    for ds in datasets:
-        model = AutoModelForCausalLM.from_pretrained(tiny_models["chatml-a"])
-        args = trl.DPOConfig(
-            output_dir=str(tmp_path / "dpo"),
-            report_to=[],
-            max_steps=1,
-            per_device_train_batch_size=2,
-            use_cpu=True,
-            save_strategy="no",
-            disable_tqdm=True,
-        )
+    # DPOTrainer and CPOTrainer (SimPO loss) take every output as is (their dataset
+    # preparation runs on construction); one training step each on two of them.
+    from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+    common = {
+        "report_to": [],
+        "max_steps": 1,
+        "per_device_train_batch_size": 2,
+        "use_cpu": True,
+        "save_strategy": "no",
+        "disable_tqdm": True,
+    }
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["chatml-a"])
+    for k, ds in enumerate(datasets):
+        args = trl.DPOConfig(output_dir=str(tmp_path / "dpo"), **common)
         trainer = trl.DPOTrainer(
             model=model, args=args, train_dataset=ds, processing_class=tokenizer
         )
         assert {"prompt_ids", "chosen_ids", "rejected_ids"} <= set(
             trainer.train_dataset.column_names
         )
-        trainer.train()
+        if k == 0:
+            trainer.train()
+        simpo = CPOConfig(
+            output_dir=str(tmp_path / "cpo"), loss_type="simpo", cpo_alpha=0.0, **common
+        )
+        trainer = CPOTrainer(model=model, args=simpo, train_dataset=ds, processing_class=tokenizer)
+        assert {"chosen_input_ids", "rejected_input_ids"} <= set(trainer.train_dataset.column_names)
+        if k == 2:
+            trainer.train()
 
 
 # ------------------------------------------------------------------ CLI
