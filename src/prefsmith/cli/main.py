@@ -10,6 +10,7 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 import typer
 
 from prefsmith.cli.evaluate import evaluate, study
+from prefsmith.cli.generate import pairs, rmboost, sample
 from prefsmith.cli.models import models_app
 from prefsmith.cli.score import score
 
@@ -21,6 +22,9 @@ app = typer.Typer(
 app.command()(score)
 app.command("eval")(evaluate)
 app.command()(study)
+app.command()(sample)
+app.command()(pairs)
+app.command()(rmboost)
 app.add_typer(models_app, name="models")
 
 

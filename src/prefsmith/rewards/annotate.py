@@ -224,7 +224,7 @@ def annotate_file(
 
     start = time.perf_counter()
     n_responses = 0
-    with JsonlAppender(journal) as out, _progress(options.progress, len(pending)) as advance:
+    with JsonlAppender(journal) as out, progress_bar(options.progress, len(pending)) as advance:
         for first in range(0, len(pending), options.chunk_size):
             chunk = pending[first : first + options.chunk_size]
             requests = [
@@ -264,12 +264,16 @@ def _write_settings(output: Path, settings: dict[str, Any]) -> None:
     path.write_text(json.dumps(settings, indent=2))
 
 
-class _progress:
+class progress_bar:
     """Context manager yielding an ``advance(n)`` callable backed by a rich progress bar."""
 
-    def __init__(self, enabled: bool, total: int) -> None:
+    def __init__(
+        self, enabled: bool, total: int, label: str = "scoring", unit: str = "rows/s"
+    ) -> None:
         self.enabled = enabled
         self.total = total
+        self.label = label
+        self.unit = unit
 
     def __enter__(self):
         if not self.enabled:
@@ -284,16 +288,16 @@ class _progress:
         )
 
         self._bar = Progress(
-            TextColumn("scoring"),
+            TextColumn(self.label),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]} rows/s"),
+            TextColumn("{task.fields[rate]} " + self.unit),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
         )
         self._bar.start()
-        task = self._bar.add_task("score", total=self.total, rate="-")
+        task = self._bar.add_task(self.label, total=self.total, rate="-")
         started = time.perf_counter()
         done = [0]
 
