@@ -11,6 +11,7 @@ import typer
 
 from prefsmith.cli.models import models_app
 from prefsmith.cli.score import score
+from prefsmith.cli.train import relabel
 
 app = typer.Typer(
     help="Preference data for LLM alignment from off-the-shelf open models.",
@@ -18,6 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command()(score)
+app.command()(relabel)
 app.add_typer(models_app, name="models")
 
 
