@@ -11,7 +11,7 @@ import typer
 
 from prefsmith.cli.models import models_app
 from prefsmith.cli.score import score
-from prefsmith.cli.train import relabel
+from prefsmith.cli.train import judge, relabel, train
 
 app = typer.Typer(
     help="Preference data for LLM alignment from off-the-shelf open models.",
@@ -20,6 +20,8 @@ app = typer.Typer(
 )
 app.command()(score)
 app.command()(relabel)
+app.command()(train)
+app.command()(judge)
 app.add_typer(models_app, name="models")
 
 
