@@ -102,7 +102,7 @@ def win_rate(
 
     >>> w = win_rate([1.0, 1.0, 1.0, 0.0, 0.5])
     >>> (w.wins, w.losses, w.ties, w.rate), (round(w.low, 3), round(w.high, 3))
-    ((3, 1, 1, 0.7), (0.3, 0.928))
+    ((3, 1, 1, 0.7), (0.299, 0.927))
     """
     n = len(scores)
     wins = sum(1 for s in scores if s == 1.0)
