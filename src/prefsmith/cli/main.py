@@ -9,6 +9,7 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 import typer
 
+from prefsmith.cli.generate import pairs, rmboost, sample
 from prefsmith.cli.models import models_app
 from prefsmith.cli.score import score
 from prefsmith.cli.train import judge, relabel, train
@@ -19,6 +20,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command()(score)
+app.command()(sample)
+app.command()(pairs)
+app.command()(rmboost)
 app.command()(relabel)
 app.command()(train)
 app.command()(judge)

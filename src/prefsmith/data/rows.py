@@ -148,3 +148,20 @@ def to_scoring_item(row: Any, system_prompt: str | None = None) -> ScoringItem:
         prompt = _prompt(row)
     texts = (_response(chosen, "chosen"), _response(rejected, "rejected"))
     return ScoringItem(_with_system(prompt, system_prompt), ("chosen", "rejected"), texts, "pair")
+
+
+def to_prompt(row: Any, system_prompt: str | None = None) -> tuple[Message, ...]:
+    """Normalize the prompt of a row with ``prompt`` (str or messages) or ``messages``.
+
+    Used for prompt-only input (generation); raises ``ValueError`` saying what is wrong.
+
+    >>> to_prompt({"prompt": "hi"}, "Be brief.")
+    ({'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'hi'})
+    >>> to_prompt({"text": "hi"})
+    Traceback (most recent call last):
+    ...
+    ValueError: missing field 'prompt' (or 'messages')
+    """
+    if not isinstance(row, Mapping):
+        raise ValueError(f"a row must be a JSON object, got {type(row).__name__}")
+    return _with_system(_prompt(row), system_prompt)

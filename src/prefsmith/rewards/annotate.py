@@ -267,9 +267,13 @@ def _write_settings(output: Path, settings: dict[str, Any]) -> None:
 class _progress:
     """Context manager yielding an ``advance(n)`` callable backed by a rich progress bar."""
 
-    def __init__(self, enabled: bool, total: int) -> None:
+    def __init__(
+        self, enabled: bool, total: int, label: str = "scoring", unit: str = "rows/s"
+    ) -> None:
         self.enabled = enabled
         self.total = total
+        self.label = label
+        self.unit = unit
 
     def __enter__(self):
         if not self.enabled:
@@ -284,16 +288,16 @@ class _progress:
         )
 
         self._bar = Progress(
-            TextColumn("scoring"),
+            TextColumn(self.label),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]} rows/s"),
+            TextColumn("{task.fields[rate]} " + self.unit),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
         )
         self._bar.start()
-        task = self._bar.add_task("score", total=self.total, rate="-")
+        task = self._bar.add_task(self.label, total=self.total, rate="-")
         started = time.perf_counter()
         done = [0]
 
@@ -307,3 +311,7 @@ class _progress:
     def __exit__(self, *exc: object) -> None:
         if self.enabled:
             self._bar.stop()
+
+
+#: Public name of the progress bar (also used by :mod:`prefsmith.generation`).
+progress_bar = _progress

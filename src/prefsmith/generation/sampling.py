@@ -1,0 +1,574 @@
+"""Batched, seeded sampling from a causal LM with its chat template.
+
+:func:`generate` samples ``n`` responses per conversation with ``transformers``' ``generate``
+(left padding, KV cache, CPU or GPU). Temperature and top-p (nucleus) sampling are done by
+prefsmith's own logits processor, :class:`SeededSampler`, which gives every sequence its own
+``torch.Generator``. The seed of sample ``j`` of a conversation is derived from
+``(config.seed, the conversation's messages, j)`` only (:func:`sample_seed`), so:
+
+* the same seed gives the same samples whatever the batch size, the order of the prompts, the
+  other prompts in the batch, or whether the run was interrupted and resumed;
+* asking for ``n=8`` gives the ``n=4`` samples followed by four more;
+* two identical conversations get identical samples (give them different system prompts or
+  seeds if that is unwanted).
+
+(Batches of different shapes can differ in the last floating-point bits of the logits; a draw
+could then flip only where its uniform number falls within that rounding of a token
+boundary.)
+
+Generation stops at the tokenizer's EOS, the model's configured EOS ids and the end-of-turn
+token of common chat templates; a sequence that reaches ``max_new_tokens`` first is reported
+with ``finish_reason="length"``. Special tokens are removed from the text and surrounding
+whitespace is stripped (templates add their own separators).
+
+:func:`sample_file` runs this over a prompts file, writing rows as they complete and resuming.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from prefsmith.data.io import (
+    INDEX_FIELD,
+    JsonlAppender,
+    Record,
+    finalize_output,
+    iter_records,
+    journal_path,
+    read_done_indices,
+    restore_journal,
+)
+from prefsmith.data.rows import RowError, to_prompt
+from prefsmith.models.encoding import Message, adds_bos, ensure_chat_template
+from prefsmith.models.loading import LoadedModel
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How responses are sampled.
+
+    Attributes:
+        n: Responses per prompt.
+        temperature: Softmax temperature; ``0`` means greedy decoding (all ``n`` identical).
+        top_p: Nucleus sampling: keep the smallest set of most likely tokens whose probability
+            reaches ``top_p`` (``1.0`` keeps every token).
+        max_new_tokens: Most tokens generated per response (the end-of-turn token included);
+            a response cut there is reported with ``finish_reason="length"``.
+        seed: Base seed; sample ``j`` of a conversation uses :func:`sample_seed`.
+        batch_size: Sequences generated together in one ``generate`` call.
+        system_prompt: System turn put before conversations that have none.
+    """
+
+    n: int = 4
+    temperature: float = 0.7
+    top_p: float = 0.85
+    max_new_tokens: int = 512
+    seed: int = 0
+    batch_size: int = 8
+    system_prompt: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be at least 1, got {self.n}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One sampled response.
+
+    Attributes:
+        text: The response text (special tokens removed, whitespace stripped).
+        finish_reason: ``stop`` (an end-of-turn/EOS token was generated) or ``length``
+            (``max_new_tokens`` was reached first: the text is truncated).
+        n_tokens: Tokens generated, the stop token included.
+    """
+
+    text: str
+    finish_reason: str
+    n_tokens: int
+
+
+#: End-of-turn tokens of common chat templates, used as stop tokens when in the vocabulary.
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+
+
+def sample_seed(seed: int, conversation: Sequence[Message], index: int) -> int:
+    """Seed of sample ``index`` of ``conversation``: a hash of the three, as a 63-bit int.
+
+    >>> conv = [{"role": "user", "content": "hi"}]
+    >>> sample_seed(0, conv, 0) == sample_seed(0, conv, 0)
+    True
+    >>> len({sample_seed(0, conv, 0), sample_seed(0, conv, 1), sample_seed(1, conv, 0)})
+    3
+    """
+    payload = json.dumps([seed, index, [dict(m) for m in conversation]], sort_keys=True)
+    return int.from_bytes(hashlib.sha256(payload.encode()).digest()[:8], "big") >> 1
+
+
+def with_system_prompt(
+    conversation: Sequence[Message], system_prompt: str | None
+) -> tuple[Message, ...]:
+    """Put ``system_prompt`` first unless the conversation has its own system turn.
+
+    >>> with_system_prompt([{"role": "user", "content": "hi"}], "Be brief.")[0]
+    {'role': 'system', 'content': 'Be brief.'}
+    >>> len(with_system_prompt([{"role": "user", "content": "hi"}], None))
+    1
+    """
+    conversation = tuple(conversation)
+    if system_prompt and not (conversation and conversation[0]["role"] == "system"):
+        return ({"role": "system", "content": system_prompt}, *conversation)
+    return conversation
+
+
+def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
+    """Ids that end a response: the EOS ids and any known end-of-turn token in the vocabulary."""
+    ids: list[int] = []
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (tokenizer.eos_token_id, configured):
+        ids.extend(value if isinstance(value, list) else [value] if value is not None else [])
+    specials = set(tokenizer.all_special_tokens) | set(
+        getattr(tokenizer, "added_tokens_encoder", {}) or {}
+    )
+    for token in END_OF_TURN_TOKENS:
+        if token in specials:
+            ids.append(tokenizer.convert_tokens_to_ids(token))
+    return sorted(set(ids))
+
+
+def prompt_ids(tokenizer: Any, conversation: Sequence[Message]) -> list[int]:
+    """Token ids of a conversation rendered with ``add_generation_prompt``, BOS exactly once.
+
+    Same rendering as :class:`prefsmith.models.encoding.ConversationEncoder` (the scorer), so
+    the scorer conditions on exactly the prompt the generator saw.
+    """
+    ensure_chat_template(tokenizer)
+    text = tokenizer.apply_chat_template(
+        list(conversation), tokenize=False, add_generation_prompt=True
+    )
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    bos = tokenizer.bos_token_id
+    if adds_bos(tokenizer) and (not ids or ids[0] != bos):
+        ids = [bos, *ids]
+    return ids
+
+
+def nucleus_choice(probs: Any, uniforms: Any, top_p: float, candidates: int = 1024) -> Any:
+    """Pick one token per row by inverse-CDF sampling from the top-p nucleus of ``probs``.
+
+    ``uniforms`` holds one number in [0, 1) per row, so the choice is a pure function of a
+    row's probabilities and its number. With ``top_p < 1`` the nucleus is taken in order of
+    decreasing probability: from the ``candidates`` most likely tokens when they already hold
+    ``top_p`` of the mass (the usual case, and much cheaper than sorting the vocabulary), else
+    from a full sort of that row. With ``top_p = 1`` tokens are taken in vocabulary order.
+
+    >>> import torch
+    >>> p = torch.tensor([[0.1, 0.6, 0.3], [0.1, 0.6, 0.3]], dtype=torch.float64)
+    >>> nucleus_choice(p, torch.tensor([0.0, 0.99], dtype=torch.float64), 1.0).tolist()
+    [0, 2]
+    >>> nucleus_choice(p, torch.tensor([0.0, 0.99], dtype=torch.float64), 0.5).tolist()
+    [1, 1]
+    >>> nucleus_choice(p, torch.tensor([0.7, 0.99], dtype=torch.float64), 0.8).tolist()
+    [2, 2]
+    >>> nucleus_choice(p, torch.tensor([0.7, 0.99], dtype=torch.float64), 0.8, candidates=1)
+    tensor([2, 2])
+    """
+    import torch
+
+    if top_p >= 1:
+        return _inverse_cdf(probs, uniforms)
+    k = min(candidates, probs.shape[-1])
+    top, order = probs.topk(k, dim=-1)
+    complete = top.sum(dim=-1) >= top_p  # no token past rank k can be in the nucleus
+    chosen = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
+    if complete.any():
+        rows = complete.nonzero().squeeze(-1)
+        chosen[rows] = _nucleus_sorted(top[rows], order[rows], uniforms[rows], top_p)
+    if not complete.all():
+        rows = (~complete).nonzero().squeeze(-1)
+        sorted_probs, full_order = torch.sort(probs[rows], dim=-1, descending=True, stable=True)
+        chosen[rows] = _nucleus_sorted(sorted_probs, full_order, uniforms[rows], top_p)
+    return chosen
+
+
+def _inverse_cdf(probs: Any, uniforms: Any) -> Any:
+    """Index where each row's cumulative mass first exceeds ``uniform * total``."""
+    import torch
+
+    cumulative = probs.cumsum(dim=-1)
+    target = uniforms[:, None] * cumulative[:, -1:]
+    position = torch.searchsorted(cumulative, target, right=True)
+    return position.clamp(max=probs.shape[-1] - 1).squeeze(-1)
+
+
+def _nucleus_sorted(sorted_probs: Any, order: Any, uniforms: Any, top_p: float) -> Any:
+    """Nucleus sampling given probabilities sorted in decreasing order and their token ids."""
+    import torch
+
+    # Keep a token when the mass before it is below top_p: the smallest set reaching top_p.
+    keep = (sorted_probs.cumsum(dim=-1) - sorted_probs) < top_p
+    keep[:, 0] = True
+    kept = torch.where(keep, sorted_probs, torch.zeros_like(sorted_probs))
+    position = _inverse_cdf(kept, uniforms)
+    # Never land on a token outside the nucleus (possible only through rounding).
+    position = torch.minimum(position, keep.sum(dim=-1) - 1)
+    return order.gather(-1, position[:, None]).squeeze(-1)
+
+
+class SeededSampler:
+    """A ``transformers`` logits processor that samples each row with its own generator.
+
+    It returns scores that are ``-inf`` except at the chosen token, and ``generate`` runs in
+    greedy mode, so the token it picks is exactly the one drawn here.
+
+    Attributes:
+        generators: One ``torch.Generator`` per row of the batch.
+        temperature: Softmax temperature (``0``: argmax).
+        top_p: Nucleus mass.
+    """
+
+    def __init__(self, generators: Sequence[Any], temperature: float, top_p: float) -> None:
+        self.generators = list(generators)
+        self.temperature = temperature
+        self.top_p = top_p
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        logits = scores.double()
+        if self.temperature == 0:
+            chosen = logits.argmax(dim=-1)
+        else:
+            probs = torch.softmax(logits / self.temperature, dim=-1)
+            uniforms = torch.cat(
+                [torch.rand(1, generator=g, dtype=torch.float64) for g in self.generators]
+            ).to(probs.device)
+            chosen = nucleus_choice(probs, uniforms, self.top_p)
+        out = torch.full_like(scores, float("-inf"))
+        out.scatter_(-1, chosen[:, None], 0.0)
+        return out
+
+
+class PromptTooLongError(ValueError):
+    """A prompt plus ``max_new_tokens`` does not fit the model's context."""
+
+
+def context_length(model: Any) -> int | None:
+    """Most positions the model supports, when its config says."""
+    return getattr(model.config, "max_position_embeddings", None)
+
+
+def generate(
+    loaded: LoadedModel,
+    conversations: Sequence[Sequence[Message]],
+    config: SamplingConfig,
+    on_progress: Callable[[int], None] | None = None,
+) -> list[list[Generation]]:
+    """Sample ``config.n`` responses for each conversation (each ends with a user turn).
+
+    Returns one list of ``n`` :class:`Generation` per conversation, in input order.
+    ``on_progress(k)`` is called as ``k`` more sequences finish.
+    """
+    import torch
+    from transformers import GenerationConfig, LogitsProcessorList
+
+    tokenizer, model = loaded.tokenizer, loaded.model
+    convs = [with_system_prompt(c, config.system_prompt) for c in conversations]
+    for i, conv in enumerate(convs):
+        if not conv or conv[-1]["role"] != "user":
+            raise ValueError(f"conversation {i} must end with a user turn")
+    encoded = [prompt_ids(tokenizer, conv) for conv in convs]
+    limit = context_length(model)
+    for i, ids in enumerate(encoded):
+        if limit is not None and len(ids) + config.max_new_tokens > limit:
+            raise PromptTooLongError(
+                f"conversation {i}: {len(ids)} prompt tokens + max_new_tokens"
+                f" {config.max_new_tokens} exceed the model's {limit} positions"
+            )
+    stops = stop_token_ids(tokenizer, model)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    # Jobs (conversation, sample), longest prompt first so batches pad little.
+    jobs = [(c, j) for c in range(len(convs)) for j in range(config.n)]
+    jobs.sort(key=lambda job: -len(encoded[job[0]]))
+    results: list[list[Generation | None]] = [[None] * config.n for _ in convs]
+    device = next(model.parameters()).device
+    generation_config = GenerationConfig(
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=config.max_new_tokens,
+        eos_token_id=stops,
+        pad_token_id=pad_id,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+    )
+    for first in range(0, len(jobs), config.batch_size):
+        batch = jobs[first : first + config.batch_size]
+        width = max(len(encoded[c]) for c, _ in batch)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (c, _) in enumerate(batch):
+            prompt = encoded[c]
+            ids[row, width - len(prompt) :] = torch.tensor(prompt)
+            mask[row, width - len(prompt) :] = 1
+        generators = []
+        for c, j in batch:
+            g = torch.Generator()
+            g.manual_seed(sample_seed(config.seed, convs[c], j))
+            generators.append(g)
+        sampler = SeededSampler(generators, config.temperature, config.top_p)
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                generation_config=generation_config,
+                logits_processor=LogitsProcessorList([sampler]),
+            )
+        new_tokens = out[:, width:].cpu().tolist()
+        for row, (c, j) in enumerate(batch):
+            results[c][j] = decode_generation(tokenizer, new_tokens[row], stops)
+        if on_progress:
+            on_progress(len(batch))
+    return [[g for g in per if g is not None] for per in results]
+
+
+def decode_generation(tokenizer: Any, new_ids: Sequence[int], stops: Sequence[int]) -> Generation:
+    """Cut generated ids at the first stop token and decode them."""
+    stop_set = set(stops)
+    end = next((k for k, t in enumerate(new_ids) if t in stop_set), None)
+    if end is None:
+        body, reason, n_tokens = list(new_ids), "length", len(new_ids)
+    else:
+        body, reason, n_tokens = list(new_ids[:end]), "stop", end + 1
+    text = tokenizer.decode(body, skip_special_tokens=True).strip()
+    return Generation(text, reason, n_tokens)
+
+
+# --------------------------------------------------------------------------------------------
+# File level
+
+
+OnError = Literal["raise", "skip"]
+
+
+@dataclass(frozen=True)
+class SampleFileOptions:
+    """Options of :func:`sample_file`.
+
+    Attributes:
+        chunk_size: Prompts generated (and written) together; a killed run loses at most one
+            chunk.
+        limit: Use only the first ``limit`` prompts of the input (``None``: all).
+        max_prompt_tokens: Prompts longer than this (after the chat template) are set aside;
+            ``None`` allows what fits the model's context with ``max_new_tokens``.
+        on_error: ``raise`` stops at the first bad row before generating; ``skip`` writes bad
+            rows to ``<output>.rejected.jsonl`` and goes on.
+        progress: Show a rich progress bar.
+    """
+
+    chunk_size: int = 16
+    limit: int | None = None
+    max_prompt_tokens: int | None = None
+    on_error: OnError = "raise"
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class SampleSummary:
+    """What a :func:`sample_file` run did.
+
+    Attributes:
+        output: Output path.
+        prompts: Prompts sampled in this run.
+        already_done: Prompts found in the output from an earlier run and skipped.
+        rejected: Bad or too long rows set aside in this run.
+        samples: Responses generated in this run.
+        truncated: Of those, how many hit ``max_new_tokens``.
+        tokens: Tokens generated in this run.
+        seconds: Wall time of the generation part.
+    """
+
+    output: Path
+    prompts: int
+    already_done: int
+    rejected: int
+    samples: int
+    truncated: int
+    tokens: int
+    seconds: float
+
+
+def read_prompts(
+    path: str | Path,
+    system_prompt: str | None,
+    on_error: OnError = "raise",
+    limit: int | None = None,
+) -> tuple[list[tuple[Record, tuple[Message, ...]]], list[tuple[Record, RowError]]]:
+    """Read a prompts file (rows with ``prompt`` or ``messages``); return good and bad rows.
+
+    With ``on_error="raise"`` the first bad row raises a :class:`RowError` naming file:line.
+    """
+    good, bad = [], []
+    for record in iter_records(path):
+        if limit is not None and record.index >= limit:
+            break
+        try:
+            if record.error is not None:
+                raise ValueError(record.error)
+            good.append((record, to_prompt(record.value, system_prompt)))
+        except ValueError as err:
+            bad.append((record, RowError(record.location, str(err))))
+    if bad and on_error == "raise":
+        first = bad[0][1]
+        more = f" (and {len(bad) - 1} more bad rows; --on-error skip sets them aside)"
+        raise RowError(first.location, first.reason + (more if len(bad) > 1 else ""))
+    return good, bad
+
+
+def generator_settings(loaded: LoadedModel, config: SamplingConfig) -> dict[str, Any]:
+    """What produced the samples, recorded in every row (``generated_with``).
+
+    The chat template is recorded by hash (the full text goes to ``<output>.settings.json``).
+    """
+    from prefsmith.rewards.annotate import short_hash
+
+    template = ensure_chat_template(loaded.tokenizer)
+    return {
+        "model": loaded.source.name,
+        "fingerprint": loaded.fingerprint,
+        "template": short_hash(str(template)),
+        **asdict(config),
+    }
+
+
+#: Input fields not copied to sample rows (they would clash with the fields written).
+_SAMPLE_FIELDS = ("responses", "finish_reasons", "n_tokens", "generated_with", INDEX_FIELD)
+
+
+def sample_row(record: Record, generations: Sequence[Generation], settings: dict) -> dict:
+    """The input row plus its samples (``responses``, ``finish_reasons``, ``n_tokens``)."""
+    row = {k: v for k, v in record.value.items() if k not in _SAMPLE_FIELDS}
+    row[INDEX_FIELD] = record.index
+    row["responses"] = [g.text for g in generations]
+    row["finish_reasons"] = [g.finish_reason for g in generations]
+    row["n_tokens"] = [g.n_tokens for g in generations]
+    row["generated_with"] = settings
+    return row
+
+
+def split_too_long(
+    prompts: Sequence[tuple[Record, tuple[Message, ...]]],
+    loaded: LoadedModel,
+    config: SamplingConfig,
+    max_prompt_tokens: int | None,
+) -> tuple[list[tuple[Record, tuple[Message, ...]]], list[tuple[Record, RowError]]]:
+    """Set aside prompts that exceed ``max_prompt_tokens`` or the model's context."""
+    limit = context_length(loaded.model)
+    room = None if limit is None else limit - config.max_new_tokens
+    if max_prompt_tokens is not None:
+        room = max_prompt_tokens if room is None else min(room, max_prompt_tokens)
+    if room is None:
+        return list(prompts), []
+    fits, too_long = [], []
+    for record, conv in prompts:
+        n = len(prompt_ids(loaded.tokenizer, with_system_prompt(conv, config.system_prompt)))
+        if n > room:
+            reason = f"prompt has {n} tokens, more than the {room} allowed"
+            too_long.append((record, RowError(record.location, reason)))
+        else:
+            fits.append((record, conv))
+    return fits, too_long
+
+
+def write_rejected(output: Path, bad: Sequence[tuple[Record, RowError]]) -> int:
+    """Append bad rows not already there to ``<output>.rejected.jsonl``; return how many."""
+    from prefsmith.rewards.annotate import rejected_path
+
+    side = rejected_path(output)
+    already = read_done_indices(side)
+    new = [(rec, err) for rec, err in bad if rec.index not in already]
+    if new:
+        with JsonlAppender(side) as out:
+            out.write(
+                {INDEX_FIELD: rec.index, "location": err.location, "reason": err.reason}
+                for rec, err in new
+            )
+    return len(new)
+
+
+def write_settings(output: Path, settings: dict[str, Any]) -> None:
+    """Write ``<output>.settings.json`` (everything needed to reproduce the run)."""
+    path = output.with_name(output.name + ".settings.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2, ensure_ascii=False))
+
+
+def sample_file(
+    source: str | Path,
+    output_path: str | Path,
+    loaded: LoadedModel,
+    config: SamplingConfig,
+    options: SampleFileOptions | None = None,
+) -> SampleSummary:
+    """Sample ``config.n`` responses for every prompt of ``source`` into ``output_path``.
+
+    Rows are written per chunk (JSONL journal, fsynced); a rerun skips prompts already in the
+    output and, thanks to :func:`sample_seed`, produces what an uninterrupted run would have.
+    Output rows keep the input fields and add ``source_index``, ``responses``,
+    ``finish_reasons``, ``n_tokens`` and ``generated_with``: the ``prompt`` + ``responses``
+    shape that ``prefsmith score`` and ``prefsmith pairs`` read.
+    """
+    from prefsmith.rewards.annotate import progress_bar
+
+    options = options or SampleFileOptions()
+    output_path = Path(output_path)
+    good, bad = read_prompts(source, config.system_prompt, options.on_error, options.limit)
+    good, too_long = split_too_long(good, loaded, config, options.max_prompt_tokens)
+    bad = bad + too_long
+    if too_long and options.on_error == "raise":
+        raise RowError(too_long[0][1].location, too_long[0][1].reason)
+    restore_journal(output_path)
+    journal = journal_path(output_path)
+    done = read_done_indices(journal)
+    n_rejected = write_rejected(output_path, bad)
+    pending = [(rec, conv) for rec, conv in good if rec.index not in done]
+    settings = generator_settings(loaded, config)
+    write_settings(output_path, {**settings, "template_text": loaded.tokenizer.chat_template})
+
+    start = time.perf_counter()
+    samples = truncated = tokens = 0
+    total = len(pending) * config.n
+    with (
+        JsonlAppender(journal) as out,
+        progress_bar(options.progress, total, "sampling", "samples/s") as advance,
+    ):
+        for first in range(0, len(pending), options.chunk_size):
+            chunk = pending[first : first + options.chunk_size]
+            generations = generate(loaded, [conv for _, conv in chunk], config, advance)
+            out.write(
+                sample_row(rec, gens, settings)
+                for (rec, _), gens in zip(chunk, generations, strict=True)
+            )
+            out.flush()
+            for gens in generations:
+                samples += len(gens)
+                truncated += sum(g.finish_reason == "length" for g in gens)
+                tokens += sum(g.n_tokens for g in gens)
+    seconds = time.perf_counter() - start
+    finalize_output(output_path)
+    return SampleSummary(
+        output_path, len(pending), len(done), n_rejected, samples, truncated, tokens, seconds
+    )
