@@ -143,3 +143,49 @@ def test_config_rejects_unknown_options(tmp_path):
     with pytest.raises(ValueError, match="method must be dpo or simpo"):
         load_config(config)
     assert load_config(sets=["learning_rate=1e-4"]).learning_rate == 1e-4
+
+
+def test_sample_goal_conditions_on_the_relabel_template(tiny_models, tmp_path):
+    from prefsmith.cli.main import app
+    from prefsmith.relabel.pairs import goal_system_prompt
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"prompt": "Say hi."}) + "\n")
+    out = tmp_path / "s.jsonl"
+    args = ["sample", str(prompts), "-o", str(out), "-m", tiny_models["chatml-a"], "-n", "1"]
+    args += ["--max-new-tokens", "3", "--goal", "10", "--device", "cpu", "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    system = row["generated_with"]["system_prompt"]
+    assert system == goal_system_prompt(10) and "score of 10 on a scale from 1" in system
+
+
+def test_judge_counts_wins_from_density_ratio_rewards(tiny_models, tmp_path):
+    from prefsmith.training.judge import JudgeOptions, judge
+
+    prompts = [("p1", "What is 2+2?"), ("p2", "Name a colour."), ("p3", "Hello!")]
+    options = JudgeOptions(
+        goal=10,
+        strong=tiny_models["chatml-a"],
+        weak=tiny_models["chatml-b"],
+        max_new_tokens=4,
+        device="cpu",
+    )
+    tuned, base = tiny_models["chatml-a"], tiny_models["chatml-b"]
+    result, rows = judge(tuned, base, prompts, tmp_path / "j", options)
+    assert result.n == 3 and [r["id"] for r in rows] == ["p1", "p2", "p3"]
+    for r in rows:
+        diff = r["reward_tuned"] - r["reward_baseline"]
+        assert r["outcome"] == (0.5 if diff == 0 else float(diff > 0))
+    assert result.rate == sum(r["outcome"] for r in rows) / 3
+    assert 0.0 <= result.low <= result.rate <= result.high <= 1.0
+    summary = json.loads((tmp_path / "j" / "summary.json").read_text())
+    assert summary["win_rate"]["wins"] == result.wins
+    answers = [
+        json.loads(x) for x in (tmp_path / "j" / "answers-tuned.jsonl").read_text().split("\n") if x
+    ]
+    assert [a["goal"] for a in answers] == [10, 10, 10]
+    # A second call reuses the cached answers and judgements.
+    again, _ = judge(tuned, base, prompts, tmp_path / "j", options)
+    assert again == result

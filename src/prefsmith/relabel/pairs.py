@@ -64,6 +64,23 @@ def goal_message(goal: float, template: str, scale: GoalScale | None = None) -> 
     )
 
 
+def goal_system_prompt(
+    goal: float,
+    template: str | Path | None = None,
+    system_prompt: str | None = None,
+    scale: GoalScale | None = None,
+) -> str:
+    """System turn that conditions a relabel-tuned policy on ``goal`` (``prefsmith sample --goal``).
+
+    >>> goal_system_prompt(10, default_template_path()).split(" deserves ")[1][:36]
+    'an overall quality score of 10 on a '
+    >>> goal_system_prompt(9, None, "Be brief.").endswith("\\n\\nBe brief.")
+    True
+    """
+    text = goal_message(goal, load_template(template), scale)
+    return f"{text}\n\n{system_prompt}" if system_prompt else text
+
+
 def with_goal(context: Sequence[Message], text: str) -> list[Message]:
     """Put the goal text in the system turn: a new first message, or before an existing one.
 
