@@ -228,7 +228,7 @@ def build_trainer(config: TrainConfig, callbacks: list[Any] | None = None) -> An
     )
 
 
-def _log_callback(output_dir: Path, progress: bool) -> Any:
+def _log_callback(output_dir: Path) -> Any:
     """A transformers callback that appends logs to ``log.jsonl`` and redraws ``loss.png``."""
     from transformers import TrainerCallback
 
@@ -241,13 +241,6 @@ def _log_callback(output_dir: Path, progress: bool) -> Any:
             entry = {"step": state.global_step, "epoch": state.epoch, **logs}
             with (output_dir / "log.jsonl").open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(entry) + "\n")
-            if progress:
-                acc = logs.get("rewards/accuracies")
-                extra = f" acc {acc:.2f}" if isinstance(acc, float) else ""
-                print(
-                    f"step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f}{extra}",
-                    flush=True,
-                )
 
         def on_save(self, args, state, control, **kwargs):  # type: ignore[override]
             plot_loss(state.log_history, output_dir / "loss.png")
@@ -274,7 +267,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     elif checkpoint:  # keep log.jsonl in step with the checkpoint we restart from
         _truncate_log(output_dir / "log.jsonl", int(Path(checkpoint).name.split("-")[1]))
     (output_dir / "train_config.yaml").write_text(yaml.safe_dump(config.to_dict()))
-    trainer = build_trainer(config, callbacks=[_log_callback(output_dir, progress)])
+    trainer = build_trainer(config, callbacks=[_log_callback(output_dir)])
     trainer.args.disable_tqdm = not progress
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
