@@ -151,8 +151,9 @@ def trl_args(config: TrainConfig, device: str) -> Any:
         "disable_tqdm": False,
         **config.extra,
     }
-    if config.gradient_checkpointing:
-        common["gradient_checkpointing"] = True
+    # TRL turns gradient checkpointing on by default; it costs a second forward pass per step,
+    # so it follows our config (off unless asked for) instead.
+    common.setdefault("gradient_checkpointing", config.gradient_checkpointing)
     if config.method == "dpo":
         from trl import DPOConfig
 
