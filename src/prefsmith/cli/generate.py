@@ -114,6 +114,17 @@ def sample(
     seed: Seed = 0,
     batch_size: BatchSize = 8,
     system_prompt: SystemPrompt = None,
+    goal: Annotated[
+        float | None,
+        typer.Option(
+            help="Condition on this goal score with the relabel template (a policy tuned on"
+            " `prefsmith relabel` data; use the scale's top, e.g. 10). Goes before"
+            " --system-prompt in the system turn; rows with their own system turn keep theirs."
+        ),
+    ] = None,
+    goal_template: Annotated[
+        Path | None, typer.Option(help="Goal template file (default: the relabel one).")
+    ] = None,
     chunk_size: ChunkSize = 16,
     limit: Limit = None,
     max_prompt_tokens: MaxPromptTokens = None,
@@ -124,6 +135,13 @@ def sample(
     progress: Progress = True,
 ) -> None:
     """Sample N responses per prompt from a generator (resumable; rows: prompt + responses)."""
+    if goal is not None:
+        from prefsmith.relabel.pairs import goal_system_prompt
+
+        try:
+            system_prompt = goal_system_prompt(goal, goal_template, system_prompt)
+        except (FileNotFoundError, ValueError) as err:
+            fail(str(err))
     from prefsmith.generation.sampling import (
         SampleFileOptions,
         SamplingConfig,

@@ -13,6 +13,7 @@ from prefsmith.cli.evaluate import evaluate, study
 from prefsmith.cli.generate import pairs, rmboost, sample
 from prefsmith.cli.models import models_app
 from prefsmith.cli.score import score
+from prefsmith.cli.train import judge, relabel, train
 
 app = typer.Typer(
     help="Preference data for LLM alignment from off-the-shelf open models.",
@@ -25,6 +26,9 @@ app.command()(study)
 app.command()(sample)
 app.command()(pairs)
 app.command()(rmboost)
+app.command()(relabel)
+app.command()(train)
+app.command()(judge)
 app.add_typer(models_app, name="models")
 
 

@@ -1,0 +1,230 @@
+"""``prefsmith relabel``, ``train`` and ``judge``: from scored pairs to a tuned, judged policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from prefsmith.cli.common import console, fail
+
+
+def relabel(
+    input_path: Annotated[
+        Path, typer.Argument(help="Scored pairs (.jsonl, .json, .parquet or HF dataset folder).")
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Output .jsonl or .parquet. Default: runs/relabel-<input>.jsonl"
+        ),
+    ] = None,
+    chosen_reward: Annotated[
+        str, typer.Option(help="Column with the chosen response's reward.")
+    ] = "reward_chosen",
+    rejected_reward: Annotated[
+        str, typer.Option(help="Column with the rejected response's reward.")
+    ] = "reward_rejected",
+    scale: Annotated[
+        str,
+        typer.Option(
+            help="quantile (dataset ECDF) | minmax | identity (rewards already on the scale)."
+        ),
+    ] = "quantile",
+    low: Annotated[float, typer.Option(help="Lowest goal score.")] = 1.0,
+    high: Annotated[float, typer.Option(help="Highest goal score.")] = 10.0,
+    decimals: Annotated[int, typer.Option(help="Round goals to this many decimals.")] = 1,
+    ties: Annotated[
+        str,
+        typer.Option(
+            help="Equal goals: drop the pair | chosen (keep the original label only) | both."
+        ),
+    ] = "drop",
+    template: Annotated[
+        Path | None, typer.Option(help="Goal system-prompt template file with {goal}.")
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="conversational (messages) | standard (strings).")
+    ] = "conversational",
+    keep: Annotated[
+        list[str] | None, typer.Option(help="Input column to copy to the output (repeatable).")
+    ] = None,
+) -> None:
+    """Reward-augmented relabeling: two goal-conditioned pairs per scored pair."""
+    from prefsmith.data.rows import RowError
+    from prefsmith.relabel.files import RelabelOptions, relabel_file
+    from prefsmith.relabel.scale import GoalScale
+
+    if ties not in ("drop", "chosen", "both"):
+        fail(f"--ties must be drop, chosen or both, not {ties!r}")
+    if fmt not in ("conversational", "standard"):
+        fail(f"--format must be conversational or standard, not {fmt!r}")
+    output = output or Path("runs") / f"relabel-{input_path.name.split('.')[0]}.jsonl"
+    try:
+        options = RelabelOptions(
+            chosen_reward=chosen_reward,
+            rejected_reward=rejected_reward,
+            scale=GoalScale(scale, low, high, decimals),  # type: ignore[arg-type]
+            tie_rule=ties,  # type: ignore[arg-type]
+            template=str(template) if template else None,
+            output_format=fmt,  # type: ignore[arg-type]
+            keep_columns=tuple(keep or ()),
+        )
+        summary = relabel_file(input_path, output, options)
+    except (RowError, FileNotFoundError, ValueError) as err:
+        fail(str(err))
+        return
+    console.print(
+        f"{summary.inputs} pairs -> {summary.written} goal-conditioned rows"
+        f" ({summary.ties} ties, rule {ties}); goals by {scale} on {low:g}..{high:g}"
+        f" -> {summary.output} (mapping in {summary.output.name}.relabel.json)"
+    )
+
+
+def train(
+    data: Annotated[
+        Path | None,
+        typer.Argument(
+            help="TRL preference rows (e.g. from `prefsmith relabel`).", show_default=False
+        ),
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML file of training options.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override any option: --set key=value (repeatable)."),
+    ] = None,
+    method: Annotated[str | None, typer.Option(help="dpo | simpo")] = None,
+    model: Annotated[str | None, typer.Option(help="Policy to tune.")] = None,
+    output_dir: Annotated[Path | None, typer.Option(help="Run folder.")] = None,
+    finetune: Annotated[str | None, typer.Option(help="lora | full")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (-1: epochs).")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the data.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    beta: Annotated[float | None, typer.Option(help="DPO/SimPO beta.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Pairs per forward pass.")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help="Forward passes per step.")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Longest prompt+response.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the newest checkpoint in the run folder.")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Preference-tune a policy with DPO or SimPO (TRL), full or LoRA; resumable."""
+    from prefsmith.data.rows import RowError
+    from prefsmith.models.loading import ModelNotFoundError
+    from prefsmith.training.config import load_config
+
+    overrides = {
+        "data": str(data) if data else None,
+        "method": method,
+        "model": model,
+        "output_dir": str(output_dir) if output_dir else None,
+        "finetune": finetune,
+        "max_steps": max_steps,
+        "num_epochs": epochs,
+        "learning_rate": learning_rate,
+        "beta": beta,
+        "batch_size": batch_size,
+        "grad_accum": grad_accum,
+        "max_length": max_length,
+        "device": device,
+        "threads": threads,
+    }
+    try:
+        cfg = load_config(config, set_, overrides)
+        if not cfg.data:
+            fail("no training data: pass DATA or set `data:` in --config")
+        from prefsmith.training.trainer import load_preference_rows
+        from prefsmith.training.trainer import train as run_training
+
+        n_rows = len(load_preference_rows(cfg.data, cfg.max_rows))  # fail before loading models
+        console.print(
+            f"{cfg.method} ({cfg.finetune}) on {n_rows} pairs from {cfg.data}; model {cfg.model}"
+            f" -> {cfg.output_dir}"
+        )
+        result = run_training(cfg, resume=resume, progress=progress)
+    except (RowError, ModelNotFoundError, FileNotFoundError, FileExistsError, ValueError) as err:
+        fail(str(err))
+        return
+    if result.log:
+        first, last = result.log[0]["loss"], result.log[-1]["loss"]
+        console.print(f"loss {first:.4f} (first log) -> {last:.4f} (last log)")
+    resumed = f", resumed from {result.resumed_from}" if result.resumed_from else ""
+    console.print(
+        f"{result.steps} steps in {result.seconds:.0f}s{resumed}; model -> {result.final_model};"
+        f" loss curve -> {result.output_dir / 'loss.png'}"
+    )
+
+
+def judge(
+    tuned: Annotated[str, typer.Argument(help="Tuned policy (e.g. <run>/final).")],
+    baseline: Annotated[
+        str, typer.Option(help="Starting policy to compare with.")
+    ] = "smollm2-135m-instruct",
+    prompts: Annotated[
+        Path | None,
+        typer.Option(help="Prompts (.jsonl with turns or prompt). Default: MT-Bench first turns."),
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Prompts to use (0 = all).")] = 0,
+    offset: Annotated[int, typer.Option(help="Skip this many prompts first.")] = 0,
+    output_dir: Annotated[Path, typer.Option(help="Answers, judgements, summary.")] = Path(
+        "runs/judge"
+    ),
+    goal: Annotated[
+        float | None, typer.Option(help="Goal for the tuned policy (relabel template).")
+    ] = None,
+    baseline_goal: Annotated[float | None, typer.Option(help="Goal for the baseline.")] = None,
+    template: Annotated[Path | None, typer.Option(help="Goal template file.")] = None,
+    strong: Annotated[str, typer.Option(help="Judge's strong model.")] = "smollm2-135m-instruct",
+    weak: Annotated[str, typer.Option(help="Judge's weak model.")] = "gemma3-270m",
+    reduction: Annotated[str, typer.Option(help="sum | mean | mean-char")] = "sum",
+    max_new_tokens: Annotated[int, typer.Option(help="Longest answer.")] = 256,
+    temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.7,
+    top_p: Annotated[float, typer.Option(help="Nucleus threshold.")] = 0.85,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 8,
+    tie_tolerance: Annotated[float, typer.Option(help="|reward diff| <= this is a tie.")] = 0.0,
+    ci: Annotated[str, typer.Option(help="wilson | bootstrap")] = "wilson",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
+) -> None:
+    """Win rate of a tuned policy over its starting point, judged by the density ratio."""
+    from prefsmith.data.rows import RowError
+    from prefsmith.models.loading import ModelNotFoundError
+    from prefsmith.training.judge import MT_BENCH, JudgeOptions, read_prompts
+    from prefsmith.training.judge import judge as run_judge
+
+    if ci not in ("wilson", "bootstrap"):
+        fail(f"--ci must be wilson or bootstrap, not {ci!r}")
+    options = JudgeOptions(
+        goal=goal,
+        baseline_goal=baseline_goal,
+        template=str(template) if template else None,
+        strong=strong,
+        weak=weak,
+        reduction=reduction,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        batch_size=batch_size,
+        tie_tolerance=tie_tolerance,
+        ci=ci,
+        device=device,
+        threads=threads,
+    )
+    try:
+        items = read_prompts(prompts or MT_BENCH, limit, offset)
+        result, _ = run_judge(tuned, baseline, items, output_dir, options)
+    except (RowError, ModelNotFoundError, FileNotFoundError, ValueError) as err:
+        fail(str(err))
+        return
+    console.print(
+        f"tuned {tuned} vs baseline {baseline} on {result.n} prompts: {result.wins} wins,"
+        f" {result.losses} losses, {result.ties} ties -> win rate {result.rate:.3f}"
+        f" (95% {result.method} CI {result.low:.3f}-{result.high:.3f}; ties count half);"
+        f" details in {output_dir}"
+    )

@@ -1,0 +1,1 @@
+"""Reward-augmented relabeling: goal-conditioned preference pairs (METHODS.md section 2)."""

@@ -1,0 +1,1 @@
+"""Preference tuning (DPO, SimPO) of a policy with TRL, full or LoRA."""

@@ -1,0 +1,304 @@
+"""Preference tuning with TRL: DPO (``DPOTrainer``) and SimPO (``CPOTrainer``, SimPO loss).
+
+Output folder layout (``TrainConfig.output_dir``):
+
+* ``checkpoint-<step>/``: transformers checkpoints (model or adapter, optimizer, scheduler, RNG
+  and trainer state), every ``save_steps``; ``resume=True`` continues from the newest one;
+* ``train_config.yaml``: the resolved configuration;
+* ``log.jsonl``: one line per logging step (loss, rewards/accuracies, margins, learning rate);
+* ``loss.png``: the training loss curve (redrawn at every save and at the end);
+* ``final/``: the tuned model with tokenizer (LoRA merged into the weights unless
+  ``merge_lora`` is off), loadable by ``prefsmith sample``/``judge`` as a model folder;
+* ``adapter/`` (LoRA): the adapter alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefsmith.data.io import iter_records
+from prefsmith.data.rows import RowError
+from prefsmith.training.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run produced.
+
+    Attributes:
+        output_dir: The run's folder.
+        final_model: Folder of the tuned model (merged for LoRA), or the adapter folder when
+            ``merge_lora`` is off.
+        steps: Optimizer steps done in total (including those before a resume).
+        log: Logged metrics, one dict per logging step.
+        seconds: Wall time of this invocation's training.
+        resumed_from: Checkpoint this invocation resumed from, if any.
+    """
+
+    output_dir: Path
+    final_model: Path
+    steps: int
+    log: list[dict[str, Any]]
+    seconds: float
+    resumed_from: str | None
+
+
+def _check_messages(value: Any, field: str) -> None:
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"field {field!r} must be a string or a non-empty list of messages")
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or not isinstance(m.get("content"), str) or "role" not in m:
+            raise ValueError(f"field {field!r}[{i}] must be a {{'role', 'content'}} message")
+
+
+def validate_preference_row(row: Any) -> dict[str, Any]:
+    """Keep ``prompt``/``chosen``/``rejected`` of a TRL row; raise ``ValueError`` if malformed.
+
+    >>> validate_preference_row({"prompt": "q", "chosen": "a", "rejected": "b", "goal": 3})
+    {'prompt': 'q', 'chosen': 'a', 'rejected': 'b'}
+    >>> validate_preference_row({"prompt": "q", "chosen": "a", "rejected": [{"role": "assistant",
+    ...                          "content": "b"}]})
+    Traceback (most recent call last):
+    ...
+    ValueError: prompt, chosen and rejected must be all strings (standard) or all message lists
+    """
+    if not isinstance(row, dict):
+        raise ValueError(f"a row must be a JSON object, got {type(row).__name__}")
+    missing = [f for f in ("prompt", "chosen", "rejected") if f not in row]
+    if missing:
+        raise ValueError(f"missing field(s) {', '.join(missing)} (TRL preference format)")
+    values = {f: row[f] for f in ("prompt", "chosen", "rejected")}
+    kinds = {isinstance(v, str) for v in values.values()}
+    if len(kinds) > 1:
+        raise ValueError(
+            "prompt, chosen and rejected must be all strings (standard) or all message lists"
+        )
+    for f, v in values.items():
+        if isinstance(v, str):
+            if not v.strip():
+                raise ValueError(f"field {f!r} is empty")
+        else:
+            _check_messages(v, f)
+    return values
+
+
+def load_preference_rows(path: str | Path, max_rows: int = 0) -> list[dict[str, Any]]:
+    """Read and validate TRL preference rows; errors name ``file:line``."""
+    rows = []
+    for record in iter_records(path):
+        if max_rows and len(rows) >= max_rows:
+            break
+        try:
+            if record.error is not None:
+                raise ValueError(record.error)
+            rows.append(validate_preference_row(record.value))
+        except ValueError as err:
+            raise RowError(record.location, str(err)) from None
+    if not rows:
+        raise ValueError(f"{path}: no preference rows")
+    return rows
+
+
+def load_policy(config: TrainConfig) -> tuple[Any, Any, str]:
+    """Model and tokenizer to tune (float weights, train mode) and the folder they came from."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from prefsmith.models.encoding import ensure_chat_template
+    from prefsmith.models.loading import local_files, resolve_device, resolve_model
+
+    folder = local_files(resolve_model(config.model))
+    device = resolve_device(config.device)  # type: ignore[arg-type]
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(
+        config.dtype, torch.bfloat16 if device == "cuda" else torch.float32
+    )
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    ensure_chat_template(tokenizer)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    return model, tokenizer, folder
+
+
+def trl_args(config: TrainConfig, device: str) -> Any:
+    """The TRL config object (``DPOConfig`` or ``CPOConfig``) for ``config``."""
+    common: dict[str, Any] = {
+        "output_dir": config.output_dir,
+        "per_device_train_batch_size": config.batch_size,
+        "gradient_accumulation_steps": config.grad_accum,
+        "learning_rate": config.learning_rate,
+        "lr_scheduler_type": config.lr_scheduler,
+        "warmup_steps": config.warmup_ratio,  # < 1 is a fraction of all steps in transformers 5
+        "num_train_epochs": config.num_epochs,
+        "max_steps": config.max_steps,
+        "logging_steps": config.logging_steps,
+        "save_steps": config.save_steps,
+        "save_total_limit": config.save_total_limit,
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "report_to": "none",
+        "use_cpu": device == "cpu",
+        "bf16": config.dtype == "bfloat16" or (config.dtype == "auto" and device == "cuda"),
+        "max_length": config.max_length,
+        "beta": config.effective_beta,
+        "remove_unused_columns": False,
+        "dataloader_num_workers": 0,
+        "disable_tqdm": False,
+        **config.extra,
+    }
+    # TRL turns gradient checkpointing on by default; it costs a second forward pass per step,
+    # so it follows our config (off unless asked for) instead.
+    common.setdefault("gradient_checkpointing", config.gradient_checkpointing)
+    if config.method == "dpo":
+        from trl import DPOConfig
+
+        return DPOConfig(loss_type=["sigmoid"], **common)
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from trl.experimental.cpo import CPOConfig
+
+    return CPOConfig(loss_type="simpo", cpo_alpha=0.0, simpo_gamma=config.simpo_gamma, **common)
+
+
+def latest_checkpoint(output_dir: str | Path) -> str | None:
+    """Newest ``checkpoint-<step>`` folder that holds a trainer state, or ``None``.
+
+    >>> latest_checkpoint("/nonexistent") is None
+    True
+    """
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    found = [
+        (int(p.name.split("-")[1]), p)
+        for p in folder.glob("checkpoint-*")
+        if p.name.split("-")[1].isdigit() and (p / "trainer_state.json").exists()
+    ]
+    return str(max(found)[1]) if found else None
+
+
+def build_trainer(config: TrainConfig, callbacks: list[Any] | None = None) -> Any:
+    """Load data and policy and assemble the TRL trainer (nothing is trained yet)."""
+    import torch
+    from datasets import Dataset
+
+    from prefsmith.models.loading import resolve_device
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    rows = load_preference_rows(config.data, config.max_rows)
+    device = resolve_device(config.device)  # type: ignore[arg-type]
+    model, tokenizer, _ = load_policy(config)
+    args = trl_args(config, device)
+    peft_config = None
+    if config.finetune == "lora":
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.lora_target_modules,
+            task_type="CAUSAL_LM",
+        )
+    dataset = Dataset.from_list(rows)
+    if config.method == "dpo":
+        from trl import DPOTrainer
+
+        return DPOTrainer(
+            model=model,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=callbacks,
+        )
+    from trl.experimental.cpo import CPOTrainer
+
+    return CPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+
+
+def _log_callback(output_dir: Path) -> Any:
+    """A transformers callback that appends logs to ``log.jsonl`` and redraws ``loss.png``."""
+    from transformers import TrainerCallback
+
+    from prefsmith.training.plot import plot_loss
+
+    class PrefsmithLog(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[override]
+            if not logs or "loss" not in logs:
+                return
+            entry = {"step": state.global_step, "epoch": state.epoch, **logs}
+            with (output_dir / "log.jsonl").open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(entry) + "\n")
+
+        def on_save(self, args, state, control, **kwargs):  # type: ignore[override]
+            plot_loss(state.log_history, output_dir / "loss.png")
+
+    return PrefsmithLog()
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Run (or resume) a training run and save the tuned model; see the module docstring."""
+    import yaml
+
+    from prefsmith.training.plot import plot_loss
+
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = latest_checkpoint(output_dir) if resume else None
+    if not resume and latest_checkpoint(output_dir):
+        raise FileExistsError(
+            f"{output_dir} already holds checkpoints; pass --resume to continue that run"
+            " or choose another --output-dir"
+        )
+    if not resume:
+        (output_dir / "log.jsonl").unlink(missing_ok=True)
+    elif checkpoint:  # keep log.jsonl in step with the checkpoint we restart from
+        _truncate_log(output_dir / "log.jsonl", int(Path(checkpoint).name.split("-")[1]))
+    (output_dir / "train_config.yaml").write_text(yaml.safe_dump(config.to_dict()))
+    trainer = build_trainer(config, callbacks=[_log_callback(output_dir)])
+    trainer.args.disable_tqdm = not progress
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - start
+    log = [e for e in trainer.state.log_history if "loss" in e]
+    plot_loss(trainer.state.log_history, output_dir / "loss.png")
+    final = save_final(trainer, config)
+    return TrainResult(output_dir, final, trainer.state.global_step, log, seconds, checkpoint)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    lines = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+def save_final(trainer: Any, config: TrainConfig) -> Path:
+    """Save the tuned model (merged when LoRA) and its tokenizer; return its folder."""
+    output_dir = Path(config.output_dir)
+    model = trainer.model
+    tokenizer = trainer.processing_class
+    if config.finetune == "lora":
+        adapter = output_dir / "adapter"
+        model.save_pretrained(adapter)
+        tokenizer.save_pretrained(adapter)
+        if not config.merge_lora:
+            return adapter
+        model = model.merge_and_unload()
+    final = output_dir / "final"
+    model.save_pretrained(final)
+    tokenizer.save_pretrained(final)
+    return final
