@@ -1,0 +1,165 @@
+"""Plain vs customized density ratio on a RewardBench-style dev set, per section.
+
+Scores each needed (row, domain, exemplar style) context once and caches the rewards, so
+variants that differ only in the router re-score only the rows the routers disagree on. The
+plain baseline is read from an existing ``prefsmith score`` run (``--plain``), not recomputed.
+
+Usage (one real-model process at a time; ~10-20 min per full variant on 2 CPU cores)::
+
+    PYTHONPATH=src nice -n 10 python benchmarks/customization.py \\
+        --data ../shared/data/prefsets/rewardbench-dev.jsonl \\
+        --plain ../main/runs/dev-default-bfloat16.jsonl --dtype bfloat16 \\
+        --variants criteria:embedding exemplars:embedding exemplars:rules exemplars:lm
+
+A variant is ``<parts>:<router>``: parts ``criteria`` (system prompt only, exemplar style
+``none``), ``exemplars`` (criteria + exemplars inside the system turn) or ``turns`` (criteria
++ exemplars as earlier turns); router ``embedding``, ``rules`` or ``lm``. Results go to
+``<out>/results.json`` and ``<out>/results.md``; rewards to ``<out>/cache.jsonl`` (resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from prefsmith.data.io import read_jsonl_rows
+from prefsmith.data.rows import ScoringItem, to_scoring_item
+from prefsmith.evaluation.sections import section_of, section_scores, subset_results
+from prefsmith.models.backend import BatchingOptions, ScoreRequest
+from prefsmith.models.loading import LoadOptions
+from prefsmith.rewards.density_ratio import build_density_ratio_scorer
+from prefsmith.routing.customize import customize_item
+from prefsmith.routing.domains import load_domains
+from prefsmith.routing.report import confusion_matrix, routing_agreement
+from prefsmith.routing.routers import Route, last_user_text, make_router
+
+PARTS = {"criteria": "none", "exemplars": "system", "turns": "turns"}
+SECTION_ORDER = ("Chat", "Chat Hard", "Safety", "Reasoning", "Overall")
+
+
+def scores_of(subsets: list[str], margins: list[float]) -> dict[str, float]:
+    """Section scores of a run from its subsets and margins."""
+    return section_scores(subset_results(zip(subsets, margins, strict=True)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--plain", required=True, type=Path, help="plain `prefsmith score` run")
+    parser.add_argument("--domains", type=Path, default=None)
+    parser.add_argument("--strong", default="smollm2-135m-instruct")
+    parser.add_argument("--weak", default="gemma3-270m")
+    parser.add_argument("--reduction", default="sum")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--chunk", type=int, default=16, help="rows scored per cache write")
+    parser.add_argument("--out", type=Path, default=Path("runs/customization"))
+    parser.add_argument("--variants", nargs="+", default=["criteria:embedding"])
+    args = parser.parse_args()
+
+    rows = read_jsonl_rows(args.data)
+    items: list[ScoringItem] = [to_scoring_item(r) for r in rows]
+    ids = [str(r.get("id", i)) for i, r in enumerate(rows)]
+    subsets = [str(r["subset"]) for r in rows]
+    plain = {
+        str(r.get("id", r["source_index"])): r["reward_margin"] for r in read_jsonl_rows(args.plain)
+    }
+    domains = load_domains(args.domains)
+    args.out.mkdir(parents=True, exist_ok=True)
+    cache_path = args.out / "cache.jsonl"
+    cache: dict[tuple[str, str, str], float] = {}
+    if cache_path.exists():
+        for r in read_jsonl_rows(cache_path):
+            cache[(r["id"], r["domain"], r["style"])] = r["margin"]
+
+    t0 = time.perf_counter()
+    scorer = build_density_ratio_scorer(
+        args.strong,
+        args.weak,
+        args.reduction,
+        LoadOptions(dtype=args.dtype, threads=args.threads),  # type: ignore[arg-type]
+        BatchingOptions(),
+    )
+    print(f"loaded models in {time.perf_counter() - t0:.0f}s", flush=True)
+    prompts = [last_user_text(item.context) for item in items]
+    routes: dict[str, list[Route]] = {}
+    results: dict[str, Any] = {
+        "settings": {**vars(args), "scorer": scorer.settings(), "domains_file": domains.source},
+        "plain": scores_of(subsets, [plain[i] for i in ids]),
+        "variants": {},
+    }
+    for variant in args.variants:
+        parts, router_name = variant.split(":")
+        style = PARTS[parts]
+        if router_name not in routes:
+            t = time.perf_counter()
+            routes[router_name] = make_router(router_name, domains, scorer.strong).route(prompts)
+            print(f"routed with {router_name} in {time.perf_counter() - t:.0f}s", flush=True)
+        chosen = routes[router_name]
+        todo = [i for i, r in enumerate(chosen) if (ids[i], r.domain, style) not in cache]
+        t = time.perf_counter()
+        with cache_path.open("a") as out:
+            for start in range(0, len(todo), args.chunk):
+                batch = todo[start : start + args.chunk]
+                custom = [customize_item(items[i], domains[chosen[i].domain], style) for i in batch]
+                requests = [ScoreRequest(c.context, resp) for c in custom for resp in c.responses]
+                rewards = scorer.score(requests)
+                for k, i in enumerate(batch):
+                    margin = rewards[2 * k].reward - rewards[2 * k + 1].reward
+                    key = (ids[i], chosen[i].domain, style)
+                    cache[key] = margin
+                    out.write(
+                        json.dumps(
+                            {"id": key[0], "domain": key[1], "style": key[2], "margin": margin}
+                        )
+                        + "\n"
+                    )
+                out.flush()
+                print(f"{variant}: {start + len(batch)}/{len(todo)} rows scored", flush=True)
+        seconds = time.perf_counter() - t
+        margins = [cache[(ids[i], r.domain, style)] for i, r in enumerate(chosen)]
+        doms = [r.domain for r in chosen]
+        results["variants"][variant] = {
+            "scores": scores_of(subsets, margins),
+            "rows_scored_now": len(todo),
+            "seconds": round(seconds, 1),
+            "router_agreement": routing_agreement(doms, subsets),
+            "confusion": confusion_matrix(doms, [section_of(s) for s in subsets]),
+            "mean_confidence": sum(r.confidence for r in chosen) / len(chosen),
+        }
+        write_results(args.out, results, domains.names)
+
+
+def write_results(out: Path, results: dict[str, Any], names: list[str]) -> None:
+    """Write results.json and a Markdown table of section scores and confusion matrices."""
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    header = "| run | " + " | ".join(SECTION_ORDER) + " | router agreement |"
+    lines = [header, "|" + "---|" * (len(SECTION_ORDER) + 2)]
+
+    def row(name: str, scores: dict[str, float], agree: str) -> str:
+        cells = [f"{100 * scores[s]:.1f}" if s in scores else "-" for s in SECTION_ORDER]
+        return f"| {name} | " + " | ".join(cells) + f" | {agree} |"
+
+    lines.append(row("plain", results["plain"], "-"))
+    for name, v in results["variants"].items():
+        lines.append(row(name, v["scores"], f"{100 * v['router_agreement']:.0f}%"))
+    for name, v in results["variants"].items():
+        lines += ["", f"Confusion ({name}): section x routed domain", ""]
+        lines.append("| section | " + " | ".join(names) + " |")
+        lines.append("|" + "---|" * (len(names) + 1))
+        for section, counts in v["confusion"].items():
+            lines.append(
+                f"| {section} | " + " | ".join(str(counts.get(n, 0)) for n in names) + " |"
+            )
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    main()
