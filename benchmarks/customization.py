@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ def main() -> None:
     parser.add_argument("--reduction", default="sum")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--chunk", type=int, default=16, help="rows scored per cache write")
+    parser.add_argument("--chunk", type=int, default=8, help="rows per step (all variants)")
     parser.add_argument("--out", type=Path, default=Path("runs/customization"))
     parser.add_argument("--variants", nargs="+", default=["criteria:embedding"])
     args = parser.parse_args()
@@ -94,46 +95,87 @@ def main() -> None:
         "plain": scores_of(subsets, [plain[i] for i in ids]),
         "variants": {},
     }
-    for variant in args.variants:
-        parts, router_name = variant.split(":")
-        style = PARTS[parts]
+    variants = [(v, *v.split(":")) for v in args.variants]
+    for _, _, router_name in variants:
         if router_name not in routes:
             t = time.perf_counter()
             routes[router_name] = make_router(router_name, domains, scorer.strong).route(prompts)
             print(f"routed with {router_name} in {time.perf_counter() - t:.0f}s", flush=True)
-        chosen = routes[router_name]
-        todo = [i for i, r in enumerate(chosen) if (ids[i], r.domain, style) not in cache]
-        t = time.perf_counter()
-        with cache_path.open("a") as out:
-            for start in range(0, len(todo), args.chunk):
-                batch = todo[start : start + args.chunk]
-                custom = [customize_item(items[i], domains[chosen[i].domain], style) for i in batch]
+    # Rows in an order that interleaves subsets, and every variant scored chunk by chunk, so a
+    # run stopped early still compares all variants on the same rows from every section.
+    order = interleave(subsets)
+    seconds = dict.fromkeys(args.variants, 0.0)
+    with cache_path.open("a") as out:
+        for start in range(0, len(order), args.chunk):
+            chunk = order[start : start + args.chunk]
+            for variant, parts, router_name in variants:
+                style, chosen = PARTS[parts], routes[router_name]
+                todo = [i for i in chunk if (ids[i], chosen[i].domain, style) not in cache]
+                if not todo:
+                    continue
+                t = time.perf_counter()
+                custom = [customize_item(items[i], domains[chosen[i].domain], style) for i in todo]
                 requests = [ScoreRequest(c.context, resp) for c in custom for resp in c.responses]
                 rewards = scorer.score(requests)
-                for k, i in enumerate(batch):
+                for k, i in enumerate(todo):
                     margin = rewards[2 * k].reward - rewards[2 * k + 1].reward
                     key = (ids[i], chosen[i].domain, style)
                     cache[key] = margin
-                    out.write(
-                        json.dumps(
-                            {"id": key[0], "domain": key[1], "style": key[2], "margin": margin}
-                        )
-                        + "\n"
-                    )
+                    record = {"id": key[0], "domain": key[1], "style": key[2], "margin": margin}
+                    out.write(json.dumps(record) + "\n")
                 out.flush()
-                print(f"{variant}: {start + len(batch)}/{len(todo)} rows scored", flush=True)
-        seconds = time.perf_counter() - t
-        margins = [cache[(ids[i], r.domain, style)] for i, r in enumerate(chosen)]
-        doms = [r.domain for r in chosen]
+                seconds[variant] += time.perf_counter() - t
+            done = order[: start + len(chunk)]
+            print(f"{len(done)}/{len(order)} rows done for every variant", flush=True)
+            summarize(results, variants, routes, cache, done, ids, subsets, plain, seconds)
+            write_results(args.out, results, domains.names)
+
+
+def interleave(subsets: list[str]) -> list[int]:
+    """Row indices taking one row of each subset in turn (stable within a subset).
+
+    >>> interleave(["a", "a", "b", "c", "c"])
+    [0, 2, 3, 1, 4]
+    """
+    queues: dict[str, list[int]] = {}
+    for i, s in enumerate(subsets):
+        queues.setdefault(s, []).append(i)
+    order: list[int] = []
+    while any(queues.values()):
+        for q in queues.values():
+            if q:
+                order.append(q.pop(0))
+    return order
+
+
+def summarize(
+    results: dict[str, Any],
+    variants: list[tuple[str, str, str]],
+    routes: dict[str, list[Route]],
+    cache: dict[tuple[str, str, str], float],
+    done: list[int],
+    ids: list[str],
+    subsets: list[str],
+    plain: dict[str, float],
+    seconds: dict[str, float],
+) -> None:
+    """Scores of plain and every variant on the rows ``done`` so far."""
+    sub = [subsets[i] for i in done]
+    results["rows"] = len(done)
+    results["plain"] = scores_of(sub, [plain[ids[i]] for i in done])
+    for variant, parts, router_name in variants:
+        style, chosen = PARTS[parts], routes[router_name]
+        margins = [cache[(ids[i], chosen[i].domain, style)] for i in done]
+        doms = [chosen[i].domain for i in done]
+        all_doms = [r.domain for r in chosen]
         results["variants"][variant] = {
-            "scores": scores_of(subsets, margins),
-            "rows_scored_now": len(todo),
-            "seconds": round(seconds, 1),
-            "router_agreement": routing_agreement(doms, subsets),
-            "confusion": confusion_matrix(doms, [section_of(s) for s in subsets]),
+            "scores": scores_of(sub, margins),
+            "seconds_scoring": round(seconds[variant], 1),
+            "router_agreement_all_rows": routing_agreement(all_doms, subsets),
+            "confusion_all_rows": confusion_matrix(all_doms, [section_of(s) for s in subsets]),
+            "routed_on_scored_rows": dict(sorted(Counter(doms).items())),
             "mean_confidence": sum(r.confidence for r in chosen) / len(chosen),
         }
-        write_results(args.out, results, domains.names)
 
 
 def write_results(out: Path, results: dict[str, Any], names: list[str]) -> None:
@@ -148,12 +190,13 @@ def write_results(out: Path, results: dict[str, Any], names: list[str]) -> None:
 
     lines.append(row("plain", results["plain"], "-"))
     for name, v in results["variants"].items():
-        lines.append(row(name, v["scores"], f"{100 * v['router_agreement']:.0f}%"))
+        lines.append(row(name, v["scores"], f"{100 * v['router_agreement_all_rows']:.0f}%"))
+    lines.insert(0, f"Rows scored: {results['rows']} (every run on the same rows)\n")
     for name, v in results["variants"].items():
-        lines += ["", f"Confusion ({name}): section x routed domain", ""]
+        lines += ["", f"Confusion ({name}, all rows): section x routed domain", ""]
         lines.append("| section | " + " | ".join(names) + " |")
         lines.append("|" + "---|" * (len(names) + 1))
-        for section, counts in v["confusion"].items():
+        for section, counts in v["confusion_all_rows"].items():
             lines.append(
                 f"| {section} | " + " | ".join(str(counts.get(n, 0)) for n in names) + " |"
             )
