@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 from collections import Counter
@@ -62,6 +63,9 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=8, help="rows per step (all variants)")
     parser.add_argument("--out", type=Path, default=Path("runs/customization"))
     parser.add_argument("--variants", nargs="+", default=["criteria:embedding"])
+    parser.add_argument(
+        "--report-only", action="store_true", help="no scoring: results from the cache"
+    )
     args = parser.parse_args()
 
     rows = read_jsonl_rows(args.data)
@@ -80,18 +84,24 @@ def main() -> None:
             cache[(r["id"], r["domain"], r["style"])] = r["margin"]
 
     t0 = time.perf_counter()
-    scorer = build_density_ratio_scorer(
-        args.strong,
-        args.weak,
-        args.reduction,
-        LoadOptions(dtype=args.dtype, threads=args.threads),  # type: ignore[arg-type]
-        BatchingOptions(),
-    )
-    print(f"loaded models in {time.perf_counter() - t0:.0f}s", flush=True)
+    scorer = None
+    if not args.report_only:
+        scorer = build_density_ratio_scorer(
+            args.strong,
+            args.weak,
+            args.reduction,
+            LoadOptions(dtype=args.dtype, threads=args.threads),  # type: ignore[arg-type]
+            BatchingOptions(),
+        )
+        print(f"loaded models in {time.perf_counter() - t0:.0f}s", flush=True)
     prompts = [last_user_text(item.context) for item in items]
     routes: dict[str, list[Route]] = {}
     results: dict[str, Any] = {
-        "settings": {**vars(args), "scorer": scorer.settings(), "domains_file": domains.source},
+        "settings": {
+            **vars(args),
+            "scorer": scorer.settings() if scorer else None,
+            "domains_file": domains.source,
+        },
         "plain": scores_of(subsets, [plain[i] for i in ids]),
         "variants": {},
     }
@@ -99,12 +109,22 @@ def main() -> None:
     for _, _, router_name in variants:
         if router_name not in routes:
             t = time.perf_counter()
-            routes[router_name] = make_router(router_name, domains, scorer.strong).route(prompts)
+            strong = scorer.strong if scorer else None
+            routes[router_name] = make_router(router_name, domains, strong).route(prompts)
             print(f"routed with {router_name} in {time.perf_counter() - t:.0f}s", flush=True)
+    seconds = dict.fromkeys(args.variants, 0.0)
+    if scorer is None:  # --report-only: the rows every variant has in the cache
+        done = [
+            i
+            for i in interleave(subsets)
+            if all((ids[i], routes[r][i].domain, PARTS[p]) in cache for _, p, r in variants)
+        ]
+        summarize(results, variants, routes, cache, done, ids, subsets, plain, seconds)
+        write_results(args.out, results, domains.names)
+        return
     # Rows in an order that interleaves subsets, and every variant scored chunk by chunk, so a
     # run stopped early still compares all variants on the same rows from every section.
     order = interleave(subsets)
-    seconds = dict.fromkeys(args.variants, 0.0)
     with cache_path.open("a") as out:
         for start in range(0, len(order), args.chunk):
             chunk = order[start : start + args.chunk]
@@ -129,6 +149,19 @@ def main() -> None:
             print(f"{len(done)}/{len(order)} rows done for every variant", flush=True)
             summarize(results, variants, routes, cache, done, ids, subsets, plain, seconds)
             write_results(args.out, results, domains.names)
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test p-value of ``wins`` against ``losses`` (ties dropped).
+
+    >>> sign_test(0, 0), round(sign_test(8, 1), 4)
+    (1.0, 0.0391)
+    """
+    n, k = wins + losses, min(wins, losses)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, j) for j in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
 
 
 def interleave(subsets: list[str]) -> list[int]:
@@ -168,8 +201,13 @@ def summarize(
         margins = [cache[(ids[i], chosen[i].domain, style)] for i in done]
         doms = [chosen[i].domain for i in done]
         all_doms = [r.domain for r in chosen]
+        fixed = sum(m > 0 >= plain[ids[i]] for m, i in zip(margins, done, strict=True))
+        broken = sum(plain[ids[i]] > 0 >= m for m, i in zip(margins, done, strict=True))
         results["variants"][variant] = {
             "scores": scores_of(sub, margins),
+            "fixed_vs_plain": fixed,
+            "broken_vs_plain": broken,
+            "sign_test_p": sign_test(fixed, broken),
             "seconds_scoring": round(seconds[variant], 1),
             "router_agreement_all_rows": routing_agreement(all_doms, subsets),
             "confusion_all_rows": confusion_matrix(all_doms, [section_of(s) for s in subsets]),
@@ -181,16 +219,21 @@ def summarize(
 def write_results(out: Path, results: dict[str, Any], names: list[str]) -> None:
     """Write results.json and a Markdown table of section scores and confusion matrices."""
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    header = "| run | " + " | ".join(SECTION_ORDER) + " | router agreement |"
-    lines = [header, "|" + "---|" * (len(SECTION_ORDER) + 2)]
+    header = (
+        "| run | "
+        + " | ".join(SECTION_ORDER)
+        + " | fixed / broken vs plain (p) | router agreement |"
+    )
+    lines = [header, "|" + "---|" * (len(SECTION_ORDER) + 3)]
 
-    def row(name: str, scores: dict[str, float], agree: str) -> str:
+    def row(name: str, scores: dict[str, float], flips: str, agree: str) -> str:
         cells = [f"{100 * scores[s]:.1f}" if s in scores else "-" for s in SECTION_ORDER]
-        return f"| {name} | " + " | ".join(cells) + f" | {agree} |"
+        return f"| {name} | " + " | ".join(cells) + f" | {flips} | {agree} |"
 
-    lines.append(row("plain", results["plain"], "-"))
+    lines.append(row("plain", results["plain"], "-", "-"))
     for name, v in results["variants"].items():
-        lines.append(row(name, v["scores"], f"{100 * v['router_agreement_all_rows']:.0f}%"))
+        flips = f"{v['fixed_vs_plain']} / {v['broken_vs_plain']} ({v['sign_test_p']:.2f})"
+        lines.append(row(name, v["scores"], flips, f"{100 * v['router_agreement_all_rows']:.0f}%"))
     lines.insert(0, f"Rows scored: {results['rows']} (every run on the same rows)\n")
     for name, v in results["variants"].items():
         lines += ["", f"Confusion ({name}, all rows): section x routed domain", ""]
