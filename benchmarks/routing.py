@@ -57,7 +57,7 @@ def main() -> None:
         chosen = [r.domain for r in routes]
         matrix = confusion_matrix(chosen, [section_of(s) for s in subsets])
         agreement = routing_agreement(chosen, subsets)
-        title = f"{name}: agreement {100 * agreement:.0f}%, {seconds:.0f}s (with model load)"
+        title = f"{name}: agreement {100 * agreement:.0f}%, {seconds:.0f}s (router setup + routing)"
         console.print(confusion_table(matrix, domains.names, title))
         out[name] = {
             "seconds": round(seconds, 1),
