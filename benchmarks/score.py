@@ -92,7 +92,10 @@ def main() -> None:
     pairs = [[ScoreRequest(i.context, resp) for resp in i.responses] for i in items]
     requests = [r for pair in pairs for r in pair]
     scorer = build_density_ratio_scorer(
-        args.strong, args.weak, "sum", LoadOptions(dtype=args.dtype)  # type: ignore[arg-type]
+        args.strong,
+        args.weak,
+        "sum",
+        LoadOptions(dtype=args.dtype),  # type: ignore[arg-type]
     )
     backends = {"strong": scorer.strong, "weak": scorer.weak}
     dtype = next(scorer.strong.model.parameters()).dtype

@@ -65,6 +65,27 @@ def score(
         str, typer.Option(help="raise | skip (bad rows go to <output>.rejected.jsonl)")
     ] = "raise",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    domains: Annotated[
+        Path | None,
+        typer.Option(
+            help="Domains YAML for the customized density ratio (criteria system prompts and"
+            " exemplars per domain). Default with --router: the shipped default.yaml."
+        ),
+    ] = None,
+    router: Annotated[
+        str | None,
+        typer.Option(
+            help="Route each prompt to a domain: embedding | rules | lm. Default with --domains:"
+            " embedding."
+        ),
+    ] = None,
+    exemplars: Annotated[
+        str,
+        typer.Option(
+            help="How domain exemplars enter the context: system (inside the system turn) |"
+            " turns (earlier user/assistant turns) | none."
+        ),
+    ] = "system",
 ) -> None:
     """Score responses with the density ratio log p_strong(y|x) - log p_weak(y|x)."""
     from prefsmith.data.io import read_jsonl_rows
@@ -83,11 +104,22 @@ def score(
         fail(f"--on-error must be raise or skip, not {on_error!r}")
     if reduction not in {r.value for r in Reduction}:
         fail(f"--reduction must be one of sum, mean, mean-char, not {reduction!r}")
+    from prefsmith.routing.customize import EXEMPLAR_STYLES, Customizer
+    from prefsmith.routing.domains import DomainsError, load_domains
+    from prefsmith.routing.routers import ROUTERS, make_router
+
+    customizing = domains is not None or router is not None
+    router = router or "embedding"
+    if customizing and router not in ROUTERS:
+        fail(f"--router must be one of {', '.join(ROUTERS)}, not {router!r}")
+    if exemplars not in EXEMPLAR_STYLES:
+        fail(f"--exemplars must be one of {', '.join(EXEMPLAR_STYLES)}, not {exemplars!r}")
     input_path = input_path or default_input()
     output = output or Path("runs") / f"score-{input_path.name.split('.')[0]}.jsonl"
     options = AnnotateOptions(system_prompt, on_error, chunk_size, save_token_logprobs, progress)
     try:
         validated = read_input(input_path, options)  # before loading any model
+        domain_set = load_domains(domains) if customizing else None
         with console.status(f"loading {strong} and {weak}"):
             scorer = build_density_ratio_scorer(
                 strong,
@@ -96,8 +128,14 @@ def score(
                 LoadOptions(dtype=dtype, device=device, threads=threads),  # type: ignore[arg-type]
                 BatchingOptions(max_length, batch_tokens, max_batch_size),
             )
-        summary = annotate_file(validated, output, scorer, options)
+        customizer = None
+        if domain_set is not None:
+            with console.status(f"loading the {router} router"):
+                routing = make_router(router, domain_set, scorer.strong)
+            customizer = Customizer(domain_set, routing, exemplars)  # type: ignore[arg-type]
+        summary = annotate_file(validated, output, scorer, options, customizer)
     except (
+        DomainsError,
         RowError,
         IncompatibleModelsError,
         ModelNotFoundError,
@@ -114,6 +152,10 @@ def score(
     pairs = [r for r in rows if "reward_margin" in r]
     if pairs:
         console.print(pair_accuracy_table(pairs, f"{strong} over {weak} ({reduction})"))
+    if customizing:
+        from prefsmith.routing.report import routing_table
+
+        console.print(routing_table(rows))
     candidates = [r for r in rows if "rewards" in r]
     if candidates:
         console.print(reward_summary_table(candidates))

@@ -13,7 +13,10 @@ Output columns added:
 * ``truncated``: ``{name: None | "prompt" | "response"}``: whether (and what) truncation
   was needed to fit ``max_length``;
 * ``token_logprobs`` (with ``save_token_logprobs``): per response, the strong and weak tokens
-  and their log-probs.
+  and their log-probs;
+* with a ``customize`` hook (e.g. :class:`prefsmith.routing.customize.Customizer`): the fields
+  it returns per row (``domain``, ``router_confidence``), and its settings under
+  ``scored_with["customization"]``.
 
 Rows that fail validation raise (``on_error="raise"``, before any model work) or are written
 with their location and reason to ``<output>.rejected.jsonl`` (``on_error="skip"``).
@@ -27,7 +30,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from prefsmith.data.io import (
     INDEX_FIELD,
@@ -44,6 +47,22 @@ from prefsmith.models.backend import ScoreRequest
 from prefsmith.rewards.density_ratio import DensityRatioScorer, ResponseReward
 
 OnError = Literal["raise", "skip"]
+
+
+class ItemCustomizer(Protocol):
+    """Hook that rewrites the items of a chunk before scoring (e.g. routing + criteria).
+
+    Returns the items to score (same names and responses, possibly another context) and extra
+    output fields for each row.
+    """
+
+    def __call__(
+        self, items: Sequence[ScoringItem]
+    ) -> tuple[list[ScoringItem], list[dict[str, Any]]]: ...
+
+    def settings(self) -> dict[str, Any]:
+        """Recorded under ``scored_with["customization"]``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -187,11 +206,13 @@ def annotate_file(
     output_path: str | Path,
     scorer: DensityRatioScorer,
     options: AnnotateOptions | None = None,
+    customize: ItemCustomizer | None = None,
 ) -> AnnotateSummary:
     """Score every row of ``source`` into ``output_path`` (JSONL or Parquet), resumably.
 
     ``source`` is an input path or the result of :func:`read_input` (to validate before
-    loading models).
+    loading models). ``customize``, when given, rewrites each chunk's items before scoring
+    and adds its per-row fields to the output.
     """
     options = options or AnnotateOptions()
     output_path = Path(output_path)
@@ -219,6 +240,9 @@ def annotate_file(
         "strong_template": short_hash(str(settings["strong_template"])),
         "weak_template": short_hash(str(settings["weak_template"])),
     }
+    if customize is not None:
+        scored_with["customization"] = customize.settings()
+        settings = {**settings, "customization": scored_with["customization"]}
     _write_settings(output_path, settings)
     tokenizers = _tokenizers(scorer) if options.save_token_logprobs else None
 
@@ -227,23 +251,26 @@ def annotate_file(
     with JsonlAppender(journal) as out, progress_bar(options.progress, len(pending)) as advance:
         for first in range(0, len(pending), options.chunk_size):
             chunk = pending[first : first + options.chunk_size]
+            items = [item for _, item in chunk]
+            extras: list[dict[str, Any]] = [{} for _ in chunk]
+            if customize is not None:
+                items, extras = customize(items)
             requests = [
                 ScoreRequest(item.context, response)
-                for _, item in chunk
+                for item in items
                 for response in item.responses
             ]
             rewards = scorer.score(requests)
             n_responses += len(requests)
             offset = 0
             rows = []
-            for rec, item in chunk:
+            for (rec, _), item, extra in zip(chunk, items, extras, strict=True):
                 these = rewards[offset : offset + len(item.responses)]
                 offset += len(item.responses)
-                rows.append(
-                    output_row(
-                        rec, item, these, scored_with, options.save_token_logprobs, tokenizers
-                    )
+                row = output_row(
+                    rec, item, these, scored_with, options.save_token_logprobs, tokenizers
                 )
+                rows.append({**row, **extra})
             out.write(rows)
             out.flush()
             advance(len(chunk))

@@ -1,0 +1,1 @@
+"""Customized density ratio: domains, routers and per-domain conditioning contexts."""

@@ -1,0 +1,180 @@
+"""Turn a scoring item and its domain into the customized conditioning context.
+
+The customized context is the same list of messages for the strong and the weak model (each
+model then renders it with its own template, exactly as for plain scoring, so the engine's
+prompt/response token boundary is found the same way). Rendering, by ``exemplar_style``:
+
+* ``system`` (default, close to the Dr.SoW code): one system turn holding the domain's
+  criteria, then the exemplars as text::
+
+      <criteria>
+
+      Examples of a better and a worse response:
+
+      User: <prompt>
+      Better assistant: <better>
+      Worse assistant: <worse>
+      Why: <explanation>
+
+  followed by the row's own conversation unchanged.
+* ``turns``: the criteria as the system turn, then each exemplar as an earlier user turn and
+  an assistant turn holding the *better* response (the worse one is not shown), then the row's
+  conversation.
+* ``none``: the criteria only.
+
+A row that brings its own system turn keeps it: the criteria (and exemplars) are put before
+its text in that same system turn, separated by a blank line. A domain whose ``system_prompt``
+is null and that has no exemplars leaves the context unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from prefsmith.data.rows import ScoringItem
+from prefsmith.models.encoding import Message
+from prefsmith.routing.domains import Domain, DomainSet, Exemplar
+from prefsmith.routing.routers import Route, Router, last_user_text
+
+ExemplarStyle = Literal["system", "turns", "none"]
+EXEMPLAR_STYLES = ("system", "turns", "none")
+
+
+def render_exemplars(exemplars: Sequence[Exemplar]) -> str:
+    """The exemplars as one text block (the ``system`` style).
+
+    >>> print(render_exemplars([Exemplar(prompt="2+2?", better="4", worse="5",
+    ...                                  explanation="4 is right.")]))
+    Examples of a better and a worse response:
+    <BLANKLINE>
+    User: 2+2?
+    Better assistant: 4
+    Worse assistant: 5
+    Why: 4 is right.
+    """
+    blocks = []
+    for ex in exemplars:
+        lines = [
+            f"User: {ex.prompt}",
+            f"Better assistant: {ex.better}",
+            f"Worse assistant: {ex.worse}",
+        ]
+        if ex.explanation:
+            lines.append(f"Why: {ex.explanation}")
+        blocks.append("\n".join(lines))
+    return "Examples of a better and a worse response:\n\n" + "\n\n".join(blocks)
+
+
+def customized_context(
+    context: Sequence[Message], domain: Domain, exemplar_style: ExemplarStyle = "system"
+) -> tuple[Message, ...]:
+    """The conditioning context of ``context`` customized for ``domain``.
+
+    >>> d = Domain(name="math", description="maths", system_prompt="Be correct.",
+    ...            exemplars=[Exemplar(prompt="1+1?", better="2", worse="3")])
+    >>> user = ({"role": "user", "content": "2+2?"},)
+    >>> [m["role"] for m in customized_context(user, d, "turns")]
+    ['system', 'user', 'assistant', 'user']
+    >>> customized_context(user, d, "none")[0]["content"]
+    'Be correct.'
+    >>> own = ({"role": "system", "content": "Be brief."}, *user)
+    >>> customized_context(own, d, "none")[0]["content"]
+    'Be correct.\\n\\nBe brief.'
+    """
+    if exemplar_style not in EXEMPLAR_STYLES:
+        raise ValueError(f"exemplar_style must be one of {EXEMPLAR_STYLES}, not {exemplar_style!r}")
+    exemplars = domain.exemplars if exemplar_style != "none" else ()
+    parts = [domain.system_prompt] if domain.system_prompt else []
+    turns: list[Message] = []
+    if exemplars and exemplar_style == "system":
+        parts.append(render_exemplars(exemplars))
+    elif exemplars:
+        for ex in exemplars:
+            turns += [
+                {"role": "user", "content": ex.prompt},
+                {"role": "assistant", "content": ex.better},
+            ]
+    messages = [dict(m) for m in context]
+    if messages and messages[0]["role"] == "system":
+        parts.append(messages.pop(0)["content"])
+    head = [{"role": "system", "content": "\n\n".join(parts)}] if parts else []
+    return tuple(head + turns + messages)
+
+
+def customize_item(
+    item: ScoringItem, domain: Domain, exemplar_style: ExemplarStyle = "system"
+) -> ScoringItem:
+    """``item`` with its context customized for ``domain`` (responses unchanged)."""
+    return replace(item, context=customized_context(item.context, domain, exemplar_style))
+
+
+@dataclass(frozen=True)
+class CustomizedItems:
+    """Items after routing and customization.
+
+    Attributes:
+        items: Customized items, aligned with the input.
+        routes: Domain and router confidence of each item.
+    """
+
+    items: list[ScoringItem]
+    routes: list[Route]
+
+    @property
+    def domains(self) -> list[str]:
+        """Domain name of each item."""
+        return [r.domain for r in self.routes]
+
+    @property
+    def confidences(self) -> list[float]:
+        """Router confidence of each item."""
+        return [r.confidence for r in self.routes]
+
+
+def customize_items(
+    items: Sequence[ScoringItem],
+    domains: DomainSet,
+    router: Router,
+    exemplar_style: ExemplarStyle = "system",
+) -> CustomizedItems:
+    """Route every item by its last user turn and customize its context for that domain."""
+    routes = router.route([last_user_text(item.context) for item in items])
+    customized = [
+        customize_item(item, domains[route.domain], exemplar_style)
+        for item, route in zip(items, routes, strict=True)
+    ]
+    return CustomizedItems(customized, routes)
+
+
+class Customizer:
+    """Hook for :func:`prefsmith.rewards.annotate.annotate_file`: routes and customizes a chunk.
+
+    Calling it with items returns ``(customized items, extra output fields per item)``; the
+    fields are ``domain`` and ``router_confidence``.
+    """
+
+    def __init__(
+        self, domains: DomainSet, router: Router, exemplar_style: ExemplarStyle = "system"
+    ) -> None:
+        self.domains = domains
+        self.router = router
+        self.exemplar_style = exemplar_style
+
+    def __call__(
+        self, items: Sequence[ScoringItem]
+    ) -> tuple[list[ScoringItem], list[dict[str, Any]]]:
+        done = customize_items(items, self.domains, self.router, self.exemplar_style)
+        fields = [
+            {"domain": r.domain, "router_confidence": round(r.confidence, 6)} for r in done.routes
+        ]
+        return done.items, fields
+
+    def settings(self) -> dict[str, Any]:
+        """What to record next to the rewards."""
+        return {
+            "domains_file": self.domains.source,
+            "router": self.router.name,
+            "exemplar_style": self.exemplar_style,
+        }
