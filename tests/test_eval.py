@@ -147,3 +147,35 @@ def test_study_three_models_three_passes(tmp_path, tiny_models):
     )
     assert out.exit_code == 0, out.output
     assert (tmp_path / "s" / "study.png").exists() and (tmp_path / "s" / "study.md").exists()
+
+
+def test_eval_with_customization_reports_plain_and_cdr_side_by_side(tmp_path, tiny_models):
+    out = tmp_path / "cdr"
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(TINY_SET),
+            "-o",
+            str(out),
+            "--strong",
+            tiny_models["chatml-a"],
+            "--weak",
+            tiny_models["chatml-b"],
+            "--router",
+            "rules",
+            "--cache",
+            str(tmp_path / "c.sqlite"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    names = [s["scorer"] for s in results["scorers"]]
+    assert names == ["density-ratio:sum", "density-ratio:sum+cdr"]
+    plain, cdr = results["scorers"]
+    assert plain["margins"].keys() == cdr["margins"].keys()
+    assert plain["margins"] != cdr["margins"]  # the criteria changed the context
+    routing = results["routing"]
+    assert routing["router"] == "rules"
+    assert sum(sum(row.values()) for row in routing["confusion"].values()) == 24
+    assert "Router `rules`" in (out / "report.md").read_text()

@@ -51,17 +51,30 @@ def evaluate(
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Compute everything afresh.")
     ] = False,
+    domains: Annotated[
+        Path | None,
+        typer.Option(
+            help="Domains YAML: also evaluate the customized density ratio (+cdr columns)."
+            " Default with --router: the shipped default.yaml."
+        ),
+    ] = None,
+    router: Annotated[str | None, typer.Option(help="embedding | rules | lm")] = None,
+    exemplars: Annotated[str, typer.Option(help="system | turns | none")] = "system",
 ) -> None:
     """Evaluate scorers as reward models: pairwise accuracy per subset and section."""
     from prefsmith.data.rows import RowError
+    from prefsmith.evaluation.harness import Customization, write_outputs
     from prefsmith.evaluation.harness import evaluate as run_eval
-    from prefsmith.evaluation.harness import write_outputs
     from prefsmith.evaluation.scorers import ScorerSpec
     from prefsmith.models.backend import BatchingOptions
     from prefsmith.models.loading import LoadOptions, ModelNotFoundError
+    from prefsmith.routing.domains import DomainsError, load_domains
 
     try:
         specs = [ScorerSpec.parse(s) for s in scorer or ["density-ratio:sum"]]
+        customization = None
+        if domains is not None or router is not None:
+            customization = Customization(load_domains(domains), router or "embedding", exemplars)
         result = run_eval(
             data,
             specs,
@@ -71,12 +84,17 @@ def evaluate(
             BatchingOptions(max_length=max_length, max_batch_tokens=batch_tokens),
             _cache(no_cache, cache_path),
             system_prompt,
+            customization,
         )
-    except (RowError, ModelNotFoundError, FileNotFoundError, ValueError) as err:
+    except (DomainsError, RowError, ModelNotFoundError, FileNotFoundError, ValueError) as err:
         fail(str(err))
         return
     paths = write_outputs(result, output)
     console.print(eval_table(result))
+    if result.routing is not None:
+        from prefsmith.routing.report import confusion_table
+
+        console.print(confusion_table(result.routing["confusion"]))
     computed = {role: m.get("computed") for role, m in result.models.items()}
     console.print(f"responses computed (rest from cache): {computed}; timings {result.timings}")
     console.print("wrote " + ", ".join(str(p) for p in paths))

@@ -63,6 +63,7 @@ class EvalResult:
     models: dict[str, dict[str, Any]]
     timings: dict[str, float]
     scorers: list[ScorerResult] = field(default_factory=list)
+    routing: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -128,8 +129,15 @@ def evaluate(
     batching: BatchingOptions | None = None,
     cache: LogProbCache | None = None,
     system_prompt: str | None = None,
+    customization: Customization | None = None,
 ) -> EvalResult:
-    """Score every pair of ``data`` once per model and evaluate every scorer in ``specs``."""
+    """Score every pair of ``data`` once per model and evaluate every scorer in ``specs``.
+
+    With ``customization`` (customized density ratio, CDR), every scorer is evaluated twice:
+    on the plain context and on the routed, criteria-and-exemplar context (named
+    ``<scorer>+cdr``), and the routing (domain per pair, confusion matrix against the
+    RewardBench sections) is recorded.
+    """
     validated = read_input(data, AnnotateOptions(system_prompt=system_prompt))
     good = validated.good
     if any(item.kind != "pair" for _, item in good):
@@ -160,6 +168,17 @@ def evaluate(
         weak_lp = weak_backend.score(requests)
         timings["weak_seconds"] = time.perf_counter() - start
 
+    custom_lp: tuple[list[ResponseLogProbs], list[ResponseLogProbs] | None] | None = None
+    routing = None
+    if customization is not None:
+        custom, routing = _customize(customization, good, ids, subsets, strong_backend)
+        start = time.perf_counter()
+        requests_c = [ScoreRequest(i.context, resp) for i in custom for resp in i.responses]
+        strong_c = strong_backend.score(requests_c)
+        weak_c = weak_backend.score(requests_c) if weak_backend is not None else None
+        timings["customized_seconds"] = time.perf_counter() - start
+        custom_lp = (strong_c, weak_c)
+
     models = {"strong": _model_info(strong_backend)}
     if weak_backend is not None:
         models["weak"] = _model_info(weak_backend)
@@ -169,10 +188,53 @@ def evaluate(
         "shared_tokenizer": shared,
         "cache": str(cache.path) if cache is not None else None,
     }
-    result = EvalResult(str(data), len(ids), settings, models, timings)
+    result = EvalResult(str(data), len(ids), settings, models, timings, routing=routing)
     for spec in specs:
         result.scorers.append(score_result(spec, ids, subsets, strong_lp, weak_lp, shared))
+        if custom_lp is not None:
+            custom_result = score_result(spec, ids, subsets, *custom_lp, shared)
+            custom_result.scorer += "+cdr"
+            result.scorers.append(custom_result)
     return result
+
+
+@dataclass(frozen=True)
+class Customization:
+    """What the customized density ratio needs (see :mod:`prefsmith.routing`).
+
+    Attributes:
+        domains: The loaded domains file.
+        router: Router name: ``embedding``, ``rules`` or ``lm`` (the strong model).
+        exemplar_style: How exemplars enter the context: ``system``, ``turns`` or ``none``.
+    """
+
+    domains: Any
+    router: str = "embedding"
+    exemplar_style: str = "system"
+
+
+def _customize(
+    customization: Customization,
+    good: Sequence[tuple[Any, ScoringItem]],
+    ids: Sequence[str],
+    subsets: Sequence[str],
+    strong_backend: LogProbBackend,
+) -> tuple[list[ScoringItem], dict[str, Any]]:
+    from prefsmith.routing.customize import Customizer
+    from prefsmith.routing.report import confusion_matrix, routing_agreement
+    from prefsmith.routing.routers import make_router
+
+    router = make_router(customization.router, customization.domains, strong_backend)
+    customizer = Customizer(customization.domains, router, customization.exemplar_style)  # type: ignore[arg-type]
+    items, fields = customizer([item for _, item in good])
+    domains = [f["domain"] for f in fields]
+    routing = {
+        **customizer.settings(),
+        "pairs": {i: f for i, f in zip(ids, fields, strict=True)},
+        "confusion": confusion_matrix(domains, [section_of(s) for s in subsets]),
+        "agreement_with_sections": routing_agreement(domains, subsets),
+    }
+    return items, routing
 
 
 def _model_info(backend: Any) -> dict[str, Any]:
@@ -228,6 +290,13 @@ def markdown_report(result: EvalResult) -> str:
         cells = [_pct(s.subsets[subset]["accuracy"]) for s in result.scorers]
         section = info["section"] or "(unknown)"
         lines.append(f"| {subset} | {section} | {info['total']} | " + " | ".join(cells) + " |")
+    if result.routing is not None:
+        confusion = result.routing["confusion"]
+        names = sorted({d for row in confusion.values() for d in row})
+        lines += ["", f"Router `{result.routing['router']}` (section x routed domain):", ""]
+        lines += ["| section | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        for section, row in confusion.items():
+            lines.append(f"| {section} | " + " | ".join(str(row.get(n, 0)) for n in names) + " |")
     lines += ["", "Timings (s): " + json.dumps({k: round(v, 2) for k, v in result.timings.items()})]
     return "\n".join(lines) + "\n"
 
