@@ -39,16 +39,20 @@ def test_default_pair_is_finite_deterministic_and_batch_invariant(default_scorer
     rewards = np.array([r.reward for r in first])
     assert np.isfinite(rewards).all() and len(rewards) == 48
     assert np.abs(rewards).max() > 0
-    # Deterministic: the same call again gives the same numbers.
-    again = [r.reward for r in default_scorer.score(requests[:6])]
-    assert again == [r.reward for r in first[:6]]
+    # Deterministic: the same call twice gives bit-identical numbers.
+    subset = requests[:6]
+    twice = [[r.reward for r in default_scorer.score(subset)] for _ in range(2)]
+    assert twice[0] == twice[1]
+    np.testing.assert_allclose(twice[0], rewards[:6], atol=1e-4, rtol=2e-5)  # other neighbours
     # Batch invariant: one row per forward pass, in reverse order.
     single = [
         TransformersBackend.from_loaded(b.loaded, BatchingOptions(max_batch_size=1))
         for b in (default_scorer.strong, default_scorer.weak)
     ]
     one_by_one = DensityRatioScorer(single[0], single[1], "sum").score(requests[::-1])
-    np.testing.assert_allclose([r.reward for r in one_by_one][::-1], rewards, atol=1e-4)
+    # float32 GEMMs of other shapes round differently: measured up to 1.2e-4 nats on a
+    # reward of 11 (1e-5 relative) over ~500 tokens with these models.
+    np.testing.assert_allclose([r.reward for r in one_by_one][::-1], rewards, atol=1e-4, rtol=2e-5)
 
 
 def test_eval_on_tiny_set_then_cached_rerun(tmp_path, default_scorer):
