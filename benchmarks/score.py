@@ -2,15 +2,20 @@
 
 Both scorers compute the same density-ratio rewards on the same pairs:
 
-* ``prefsmith``: the engine (length-sorted buckets, token budget, output layer only on
-  response positions, both models over all responses);
+* ``prefsmith``: the engine (the context of a pair runs once and both responses are scored
+  on its key/value cache, length-sorted buckets, token budget, output layer only on response
+  positions);
+* ``prefsmith (no prefix sharing)``: the same engine with ``share_prefix=False``
+  (``--compare-unshared``), to show what sharing the context adds;
 * ``straightforward``: what RewardBench's DPO script does: for each pair, chosen and rejected
   padded together into one batch, one model at a time, full logits and a full log-softmax, no
   bucketing.
 
 It prints a table and writes JSON with pairs/s, response tokens/s, peak RSS, the speed-up, the
-largest reward difference between the two scorers, and achieved FLOP/s against this machine's
-dense matmul FLOP/s measured in the same run.
+reward differences between the two scorers (largest, 95th percentile, median), and achieved
+FLOP/s against this machine's dense matmul FLOP/s measured in the same run. With
+``--reference-pairs K`` both float32 scorers are also compared with a float64 run of the
+straightforward scorer on the first K pairs, which tells how far each is from exact.
 
     python benchmarks/score.py --data ../shared/data/prefsets/rewardbench-dev.jsonl
 """
@@ -33,9 +38,9 @@ from rich.table import Table
 
 from prefsmith.data.io import iter_records
 from prefsmith.data.rows import to_scoring_item
-from prefsmith.models.backend import ScoreRequest, TransformersBackend
+from prefsmith.models.backend import BatchingOptions, ScoreRequest, TransformersBackend
 from prefsmith.models.loading import LoadOptions
-from prefsmith.rewards.density_ratio import build_density_ratio_scorer
+from prefsmith.rewards.density_ratio import DensityRatioScorer, build_density_ratio_scorer
 
 
 def matmul_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
@@ -58,6 +63,35 @@ def model_flops(backend: TransformersBackend, all_tokens: int, head_tokens: int)
     return 2.0 * body * all_tokens + 2.0 * head.numel() * head_tokens
 
 
+def engine_tokens(backend: TransformersBackend, requests: list[ScoreRequest]) -> int:
+    """Tokens the engine runs through the decoder: shared contexts count once."""
+    encoded = [backend.encode(r) for r in requests]
+    groups, _ = backend._plan_sharing(encoded)
+    saved = sum(length * (len(members) - 1) for length, members in groups)
+    return sum(len(e.input_ids) for e in encoded) - saved
+
+
+def straightforward_rewards(
+    scorer: DensityRatioScorer, pairs: list[list[ScoreRequest]]
+) -> list[float]:
+    """Density-ratio rewards of the straightforward scorer, one model at a time."""
+    totals: dict[str, list[float]] = {"strong": [], "weak": []}
+    for name, backend in (("strong", scorer.strong), ("weak", scorer.weak)):
+        for pair in pairs:
+            totals[name].extend(straightforward_logprobs(backend, pair))
+    return [s - w for s, w in zip(totals["strong"], totals["weak"], strict=True)]
+
+
+def differences(a: list[float], b: list[float]) -> dict[str, float]:
+    """Largest, 95th-percentile and median absolute difference."""
+    diffs = sorted(abs(x - y) for x, y in zip(a, b, strict=True))
+    return {
+        "max": diffs[-1],
+        "p95": diffs[min(len(diffs) - 1, int(0.95 * len(diffs)))],
+        "median": diffs[len(diffs) // 2],
+    }
+
+
 def straightforward_logprobs(backend: TransformersBackend, pair: list[ScoreRequest]) -> list[float]:
     """RewardBench-style: one pair per batch, right-padded together, full log-softmax."""
     encoded = [backend.encode(r) for r in pair]
@@ -70,7 +104,7 @@ def straightforward_logprobs(backend: TransformersBackend, pair: list[ScoreReque
         mask[i, : len(e.input_ids)] = 1
     with torch.inference_mode():
         logits = backend.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-        logp = torch.log_softmax(logits.float(), dim=-1)
+        logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
     out = []
     for i, e in enumerate(encoded):
         pos = torch.arange(e.response_start - 1, len(e.input_ids) - 1)
@@ -85,20 +119,28 @@ def main() -> None:
     parser.add_argument("--weak", default="gemma3-270m")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--limit", type=int, default=None, help="Use only the first N pairs.")
+    parser.add_argument(
+        "--reference-pairs", type=int, default=0, help="float64 reference on the first K pairs"
+    )
+    parser.add_argument("--compare-unshared", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--output", default="benchmarks/results/score.json")
     args = parser.parse_args()
 
     items = [to_scoring_item(r.value) for r in iter_records(args.data)][: args.limit]
     pairs = [[ScoreRequest(i.context, resp) for resp in i.responses] for i in items]
     requests = [r for pair in pairs for r in pair]
-    scorer = build_density_ratio_scorer(
-        args.strong,
-        args.weak,
-        "sum",
-        LoadOptions(dtype=args.dtype),  # type: ignore[arg-type]
-    )
+
+    def scorer_for(dtype: str, batching: BatchingOptions | None = None) -> DensityRatioScorer:
+        options = LoadOptions(dtype=dtype)  # type: ignore[arg-type]
+        return build_density_ratio_scorer(args.strong, args.weak, "sum", options, batching)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    scorer = scorer_for(args.dtype)
     backends = {"strong": scorer.strong, "weak": scorer.weak}
     dtype = next(scorer.strong.model.parameters()).dtype
+    scorer.weak.model  # load both models before any timing  # noqa: B018
     peak_flops = matmul_flops(dtype)
 
     start = time.perf_counter()
@@ -106,23 +148,47 @@ def main() -> None:
     engine_s = time.perf_counter() - start
     rss_engine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
+    unshared: dict[str, float] = {}
+    if args.compare_unshared:
+        plain = TransformersBackend.from_loaded
+        scorer_unshared = DensityRatioScorer(
+            plain(scorer.strong.loaded, BatchingOptions(share_prefix=False)),
+            plain(scorer.weak.loaded, BatchingOptions(share_prefix=False)),
+            scorer.reduction,
+        )
+        start = time.perf_counter()
+        unshared_rewards = [r.reward for r in scorer_unshared.score(requests)]
+        unshared_s = time.perf_counter() - start
+        unshared = {
+            "unshared_seconds": unshared_s,
+            "sharing_speedup": unshared_s / engine_s,
+            "unshared_max_difference_nats": differences(engine_rewards, unshared_rewards)["max"],
+        }
+
     start = time.perf_counter()
-    totals = {name: [] for name in backends}
-    for name, backend in backends.items():
-        for pair in pairs:
-            totals[name].extend(straightforward_logprobs(backend, pair))
+    naive_rewards = straightforward_rewards(scorer, pairs)
     naive_s = time.perf_counter() - start
-    naive_rewards = [s - w for s, w in zip(totals["strong"], totals["weak"], strict=True)]
-    max_diff = max(abs(a - b) for a, b in zip(engine_rewards, naive_rewards, strict=True))
+    diff = differences(engine_rewards, naive_rewards)
+
+    reference: dict[str, float] = {}
+    if args.reference_pairs:
+        k = min(args.reference_pairs, len(pairs))
+        exact = straightforward_rewards(scorer_for("float64"), pairs[:k])
+        reference = {
+            "reference_pairs": k,
+            "engine_vs_float64_max_nats": differences(engine_rewards[: 2 * k], exact)["max"],
+            "straightforward_vs_float64_max_nats": differences(naive_rewards[: 2 * k], exact)[
+                "max"
+            ],
+        }
 
     flops = 0.0
     response_tokens = 0
     for backend in backends.values():
         encoded = [backend.encode(r) for r in requests]
-        all_tokens = sum(len(e.input_ids) for e in encoded)
         head_tokens = sum(e.n_response_tokens for e in encoded)
         response_tokens += head_tokens
-        flops += model_flops(backend, all_tokens, head_tokens)
+        flops += model_flops(backend, engine_tokens(backend, requests), head_tokens)
 
     result = {
         "data": args.data,
@@ -135,10 +201,14 @@ def main() -> None:
         "prefsmith_seconds": engine_s,
         "prefsmith_pairs_per_s": len(pairs) / engine_s,
         "prefsmith_response_tokens_per_s": response_tokens / engine_s,
+        **unshared,
         "straightforward_seconds": naive_s,
         "straightforward_pairs_per_s": len(pairs) / naive_s,
         "speedup": naive_s / engine_s,
-        "max_reward_difference_nats": max_diff,
+        "max_reward_difference_nats": diff["max"],
+        "p95_reward_difference_nats": diff["p95"],
+        "median_reward_difference_nats": diff["median"],
+        **reference,
         "peak_rss_mib_after_engine": rss_engine,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "achieved_flops_per_s": flops / engine_s,

@@ -53,6 +53,40 @@ def build_tiny_model(tokenizer, folder: Path, arch: str = "llama", seed: int = 0
     return folder
 
 
+def build_tiny_gemma3(
+    tokenizer, folder: Path, sliding_window: int = 8, bidirectional: bool = False
+) -> Path:
+    """Save a 2-layer random Gemma3 text model (one sliding-window layer, one global layer)."""
+    import torch
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig
+
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        query_pre_attn_scalar=8,
+        sliding_window=sliding_window,
+        layer_types=["sliding_attention", "full_attention"],
+        use_bidirectional_attention=bidirectional,
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(4)
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(4.0)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def smol_tokenizer():
     return packaged_tokenizer("smollm2-135m-instruct")

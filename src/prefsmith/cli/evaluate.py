@@ -42,7 +42,9 @@ def evaluate(
     ] = "smollm2-135m-instruct",
     weak: Annotated[str, typer.Option(help="Weak model / DPO reference.")] = "gemma3-270m",
     system_prompt: Annotated[str | None, typer.Option(help="System turn for both models.")] = None,
-    dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
+    dtype: Annotated[
+        str, typer.Option(help="auto | float32 | bfloat16 | float16 | float64")
+    ] = "auto",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
     max_length: Annotated[int, typer.Option(help="Longest sequence in tokens.")] = 2048,
@@ -141,7 +143,9 @@ def study(
             "each model's strength; default: its own ref-free accuracy."
         ),
     ] = None,
-    dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
+    dtype: Annotated[
+        str, typer.Option(help="auto | float32 | bfloat16 | float16 | float64")
+    ] = "auto",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     max_length: Annotated[int, typer.Option(help="Longest sequence in tokens.")] = 2048,
     cache_path: Annotated[Path | None, typer.Option("--cache", help="Log-prob cache file.")] = None,

@@ -47,7 +47,9 @@ def score(
         typer.Option(help="sum | mean (per token, shared tokenizer) | mean-char (per character)."),
     ] = "sum",
     system_prompt: Annotated[str | None, typer.Option(help="System turn for both models.")] = None,
-    dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
+    dtype: Annotated[
+        str, typer.Option(help="auto | float32 | bfloat16 | float16 | float64")
+    ] = "auto",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
     max_length: Annotated[

@@ -116,11 +116,46 @@ class BatchingOptions:
         max_length: Longest sequence in tokens; longer rows are truncated (prompt first).
         max_batch_tokens: Budget of padded tokens per forward pass (batch size x longest row).
         max_batch_size: Upper bound on rows per forward pass.
+        share_prefix: Run the context shared by several responses (chosen and rejected of a
+            pair, the candidates of a prompt, a long customization context) once, and score
+            the responses on its key/value cache instead of recomputing it for each.
+        min_shared_prefix: Shortest shared context (tokens) worth a forward pass of its own;
+            shorter ones are scored with the rest in length-sorted buckets.
     """
 
     max_length: int = 2048
     max_batch_tokens: int = 8192
     max_batch_size: int = 64
+    share_prefix: bool = True
+    min_shared_prefix: int = 32
+
+
+def shared_prefix_groups(
+    contexts: Sequence[Sequence[int]], min_length: int = 1
+) -> tuple[list[tuple[int, list[int]]], list[int]]:
+    """Group rows whose contexts start with the same tokens.
+
+    ``contexts[i]`` holds the tokens of row ``i`` that precede the position predicting its
+    first response token. Rows with identical contexts form a group; groups of two or more rows
+    whose context has at least ``min_length`` tokens are returned as ``(context_length, rows)``,
+    every other row in the second list. (Rows of one prompt whose template re-tokenized the
+    boundary differently end up in different groups: they are still scored, just not shared.)
+
+    >>> shared_prefix_groups([[1, 2, 3], [1, 2, 3], [9], [1, 2, 3]], min_length=2)
+    ([(3, [0, 1, 3])], [2])
+    >>> shared_prefix_groups([[1, 2, 3], [1, 2, 3]], min_length=4)
+    ([], [0, 1])
+    """
+    by_context: dict[tuple[int, ...], list[int]] = {}
+    for index, context in enumerate(contexts):
+        by_context.setdefault(tuple(context), []).append(index)
+    groups, single = [], []
+    for context, members in by_context.items():
+        if len(members) >= 2 and len(context) >= min_length:
+            groups.append((len(context), members))
+        else:
+            single.extend(members)
+    return groups, sorted(single)
 
 
 def plan_batches(lengths: Sequence[int], options: BatchingOptions) -> list[list[int]]:
@@ -154,6 +189,10 @@ class TransformersBackend:
     positions that predict response tokens go through the output layer, in memory-bounded
     chunks, and log-softmax is taken in float32. (If the decoder-plus-output-layer path does not
     reproduce ``model.forward`` on a probe, full logits from ``model.forward`` are used.)
+
+    Responses to one context (see :func:`shared_prefix_groups`) are scored on a key/value cache
+    of that context, computed once: the context tokens cost one forward pass, not one per
+    response. The cache path is used only if it reproduces an uncached forward on a probe.
     """
 
     def __init__(
@@ -181,6 +220,7 @@ class TransformersBackend:
         self.template = self.encoder.template
         self.tokenizer_fingerprint = tokenizer_fingerprint(self.tokenizer)
         self._head_path: bool | None = None
+        self._prefix_path: bool | None = None
 
     @classmethod
     def from_loaded(
@@ -205,6 +245,7 @@ class TransformersBackend:
         """Drop the weights from memory (they load again on the next miss)."""
         self._loaded = None
         self._head_path = None
+        self._prefix_path = None
 
     def set_template(self, template: str) -> None:
         self.tokenizer.chat_template = template
@@ -226,8 +267,8 @@ class TransformersBackend:
     ) -> list[ResponseLogProbs]:
         encoded = [self.encode(r) for r in requests]
         results: list[ResponseLogProbs | None] = [None] * len(requests)
-        for batch in plan_batches([len(e.input_ids) for e in encoded], self.batching):
-            logprobs = self._forward([encoded[i] for i in batch])
+
+        def done(batch: list[int], logprobs: list[np.ndarray]) -> None:
             for i, lp in zip(batch, logprobs, strict=True):
                 e = encoded[i]
                 results[i] = ResponseLogProbs(
@@ -239,47 +280,104 @@ class TransformersBackend:
                 )
             if on_progress:
                 on_progress(len(batch))
+
+        groups, single = self._plan_sharing(encoded)
+        for prefix_length, members in groups:
+            prefix = encoded[members[0]].input_ids[:prefix_length]
+            cache = self._prefill(prefix)
+            suffixes = [len(encoded[i].input_ids) - prefix_length for i in members]
+            for part in plan_batches(suffixes, self.batching):
+                batch = [members[k] for k in part]
+                done(batch, self._forward([encoded[i] for i in batch], prefix_length, cache))
+        lengths = [len(encoded[i].input_ids) for i in single]
+        for part in plan_batches(lengths, self.batching):
+            batch = [single[k] for k in part]
+            done(batch, self._forward([encoded[i] for i in batch]))
         return [r for r in results if r is not None]
 
-    def _forward(self, rows: list[EncodedResponse]) -> list[np.ndarray]:
-        import torch
+    def _plan_sharing(
+        self, encoded: Sequence[EncodedResponse]
+    ) -> tuple[list[tuple[int, list[int]]], list[int]]:
+        """Groups of rows scored on a shared context cache, and the rows scored on their own."""
+        everything = list(range(len(encoded)))
+        if not self.batching.share_prefix or len(encoded) < 2:
+            return [], everything
+        contexts = [e.input_ids[: e.response_start - 1] for e in encoded]
+        groups, single = shared_prefix_groups(contexts, max(1, self.batching.min_shared_prefix))
+        if groups and self._prefix_path is None:
+            self._prefix_path = self._check_prefix_path()
+        return (groups, single) if self._prefix_path else ([], everything)
 
+    def _prefill(self, prefix: Sequence[int]) -> Any:
+        """Key/value cache of ``prefix`` (one row)."""
+        import torch
+        from transformers import DynamicCache
+
+        ids = torch.tensor([list(prefix)], device=self.device)
+        cache = DynamicCache(config=self.model.config)
+        with torch.inference_mode():
+            self._decoder_or_model()(input_ids=ids, past_key_values=cache, use_cache=True)
+        return cache
+
+    def _decoder_or_model(self) -> Any:
         if self._head_path is None:
             self._head_path = self._check_head_path()
+        return self._decoder if self._head_path else self.model
 
-        width = max(len(r.input_ids) for r in rows)
+    def _forward(
+        self, rows: list[EncodedResponse], prefix_length: int = 0, cache: Any = None
+    ) -> list[np.ndarray]:
+        """Log-probs of the response tokens of ``rows``.
+
+        With ``cache`` (from :meth:`_prefill`), the first ``prefix_length`` tokens of every row
+        are that cache's tokens and only the rest of each row runs through the model.
+        """
+        import copy
+
+        import torch
+
+        model = self._decoder_or_model()
+        width = max(len(r.input_ids) for r in rows) - prefix_length
         ids = torch.zeros((len(rows), width), dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        mask = torch.zeros((len(rows), prefix_length + width), dtype=torch.long)
+        mask[:, :prefix_length] = 1
         for b, row in enumerate(rows):
-            ids[b, : len(row.input_ids)] = torch.tensor(row.input_ids)
-            mask[b, : len(row.input_ids)] = 1
+            suffix = row.input_ids[prefix_length:]
+            ids[b, : len(suffix)] = torch.tensor(suffix)
+            mask[b, prefix_length : prefix_length + len(suffix)] = 1
         # Position p predicts token p + 1: gather (row, position) of every response token.
         batch_index, positions, sizes = [], [], []
         for b, row in enumerate(rows):
-            span = torch.arange(row.response_start - 1, len(row.input_ids) - 1)
+            span = torch.arange(row.response_start - 1, len(row.input_ids) - 1) - prefix_length
             batch_index.append(torch.full_like(span, b))
             positions.append(span)
             sizes.append(len(span))
         rows_ix, pos_ix = torch.cat(batch_index), torch.cat(positions)
         targets = ids[rows_ix, pos_ix + 1].to(self.device)
-        ids, mask = ids.to(self.device), mask.to(self.device)
+        rows_ix, pos_ix = rows_ix.to(self.device), pos_ix.to(self.device)
+        inputs: dict[str, Any] = {
+            "input_ids": ids.to(self.device),
+            "attention_mask": mask.to(self.device),
+            "use_cache": cache is not None,
+        }
+        if cache is not None:
+            inputs["past_key_values"] = copy.deepcopy(cache)
+            inputs["past_key_values"].batch_repeat_interleave(len(rows))
         with torch.inference_mode():
             if self._head_path:
-                hidden = self._decoder(input_ids=ids, attention_mask=mask, use_cache=False)
-                selected = hidden.last_hidden_state[rows_ix.to(self.device), pos_ix.to(self.device)]
-                logprobs = self._head_logprobs(selected, targets)
+                hidden = model(**inputs).last_hidden_state[rows_ix, pos_ix]
+                logprobs = self._head_logprobs(hidden, targets)
             else:
-                logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-                logprobs = _gather_logprobs(
-                    logits[rows_ix.to(self.device), pos_ix.to(self.device)], targets
-                )
+                logits = model(**inputs).logits[rows_ix, pos_ix]
+                logprobs = _gather_logprobs(logits, targets)
         return [t.numpy() for t in logprobs.double().cpu().split(sizes)]
 
     def _head_logprobs(self, hidden: Any, targets: Any) -> Any:
         """Output layer + log-softmax over selected positions, in chunks bounded in memory."""
         import torch
 
-        chunk = max(1, HEAD_CHUNK_BYTES // (4 * self._vocab_size))
+        logit_bytes = max(4, hidden.element_size())  # log-softmax runs in float32 or wider
+        chunk = max(1, HEAD_CHUNK_BYTES // (logit_bytes * self._vocab_size))
         parts = [
             _gather_logprobs(self._head_logits(hidden[i : i + chunk]), targets[i : i + chunk])
             for i in range(0, hidden.shape[0], chunk)
@@ -317,16 +415,35 @@ class TransformersBackend:
         except (AttributeError, TypeError, NotImplementedError):
             return False
 
+    def _check_prefix_path(self) -> bool:
+        """Use context caches only if they reproduce an uncached forward on a probe.
 
-#: Memory allowed for one chunk of float32 logits in the output layer.
+        A model whose attention is not causal (e.g. bidirectional), or whose cache does not
+        support continuing a batch, fails the probe and is scored without sharing.
+        """
+        import torch
+
+        weights = self.model.get_input_embeddings().weight
+        probe = EncodedResponse(tuple(i % weights.shape[0] for i in range(1, 13)), response_start=5)
+        # Rounding differs between the two paths; a wrong cache differs by far more.
+        tolerance = max(1e-4, 8 * torch.finfo(weights.dtype).eps)
+        try:
+            want = self._forward([probe])[0]
+            got = self._forward([probe, probe], 3, self._prefill(probe.input_ids[:3]))
+            return all(np.allclose(g, want, atol=tolerance, rtol=tolerance) for g in got)
+        except (AttributeError, TypeError, ValueError, NotImplementedError, RuntimeError):
+            return False
+
+
+#: Memory allowed for one chunk of logits in the output layer.
 HEAD_CHUNK_BYTES = 256 * 2**20
 
 
 def _gather_logprobs(logits: Any, targets: Any) -> Any:
-    """``log_softmax(logits)[targets]`` computed in float32."""
+    """``log_softmax(logits)[targets]`` computed in float32 (or float64 for float64 models)."""
     import torch
 
-    logits = logits.float()
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     picked = logits.gather(-1, targets[:, None]).squeeze(-1)
     return picked - torch.logsumexp(logits, dim=-1)
 

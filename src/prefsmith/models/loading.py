@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from prefsmith.models.registry import PACKAGED_MODELS, cache_home, packaged_model_path
 
-DType = Literal["auto", "float32", "bfloat16", "float16"]
+DType = Literal["auto", "float32", "bfloat16", "float16", "float64"]
 Device = Literal["auto", "cpu", "cuda"]
 
 
@@ -51,7 +51,8 @@ class LoadOptions:
     """How to load a model.
 
     Attributes:
-        dtype: Weight/compute dtype. ``auto`` is float32 on CPU and bfloat16 on CUDA.
+        dtype: Weight/compute dtype. ``auto`` is float32 on CPU and bfloat16 on CUDA;
+            ``float64`` gives reference scores (several times slower).
         device: ``cpu``, ``cuda`` or ``auto`` (CUDA when available).
         threads: Torch intra-op threads on CPU; ``None`` leaves torch's default.
     """
@@ -242,7 +243,15 @@ def resolve_dtype(dtype: DType, device: str) -> Any:
 
     if dtype == "auto":
         return torch.bfloat16 if device == "cuda" else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    dtypes = {
+        "float32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "float16": torch.float16,
+        "float64": torch.float64,
+    }
+    if dtype not in dtypes:
+        raise ValueError(f"dtype must be auto or one of {', '.join(dtypes)}, not {dtype!r}")
+    return dtypes[dtype]
 
 
 def model_files(name: str) -> str:
