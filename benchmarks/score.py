@@ -41,6 +41,9 @@ from prefsmith.data.rows import to_scoring_item
 from prefsmith.models.backend import BatchingOptions, ScoreRequest, TransformersBackend
 from prefsmith.models.loading import LoadOptions
 from prefsmith.rewards.density_ratio import DensityRatioScorer, build_density_ratio_scorer
+from prefsmith.routing.customize import customize_items
+from prefsmith.routing.domains import load_domains
+from prefsmith.routing.routers import make_router
 
 
 def matmul_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
@@ -69,6 +72,39 @@ def engine_tokens(backend: TransformersBackend, requests: list[ScoreRequest]) ->
     groups, _ = backend._plan_sharing(encoded)
     saved = sum(length * (len(members) - 1) for length, members in groups)
     return sum(len(e.input_ids) for e in encoded) - saved
+
+
+def straightforward_flops(backend: TransformersBackend, pairs: list[list[ScoreRequest]]) -> float:
+    """FLOPs of the straightforward scorer: every padded position through body and head."""
+    padded = 0
+    for pair in pairs:
+        lengths = [len(backend.encode(r).input_ids) for r in pair]
+        padded += len(lengths) * max(lengths)
+    return model_flops(backend, padded, padded)
+
+
+def print_flops(
+    backends: dict[str, TransformersBackend],
+    pairs: list[list[ScoreRequest]],
+    requests: list[ScoreRequest],
+) -> None:
+    """FLOPs of the engine with and without prefix sharing and of the straightforward scorer."""
+    counts = {"engine": 0.0, "engine (no prefix sharing)": 0.0, "straightforward": 0.0}
+    for backend in backends.values():
+        backend._prefix_path = True  # count as if the probe passed (it does for this pair)
+        encoded = [backend.encode(r) for r in requests]
+        head_tokens = sum(e.n_response_tokens for e in encoded)
+        all_tokens = sum(len(e.input_ids) for e in encoded)
+        counts["engine"] += model_flops(backend, engine_tokens(backend, requests), head_tokens)
+        counts["engine (no prefix sharing)"] += model_flops(backend, all_tokens, head_tokens)
+        counts["straightforward"] += straightforward_flops(backend, pairs)
+    table = Table(title=f"FLOPs over {len(pairs)} pairs")
+    table.add_column("scorer")
+    table.add_column("FLOPs", justify="right")
+    table.add_column("x engine", justify="right")
+    for name, count in counts.items():
+        table.add_row(name, f"{count:.3e}", f"{count / counts['engine']:.3f}")
+    Console().print(table)
 
 
 def straightforward_rewards(
@@ -124,10 +160,23 @@ def main() -> None:
     )
     parser.add_argument("--compare-unshared", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--customize",
+        choices=["none", "system", "turns"],
+        default="none",
+        help="CDR contexts: default domains, rules router, exemplars in the system turn or as"
+        " earlier turns (long shared contexts)",
+    )
+    parser.add_argument(
+        "--flops-only", action="store_true", help="count FLOPs of both scorers, no timing"
+    )
     parser.add_argument("--output", default="benchmarks/results/score.json")
     args = parser.parse_args()
 
     items = [to_scoring_item(r.value) for r in iter_records(args.data)][: args.limit]
+    if args.customize != "none":
+        domains = load_domains()
+        items = customize_items(items, domains, make_router("rules", domains), args.customize).items
     pairs = [[ScoreRequest(i.context, resp) for resp in i.responses] for i in items]
     requests = [r for pair in pairs for r in pair]
 
@@ -140,6 +189,9 @@ def main() -> None:
     scorer = scorer_for(args.dtype)
     backends = {"strong": scorer.strong, "weak": scorer.weak}
     dtype = next(scorer.strong.model.parameters()).dtype
+    if args.flops_only:
+        print_flops(backends, pairs, requests)
+        return
     scorer.weak.model  # load both models before any timing  # noqa: B018
     peak_flops = matmul_flops(dtype)
 
@@ -182,13 +234,14 @@ def main() -> None:
             ],
         }
 
-    flops = 0.0
+    flops = naive_flops = 0.0
     response_tokens = 0
     for backend in backends.values():
         encoded = [backend.encode(r) for r in requests]
         head_tokens = sum(e.n_response_tokens for e in encoded)
         response_tokens += head_tokens
         flops += model_flops(backend, engine_tokens(backend, requests), head_tokens)
+        naive_flops += straightforward_flops(backend, pairs)
 
     result = {
         "data": args.data,
@@ -214,6 +267,7 @@ def main() -> None:
         "achieved_flops_per_s": flops / engine_s,
         "matmul_flops_per_s": peak_flops,
         "fraction_of_matmul_peak": flops / engine_s / peak_flops,
+        "straightforward_flops_over_engine_flops": naive_flops / flops,
     }
     table = Table(title=f"Scoring {len(pairs)} pairs: {args.strong} over {args.weak} ({dtype})")
     table.add_column("metric")

@@ -24,30 +24,43 @@ def packaged_tokenizer(name: str):
     return AutoTokenizer.from_pretrained(str(convert_gguf(resolve_model(name))))
 
 
-def build_tiny_model(tokenizer, folder: Path, arch: str = "llama", seed: int = 0) -> Path:
-    """Save a 2-layer random causal LM using ``tokenizer``'s vocabulary into ``folder``."""
-    import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+def build_tiny_model(
+    tokenizer,
+    folder: Path,
+    arch: str = "llama",
+    seed: int = 0,
+    scale: float = 8.0,
+    **config_overrides,
+) -> Path:
+    """Save a 2-layer random causal LM using ``tokenizer``'s vocabulary into ``folder``.
 
-    config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config}[arch]
+    ``arch`` is ``llama``, ``qwen2`` or ``gemma3`` (text); ``config_overrides`` go to its config.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig, Qwen2Config
+
+    config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config, "gemma3": Gemma3TextConfig}[arch]
     config = config_class(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        **{
+            "vocab_size": len(tokenizer),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 1024,
+            "tie_word_embeddings": True,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+            **config_overrides,
+        }
     )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     with torch.no_grad():  # larger weights than the default init, so log-probs vary a lot
         for p in model.parameters():
-            p.mul_(8.0)
+            p.mul_(scale)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -56,35 +69,19 @@ def build_tiny_model(tokenizer, folder: Path, arch: str = "llama", seed: int = 0
 def build_tiny_gemma3(
     tokenizer, folder: Path, sliding_window: int = 8, bidirectional: bool = False
 ) -> Path:
-    """Save a 2-layer random Gemma3 text model (one sliding-window layer, one global layer)."""
-    import torch
-    from transformers import AutoModelForCausalLM, Gemma3TextConfig
-
-    config = Gemma3TextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+    """A tiny Gemma3 text model: one sliding-window layer, then one global layer."""
+    return build_tiny_model(
+        tokenizer,
+        folder,
+        "gemma3",
+        seed=4,
+        scale=4.0,
         head_dim=8,
         query_pre_attn_scalar=8,
         sliding_window=sliding_window,
         layer_types=["sliding_attention", "full_attention"],
         use_bidirectional_attention=bidirectional,
-        max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
     )
-    torch.manual_seed(4)
-    model = AutoModelForCausalLM.from_config(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(4.0)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="session")

@@ -101,3 +101,20 @@ def test_progress_callback_counts_every_request(tiny_backends):
     seen = []
     tiny_backends["chatml-a"].score(requests(), on_progress=seen.append)
     assert sum(seen) == len(requests())
+
+
+def test_float64_scoring_matches_the_reference_to_double_precision(tiny_models):
+    from prefsmith.models.backend import load_backend
+    from prefsmith.models.loading import LoadOptions
+
+    backend = load_backend(tiny_models["chatml-a"], LoadOptions(dtype="float64"))
+    assert backend.dtype == "float64"
+    for request, got in zip(requests(), backend.score(requests()), strict=True):
+        np.testing.assert_allclose(got.logprobs, reference_logprobs(backend, request), atol=1e-9)
+
+
+def test_unknown_dtype_is_refused_by_name():
+    from prefsmith.models.loading import resolve_dtype
+
+    with pytest.raises(ValueError, match=r"float64.*not 'fp8'"):
+        resolve_dtype("fp8", "cpu")  # type: ignore[arg-type]

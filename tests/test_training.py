@@ -189,3 +189,14 @@ def test_judge_counts_wins_from_density_ratio_rewards(tiny_models, tmp_path):
     # A second call reuses the cached answers and judgements.
     again, _ = judge(tuned, base, prompts, tmp_path / "j", options)
     assert again == result
+
+
+def test_default_judge_prompts_ship_with_the_package():
+    """`prefsmith judge` needs no data beside the checkout: MT-Bench is a package resource."""
+    from prefsmith.training.judge import MT_BENCH, read_prompts
+
+    prompts = read_prompts(MT_BENCH)
+    assert len(prompts) == 80
+    assert len({pid for pid, _ in prompts}) == 80
+    assert all(pid.startswith("mt-bench/") and text.strip() for pid, text in prompts)
+    assert read_prompts(MT_BENCH, limit=2, offset=78) == prompts[78:]

@@ -133,7 +133,7 @@ class BatchingOptions:
 def shared_prefix_groups(
     contexts: Sequence[Sequence[int]], min_length: int = 1
 ) -> tuple[list[tuple[int, list[int]]], list[int]]:
-    """Group rows whose contexts start with the same tokens.
+    """Group rows that share their whole context (the tokens before their responses).
 
     ``contexts[i]`` holds the tokens of row ``i`` that precede the position predicting its
     first response token. Rows with identical contexts form a group; groups of two or more rows

@@ -32,8 +32,8 @@ from prefsmith.data.io import iter_records, read_jsonl_rows
 from prefsmith.data.rows import RowError
 from prefsmith.models.encoding import Message
 
-#: Prompts of ``prefsmith judge`` by default.
-MT_BENCH = Path(__file__).resolve().parents[4] / "shared" / "data" / "prompts" / "mt-bench.jsonl"
+#: Prompts of ``prefsmith judge`` by default: MT-Bench, shipped with the package (Apache-2.0).
+MT_BENCH = Path(__file__).resolve().parents[1] / "resources" / "prompts" / "mt-bench.jsonl"
 
 
 @dataclass(frozen=True)
