@@ -91,7 +91,6 @@ def print_flops(
     """FLOPs of the engine with and without prefix sharing and of the straightforward scorer."""
     counts = {"engine": 0.0, "engine (no prefix sharing)": 0.0, "straightforward": 0.0}
     for backend in backends.values():
-        backend._prefix_path = True  # count as if the probe passed (it does for this pair)
         encoded = [backend.encode(r) for r in requests]
         head_tokens = sum(e.n_response_tokens for e in encoded)
         all_tokens = sum(len(e.input_ids) for e in encoded)
