@@ -83,26 +83,35 @@ def straightforward_flops(backend: TransformersBackend, pairs: list[list[ScoreRe
     return model_flops(backend, padded, padded)
 
 
-def print_flops(
+def work_counts(
     backends: dict[str, TransformersBackend],
     pairs: list[list[ScoreRequest]],
     requests: list[ScoreRequest],
-) -> None:
-    """FLOPs of the engine with and without prefix sharing and of the straightforward scorer."""
-    counts = {"engine": 0.0, "engine (no prefix sharing)": 0.0, "straightforward": 0.0}
+) -> dict[str, float]:
+    """Response tokens, and FLOPs of the engine (with and without prefix sharing) and of the
+    straightforward scorer, summed over both models."""
+    counts = dict.fromkeys(
+        ("response tokens", "engine", "engine (no prefix sharing)", "straightforward"), 0.0
+    )
     for backend in backends.values():
         encoded = [backend.encode(r) for r in requests]
         head_tokens = sum(e.n_response_tokens for e in encoded)
         all_tokens = sum(len(e.input_ids) for e in encoded)
+        counts["response tokens"] += head_tokens
         counts["engine"] += model_flops(backend, engine_tokens(backend, requests), head_tokens)
         counts["engine (no prefix sharing)"] += model_flops(backend, all_tokens, head_tokens)
         counts["straightforward"] += straightforward_flops(backend, pairs)
-    table = Table(title=f"FLOPs over {len(pairs)} pairs")
+    return counts
+
+
+def print_flops(counts: dict[str, float], n_pairs: int) -> None:
+    """Table of the FLOP counts of :func:`work_counts`, relative to the engine's."""
+    table = Table(title=f"FLOPs over {n_pairs} pairs")
     table.add_column("scorer")
     table.add_column("FLOPs", justify="right")
     table.add_column("x engine", justify="right")
-    for name, count in counts.items():
-        table.add_row(name, f"{count:.3e}", f"{count / counts['engine']:.3f}")
+    for name in ("engine", "engine (no prefix sharing)", "straightforward"):
+        table.add_row(name, f"{counts[name]:.3e}", f"{counts[name] / counts['engine']:.3f}")
     Console().print(table)
 
 
@@ -189,7 +198,7 @@ def main() -> None:
     backends = {"strong": scorer.strong, "weak": scorer.weak}
     dtype = next(scorer.strong.model.parameters()).dtype
     if args.flops_only:
-        print_flops(backends, pairs, requests)
+        print_flops(work_counts(backends, pairs, requests), len(pairs))
         return
     scorer.weak.model  # load both models before any timing  # noqa: B018
     peak_flops = matmul_flops(dtype)
@@ -233,14 +242,8 @@ def main() -> None:
             ],
         }
 
-    flops = naive_flops = 0.0
-    response_tokens = 0
-    for backend in backends.values():
-        encoded = [backend.encode(r) for r in requests]
-        head_tokens = sum(e.n_response_tokens for e in encoded)
-        response_tokens += head_tokens
-        flops += model_flops(backend, engine_tokens(backend, requests), head_tokens)
-        naive_flops += straightforward_flops(backend, pairs)
+    counts = work_counts(backends, pairs, requests)
+    flops, response_tokens = counts["engine"], counts["response tokens"]
 
     result = {
         "data": args.data,
@@ -266,7 +269,7 @@ def main() -> None:
         "achieved_flops_per_s": flops / engine_s,
         "matmul_flops_per_s": peak_flops,
         "fraction_of_matmul_peak": flops / engine_s / peak_flops,
-        "straightforward_flops_over_engine_flops": naive_flops / flops,
+        "straightforward_flops_over_engine_flops": counts["straightforward"] / flops,
     }
     table = Table(title=f"Scoring {len(pairs)} pairs: {args.strong} over {args.weak} ({dtype})")
     table.add_column("metric")
