@@ -5,22 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from prefsmith.plotting import pyplot, save_figure
+
 if TYPE_CHECKING:
     from prefsmith.evaluation.harness import EvalResult
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_sections(result: EvalResult, path: Path) -> Path:
     """Grouped bars: accuracy per section (and overall) for each scorer."""
-    plt = _pyplot()
+    plt = pyplot()
     from prefsmith.evaluation.harness import SECTION_ORDER
 
     sections = [s for s in SECTION_ORDER if any(s in r.sections for r in result.scorers)]
@@ -35,15 +28,12 @@ def plot_sections(result: EvalResult, path: Path) -> Path:
     ax.set_ylim(0, 1)
     ax.set_ylabel("pairwise accuracy")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_margins(result: EvalResult, path: Path) -> Path:
     """Histogram of |margin| for correct vs incorrect pairs, one panel per scorer."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(result.scorers)
     fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 3.5), squeeze=False)
     for ax, scorer in zip(axes[0], result.scorers, strict=True):
@@ -54,7 +44,4 @@ def plot_margins(result: EvalResult, path: Path) -> Path:
         ax.set_title(scorer.scorer, fontsize=9)
         ax.set_xlabel("|reward margin|")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

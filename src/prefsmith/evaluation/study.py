@@ -178,9 +178,9 @@ def study_markdown(result: StudyResult) -> str:
 
 def plot_study(result: StudyResult, path: Path) -> Path:
     """Scatter of performance gap vs overall accuracy, one labelled point per ordered pair."""
-    from prefsmith.evaluation.plots import _pyplot
+    from prefsmith.plotting import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     xs = [p.gap for p in result.pairs]
     ys = [p.sections["Overall"] for p in result.pairs]
@@ -192,7 +192,4 @@ def plot_study(result: StudyResult, path: Path) -> Path:
     ax.set_ylabel("density-ratio accuracy (overall)")
     rho = "n/a" if result.spearman is None else f"{result.spearman:.2f}"
     ax.set_title(f"Spearman rho = {rho}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

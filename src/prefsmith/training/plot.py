@@ -27,12 +27,9 @@ def plot_loss(log_history: Sequence[dict[str, Any]], path: str | Path, title: st
     steps, losses = loss_points(log_history)
     if not steps:
         return False
-    import matplotlib
+    from prefsmith.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    fig, ax = pyplot().subplots(figsize=(6, 3.5), dpi=120)
     ax.plot(steps, losses, lw=1, alpha=0.5, label="loss")
     window = max(1, len(losses) // 20)
     if window > 1:
@@ -47,8 +44,5 @@ def plot_loss(log_history: Sequence[dict[str, Any]], path: str | Path, title: st
     ax.set_title(title or "prefsmith train")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
