@@ -207,19 +207,10 @@ def build_trainer(config: TrainConfig, callbacks: list[Any] | None = None) -> An
         )
     dataset = Dataset.from_list(rows)
     if config.method == "dpo":
-        from trl import DPOTrainer
-
-        return DPOTrainer(
-            model=model,
-            args=args,
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-            callbacks=callbacks,
-        )
-    from trl.experimental.cpo import CPOTrainer
-
-    return CPOTrainer(
+        from trl import DPOTrainer as trainer_class
+    else:  # SimPO: CPO trainer with the SimPO loss (its args are set above)
+        from trl.experimental.cpo import CPOTrainer as trainer_class
+    return trainer_class(
         model=model,
         args=args,
         train_dataset=dataset,
