@@ -38,7 +38,7 @@ from prefsmith.models.loading import LoadOptions
 from prefsmith.rewards.density_ratio import build_density_ratio_scorer
 from prefsmith.routing.customize import customize_item
 from prefsmith.routing.domains import load_domains
-from prefsmith.routing.report import confusion_matrix, routing_agreement
+from prefsmith.evaluation.routing import confusion_matrix, routing_agreement
 from prefsmith.routing.routers import Route, last_user_text, make_router
 
 PARTS = {"criteria": "none", "exemplars": "system", "turns": "turns"}

@@ -25,7 +25,7 @@ from prefsmith.data.rows import to_scoring_item
 from prefsmith.evaluation.sections import section_of
 from prefsmith.models.loading import LoadOptions
 from prefsmith.routing.domains import load_domains
-from prefsmith.routing.report import confusion_matrix, confusion_table, routing_agreement
+from prefsmith.evaluation.routing import confusion_matrix, confusion_table, routing_agreement
 from prefsmith.routing.routers import last_user_text, make_router
 
 

@@ -26,7 +26,7 @@ from prefsmith.routing.customize import (
     customized_context,
 )
 from prefsmith.routing.domains import DomainsError, load_domains, parse_domains
-from prefsmith.routing.report import confusion_matrix, routing_agreement
+from prefsmith.evaluation.routing import confusion_matrix, routing_agreement
 from prefsmith.routing.routers import EmbeddingRouter, LMRouter, RuleRouter, make_router
 
 runner = CliRunner()

@@ -1,3 +1,90 @@
-"""prefsmith: preference data for LLM alignment from off-the-shelf open models."""
+"""prefsmith: preference data for LLM alignment from off-the-shelf open models.
+
+Three lines score preference data (rows or a ``datasets.Dataset``)::
+
+    from prefsmith import DensityRatioReward
+    reward = DensityRatioReward(strong="smollm2-135m-instruct", weak="gemma3-270m")
+    scored = reward.score(rows)
+
+The names below load lazily (as TRL's ``__init__`` does): ``import prefsmith`` imports neither
+torch nor transformers; the first use of an object imports the module that defines it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+#: Public name -> module that defines it.
+_EXPORTS = {
+    # rewards
+    "DensityRatioReward": "prefsmith.rewards.density_ratio",
+    "DPOReward": "prefsmith.rewards.density_ratio",
+    "LogProbReward": "prefsmith.rewards.density_ratio",
+    "Reward": "prefsmith.rewards.base",
+    "parse_scorer": "prefsmith.rewards.spec",
+    "ScoreStep": "prefsmith.rewards.score",
+    "ModelOptions": "prefsmith.models.pool",
+    "ModelPool": "prefsmith.models.pool",
+    "LogProbCache": "prefsmith.models.cache",
+    # customization
+    "Customization": "prefsmith.routing.customize",
+    # evaluation
+    "evaluate": "prefsmith.evaluation.harness",
+    "evaluate_file": "prefsmith.evaluation.harness",
+    "run_study": "prefsmith.evaluation.study",
+    # generation
+    "SamplingConfig": "prefsmith.generation.sampling",
+    "SampleStep": "prefsmith.generation.sampling",
+    "PairsOptions": "prefsmith.generation.pairs",
+    "PairsStep": "prefsmith.generation.pairs",
+    "select_pairs": "prefsmith.generation.pairs",
+    "RMBoostConfig": "prefsmith.generation.rmboost",
+    "RMBoostStep": "prefsmith.generation.rmboost",
+    # relabeling
+    "RelabelOptions": "prefsmith.relabel.step",
+    "RelabelStep": "prefsmith.relabel.step",
+    "GoalScale": "prefsmith.relabel.scale",
+    # training
+    "TrainConfig": "prefsmith.training.config",
+    # the row runner
+    "run_rows": "prefsmith.data.runner",
+    "process_rows": "prefsmith.data.runner",
+    "RunOptions": "prefsmith.data.runner",
+    "Step": "prefsmith.data.runner",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:
+    from prefsmith.data.runner import RunOptions, Step, process_rows, run_rows
+    from prefsmith.evaluation.harness import evaluate, evaluate_file
+    from prefsmith.evaluation.study import run_study
+    from prefsmith.generation.pairs import PairsOptions, PairsStep, select_pairs
+    from prefsmith.generation.rmboost import RMBoostConfig, RMBoostStep
+    from prefsmith.generation.sampling import SampleStep, SamplingConfig
+    from prefsmith.models.cache import LogProbCache
+    from prefsmith.models.pool import ModelOptions, ModelPool
+    from prefsmith.relabel.scale import GoalScale
+    from prefsmith.relabel.step import RelabelOptions, RelabelStep
+    from prefsmith.rewards.base import Reward
+    from prefsmith.rewards.density_ratio import DensityRatioReward, DPOReward, LogProbReward
+    from prefsmith.rewards.score import ScoreStep
+    from prefsmith.rewards.spec import parse_scorer
+    from prefsmith.routing.customize import Customization
+    from prefsmith.training.config import TrainConfig
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'prefsmith' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

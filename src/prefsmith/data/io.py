@@ -150,6 +150,10 @@ class JsonlAppender:
         self._handle.flush()
         os.fsync(self._handle.fileno())
 
+    def size(self) -> int:
+        """Bytes in the file, after :meth:`flush`."""
+        return os.fstat(self._handle.fileno()).st_size
+
     def close(self) -> None:
         self.flush()
         self._handle.close()

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prefsmith.models.encoding import Message, common_prefix_length
+from prefsmith.data.messages import Message, common_prefix_length
 
 ROLES = ("system", "user", "assistant", "tool")
 

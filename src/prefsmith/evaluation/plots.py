@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from prefsmith.evaluation.results import EvalResult
+from prefsmith.evaluation.sections import SECTION_ORDER
 from prefsmith.plotting import pyplot, save_figure
-
-if TYPE_CHECKING:
-    from prefsmith.evaluation.harness import EvalResult
 
 
 def plot_sections(result: EvalResult, path: Path) -> Path:
     """Grouped bars: accuracy per section (and overall) for each scorer."""
     plt = pyplot()
-    from prefsmith.evaluation.harness import SECTION_ORDER
-
     sections = [s for s in SECTION_ORDER if any(s in r.sections for r in result.scorers)]
     width = 0.8 / max(len(result.scorers), 1)
     fig, ax = plt.subplots(figsize=(1.6 * len(sections) + 2, 4))

@@ -50,6 +50,9 @@ SECTIONS: dict[str, dict[str, int]] = {
     },
 }
 
+#: Sections in report order, then the overall score.
+SECTION_ORDER = ("Chat", "Chat Hard", "Safety", "Reasoning", "Overall")
+
 SUBSET_TO_SECTION = {s: section for section, subs in SECTIONS.items() for s in subs}
 MATH_SUBSETS = frozenset({"math-prm"})
 

@@ -21,15 +21,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefsmith.evaluation.harness import cached_backend, pair_ids, score_result
-from prefsmith.evaluation.scorers import ScorerSpec
-from prefsmith.models.backend import BatchingOptions, ResponseLogProbs, ScoreRequest
-from prefsmith.models.cache import LogProbCache
-from prefsmith.models.loading import LoadOptions
-from prefsmith.rewards.annotate import AnnotateOptions, read_input
-from prefsmith.rewards.density_ratio import Reduction
+from prefsmith.data.runner import read_items
+from prefsmith.evaluation.harness import evaluate, prepare_pair
+from prefsmith.evaluation.results import ScorerResult
+from prefsmith.models.backend import ResponseLogProbs, ScoreRequest
+from prefsmith.models.pool import ModelPool
+from prefsmith.plotting import pyplot, save_figure
+from prefsmith.rewards.base import Reduction, reduce_logprobs
+from prefsmith.rewards.density_ratio import reduce_ratio
 
-STRENGTH_SCORER = ScorerSpec("logprob", Reduction.MEAN)
+#: How a model's own strength is measured by default: its reference-free accuracy.
+STRENGTH_SCORER = "logprob:mean"
 
 
 @dataclass
@@ -82,14 +84,26 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float | None, floa
     return float(rho), float(p)
 
 
+def accuracy(
+    name: str,
+    ids: Sequence[str],
+    subsets: Sequence[str],
+    rewards: Sequence[float],
+) -> ScorerResult:
+    """RewardBench accuracy of per-response rewards laid out chosen, rejected, chosen, ..."""
+    rows = [
+        {"id": i, "subset": s, "reward_margin": rewards[2 * k] - rewards[2 * k + 1]}
+        for k, (i, s) in enumerate(zip(ids, subsets, strict=True))
+    ]
+    return evaluate(rows, name)
+
+
 def run_study(
     data: str | Path,
     models: Sequence[str],
-    reduction: Reduction = Reduction.SUM,
+    reduction: Reduction | str = Reduction.SUM,
     strengths: Mapping[str, float] | None = None,
-    load_options: LoadOptions | None = None,
-    batching: BatchingOptions | None = None,
-    cache: LogProbCache | None = None,
+    pool: ModelPool | None = None,
 ) -> StudyResult:
     """Score every response once per model, then evaluate every ordered pair."""
     reduction = Reduction(reduction)
@@ -97,31 +111,34 @@ def run_study(
         raise ValueError("the study compares models with different templates; use sum or mean-char")
     if len(set(models)) != len(models) or len(models) < 2:
         raise ValueError("a study needs at least two distinct models")
-    validated = read_input(data, AnnotateOptions())
-    good = validated.good
-    ids = pair_ids(good)
-    subsets = [str(rec.value.get("subset", "all")) for rec, _ in good]
-    requests = [ScoreRequest(item.context, resp) for _, item in good for resp in item.responses]
+    pool = pool or ModelPool()
+    items, bad = read_items(data, prepare_pair)
+    if bad:
+        raise bad[0]
+    ids = [str(i.row.get("id", i.key)) for i in items]
+    subsets = [str(i.row.get("subset", "all")) for i in items]
+    requests = [ScoreRequest(i.item.context, resp) for i in items for resp in i.item.responses]
 
     logprobs: dict[str, list[ResponseLogProbs]] = {}
     for name in models:  # one pass per model
-        backend = cached_backend(name, load_options, batching, cache)
-        logprobs[name] = backend.score(requests)
-        backend.release()  # free the weights before the next model
+        logprobs[name] = pool.backend(name).score(requests)
+        pool.release(name)  # free the weights before the next model
+
+    def own(lp: ResponseLogProbs) -> float:
+        return reduce_logprobs(lp.total, len(lp.token_ids), lp.n_chars, Reduction.MEAN)
 
     model_sections = {
-        name: score_result(STRENGTH_SCORER, ids, subsets, logprobs[name], None, False).sections
+        name: accuracy(STRENGTH_SCORER, ids, subsets, [own(lp) for lp in logprobs[name]]).sections
         for name in models
     }
     if strengths is None:
         strengths = {name: model_sections[name]["Overall"] for name in models}
-        source = f"own reference-free accuracy ({STRENGTH_SCORER.name})"
+        source = f"own reference-free accuracy ({STRENGTH_SCORER})"
     else:
         missing = [m for m in models if m not in strengths]
         if missing:
             raise ValueError(f"no strength given for {', '.join(missing)}")
         source = "user-supplied"
-    spec = ScorerSpec("density-ratio", reduction)
     result = StudyResult(
         str(data),
         list(models),
@@ -132,7 +149,11 @@ def run_study(
         passes=len(models),
     )
     for strong, weak in itertools.permutations(models, 2):
-        scored = score_result(spec, ids, subsets, logprobs[strong], logprobs[weak], False)
+        rewards = [
+            reduce_ratio(s, w, reduction, False)
+            for s, w in zip(logprobs[strong], logprobs[weak], strict=True)
+        ]
+        scored = accuracy(f"{strong},{weak}", ids, subsets, rewards)
         gap = strengths[strong] - strengths[weak]
         result.pairs.append(PairResult(strong, weak, gap, scored.sections))
     result.spearman, result.spearman_p = spearman(
@@ -178,8 +199,6 @@ def study_markdown(result: StudyResult) -> str:
 
 def plot_study(result: StudyResult, path: Path) -> Path:
     """Scatter of performance gap vs overall accuracy, one labelled point per ordered pair."""
-    from prefsmith.plotting import pyplot, save_figure
-
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     xs = [p.gap for p in result.pairs]

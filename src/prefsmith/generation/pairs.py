@@ -6,38 +6,29 @@ Input: rows with ``prompt`` (or ``messages``) and ``responses`` — the output o
 1. Clean each row's candidates (:func:`clean_candidates`): drop empty responses, truncated
    ones (``finish_reason == "length"``, unless ``keep_truncated``) and exact duplicates (the
    first copy stays). Rows left with fewer than two candidates are dropped.
-2. Score the remaining candidates with the scorer, through
-   :func:`prefsmith.rewards.annotate.annotate_file` into ``<output>.scores.jsonl`` (resumable;
-   the record of every reward).
+2. Score the remaining candidates with the reward.
 3. Select pairs from the rewards (:func:`select_pairs`): best vs. worst, or every pair whose
    margin exceeds ``min_margin``. Pairs with a margin of ``min_margin`` or less (ties
    included) are never kept, so a row whose candidates all tie gives no pair.
 4. Write the pairs in TRL's standard or conversational preference format, each row with every
    candidate's reward and status, the pair's margin and the scorer settings.
 
-The final output is rebuilt from ``<output>.scores.jsonl`` at the end of every run (cheap).
+:class:`PairsStep` is the stage; :func:`~prefsmith.data.runner.run_rows` runs it on files.
 """
 
 from __future__ import annotations
 
-import json
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from prefsmith.data.io import (
-    INDEX_FIELD,
-    JsonlAppender,
-    Record,
-    finalize_output,
-    iter_records,
-    journal_path,
-    read_jsonl_rows,
-)
-from prefsmith.data.rows import RowError, ScoringItem, to_prompt
-from prefsmith.models.encoding import Message
-from prefsmith.rewards.annotate import AnnotateOptions, ValidatedInput, annotate_file
+from prefsmith.data.io import INDEX_FIELD
+from prefsmith.data.messages import Message
+from prefsmith.data.rows import ScoringItem, to_prompt
+from prefsmith.data.runner import Advance, Outcome, RowItem, Step
+from prefsmith.rewards.base import ItemRewards, Reward
+from prefsmith.rewards.score import scored_with
 
 Strategy = Literal["best-worst", "all-pairs"]
 PairFormat = Literal["standard", "conversational"]
@@ -61,7 +52,7 @@ RESERVED_FIELDS = (
 
 @dataclass(frozen=True)
 class PairsOptions:
-    """Options of :func:`make_pairs`.
+    """How :class:`PairsStep` selects and writes pairs.
 
     Attributes:
         strategy: ``best-worst`` (one pair per prompt: highest vs. lowest reward, as in
@@ -71,23 +62,18 @@ class PairsOptions:
         format: ``conversational`` (prompt and responses as ``{"role", "content"}`` lists;
             TRL applies the chat template, matching how the samples were generated) or
             ``standard`` (strings; needs single-turn prompts without a system turn).
-        keep_truncated: Keep candidates that hit ``max_new_tokens``.
+        keep_truncated: Keep candidates that hit ``max_new_tokens`` (marked ``ok (truncated)``
+            in ``candidate_status``); small models often hit the limit, and dropping them
+            left runs with no pairs.
         system_prompt: System turn for scoring; default: the one each row was sampled with
             (``generated_with.system_prompt``), if any.
-        chunk_size: Rows scored (and written) together.
-        on_error: ``raise`` stops at the first bad row; ``skip`` writes it to
-            ``<output>.rejected.jsonl``.
-        progress: Show a progress bar while scoring.
     """
 
     strategy: Strategy = "best-worst"
     min_margin: float = 0.0
     format: PairFormat = "conversational"
-    keep_truncated: bool = False
+    keep_truncated: bool = True
     system_prompt: str | None = None
-    chunk_size: int = 64
-    on_error: Literal["raise", "skip"] = "raise"
-    progress: bool = True
 
 
 @dataclass(frozen=True)
@@ -96,7 +82,8 @@ class CleanCandidates:
 
     Attributes:
         kept: Indices (into the row's ``responses``) of the candidates to score.
-        status: Per candidate: ``ok``, ``empty``, ``truncated`` or ``duplicate``.
+        status: Per candidate: ``ok``, ``ok (truncated)`` (kept although it hit
+            ``max_new_tokens``), ``empty``, ``truncated`` (dropped) or ``duplicate``.
     """
 
     kept: tuple[int, ...]
@@ -113,8 +100,8 @@ def clean_candidates(
     >>> c = clean_candidates(["a", "", "b", "a ", "c"], ["stop", "stop", "length", "stop", "stop"])
     >>> c.kept, c.status
     ((0, 4), ('ok', 'empty', 'truncated', 'duplicate', 'ok'))
-    >>> clean_candidates(["a", "b"], ["stop", "length"], keep_truncated=True).kept
-    (0, 1)
+    >>> clean_candidates(["a", "b"], ["stop", "length"], keep_truncated=True).status
+    ('ok', 'ok (truncated)')
     """
     seen: set[str] = set()
     kept, status = [], []
@@ -130,7 +117,7 @@ def clean_candidates(
         else:
             seen.add(key)
             kept.append(i)
-            status.append("ok")
+            status.append("ok (truncated)" if reason == "length" else "ok")
     return CleanCandidates(tuple(kept), tuple(status))
 
 
@@ -206,36 +193,6 @@ def carried_fields(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k not in RESERVED_FIELDS}
 
 
-@dataclass(frozen=True)
-class PairsSummary:
-    """What a :func:`make_pairs` run did.
-
-    Attributes:
-        output: Output path.
-        prompts: Input rows read.
-        scored: Rows scored in this run (others were scored by an earlier run or dropped).
-        pairs: Pairs written.
-        dropped: Rows without a pair, by reason (``too few candidates``, ``tie``, ...).
-        candidates: Candidate counts by status (``ok``, ``empty``, ``truncated``,
-            ``duplicate``).
-        seconds: Wall time of the scoring part.
-    """
-
-    output: Path
-    prompts: int
-    scored: int
-    pairs: int
-    dropped: dict[str, int]
-    candidates: dict[str, int]
-    seconds: float
-
-
-def scores_path(output: str | Path) -> Path:
-    """The resumable scoring journal of a ``pairs`` or ``rmboost --check`` run."""
-    output = Path(output)
-    return output.with_name(output.name + ".scores.jsonl")
-
-
 def _system_prompt(row: dict[str, Any], override: str | None) -> str | None:
     if override is not None:
         return override
@@ -243,155 +200,114 @@ def _system_prompt(row: dict[str, Any], override: str | None) -> str | None:
     return generated_with.get("system_prompt") if isinstance(generated_with, dict) else None
 
 
-def read_candidates(
-    source: str | Path, options: PairsOptions
-) -> tuple[list[tuple[Record, tuple[Message, ...], CleanCandidates]], list[RowError]]:
-    rows, bad = [], []
-    for record in iter_records(source):
-        try:
-            if record.error is not None:
-                raise ValueError(record.error)
-            value = record.value
-            context = to_prompt(value, _system_prompt(value, options.system_prompt))
-            responses = value.get("responses")
-            if not isinstance(responses, list) or not responses:
-                raise ValueError("field 'responses' must be a non-empty list of strings")
-            if not all(isinstance(r, str) for r in responses):
-                raise ValueError("field 'responses' must hold strings")
-            reasons = value.get("finish_reasons")
-            if reasons is not None and (
-                not isinstance(reasons, list) or len(reasons) != len(responses)
-            ):
-                raise ValueError("field 'finish_reasons' must be a list as long as 'responses'")
-            if options.format == "standard":
-                format_pair(context, "x", "y", "standard")  # fail early, naming the row
-            clean = clean_candidates(responses, reasons, options.keep_truncated)
-            rows.append((record, context, clean))
-        except ValueError as err:
-            bad.append(RowError(record.location, str(err)))
-    return rows, bad
+def prepare_candidates(
+    row: Any, options: PairsOptions
+) -> tuple[tuple[Message, ...], CleanCandidates]:
+    """The row's conversation and cleaned candidates; raises ``ValueError`` saying what's wrong."""
+    context = to_prompt(row, _system_prompt(row, options.system_prompt))
+    responses = row.get("responses")
+    if not isinstance(responses, list) or not responses:
+        raise ValueError("field 'responses' must be a non-empty list of strings")
+    if not all(isinstance(r, str) for r in responses):
+        raise ValueError("field 'responses' must hold strings")
+    reasons = row.get("finish_reasons")
+    if reasons is not None and (not isinstance(reasons, list) or len(reasons) != len(responses)):
+        raise ValueError("field 'finish_reasons' must be a list as long as 'responses'")
+    if options.format == "standard":
+        format_pair(context, "x", "y", "standard")  # fail early, naming the row
+    return context, clean_candidates(responses, reasons, options.keep_truncated)
 
 
-def make_pairs(
-    source: str | Path, output_path: str | Path, scorer: Any, options: PairsOptions | None = None
-) -> PairsSummary:
-    """Score candidates of ``source`` and write preference pairs to ``output_path``.
+class PairsStep(Step):
+    """Best-of-N preference pairs: score each prompt's candidates, keep best vs. worst.
 
-    ``scorer`` is a :class:`~prefsmith.rewards.density_ratio.DensityRatioScorer` (or anything
-    with the same ``score`` and ``settings`` methods).
+    Input columns: ``prompt`` (or ``messages``) and ``responses``, optionally
+    ``finish_reasons`` (the output of ``sample``). Output: one row per pair in TRL's
+    conversational or standard format, plus ``chosen_index``, ``rejected_index``,
+    ``reward_chosen``, ``reward_rejected``, ``reward_margin``, ``candidate_rewards`` (``None``
+    for candidates not scored), ``candidate_status`` and ``scored_with``; the input's other
+    fields are carried. Rows without a pair are counted by reason.
+
+    Args:
+        reward: Scores the candidates (any :class:`~prefsmith.rewards.base.Reward`).
+        options: Selection and format.
     """
-    options = options or PairsOptions()
-    output_path = Path(output_path)
-    rows, bad = read_candidates(source, options)
-    if bad and options.on_error == "raise":
-        more = f" (and {len(bad) - 1} more bad rows)" if len(bad) > 1 else ""
-        raise RowError(bad[0].location, bad[0].reason + more)
-    if bad:
-        from prefsmith.rewards.annotate import rejected_path
 
-        rejected_path(output_path).write_text(
-            "".join(json.dumps({"location": e.location, "reason": e.reason}) + "\n" for e in bad)
-        )
-
-    to_score = [(record, context, clean) for record, context, clean in rows if len(clean.kept) >= 2]
-    good = []
-    for record, context, clean in to_score:
-        responses = [record.value["responses"][i] for i in clean.kept]
-        value = {
-            **({"id": record.value["id"]} if "id" in record.value else {}),
-            "prompt": [dict(m) for m in context],
-            "responses": responses,
-            "candidate_indices": list(clean.kept),
-        }
-        item = ScoringItem(
-            tuple(context), tuple(str(i) for i in clean.kept), tuple(responses), "candidates"
-        )
-        good.append((Record(record.index, record.location, value), item))
-    scores_file = scores_path(output_path)
-    annotate = annotate_file(
-        ValidatedInput(good, []),
-        scores_file,
-        scorer,
-        AnnotateOptions(chunk_size=options.chunk_size, progress=options.progress),
+    name = "pairs"
+    input_columns = "prompt (or messages) + responses [+ finish_reasons]"
+    output_columns = (
+        "prompt",
+        "chosen",
+        "rejected",
+        "chosen_index",
+        "rejected_index",
+        "reward_chosen",
+        "reward_rejected",
+        "reward_margin",
+        "candidate_rewards",
+        "candidate_status",
+        "scored_with",
     )
-    scored = {row[INDEX_FIELD]: row for row in read_jsonl_rows(scores_file)}
-    settings = scorer.settings()
 
-    out_rows: list[dict[str, Any]] = []
-    dropped: dict[str, int] = {}
-    candidates: dict[str, int] = {}
-    for record, context, clean in rows:
-        for status in clean.status:
-            candidates[status] = candidates.get(status, 0) + 1
-        if len(clean.kept) < 2:
-            dropped["fewer than 2 usable candidates"] = (
-                dropped.get("fewer than 2 usable candidates", 0) + 1
+    def __init__(self, reward: Reward, options: PairsOptions | None = None) -> None:
+        self.reward = reward
+        self.options = options or PairsOptions()
+
+    def prepare(self, row: Any) -> tuple[tuple[Message, ...], CleanCandidates]:
+        return prepare_candidates(row, self.options)
+
+    def settings(self) -> dict[str, Any]:
+        return {"reward": self.reward.settings(), "pairs": asdict(self.options)}
+
+    def process(self, batch: Sequence[RowItem], advance: Advance) -> list[Outcome]:
+        scorable = [b for b in batch if len(b.item[1].kept) >= 2]
+        items = [
+            ScoringItem(
+                b.item[0],
+                tuple(str(i) for i in b.item[1].kept),
+                tuple(b.row["responses"][i] for i in b.item[1].kept),
+                "candidates",
             )
-            continue
-        score_row = scored[record.index]
-        if score_row.get("candidate_indices") != list(clean.kept):
-            raise ValueError(
-                f"{scores_file} was written by a run that kept other candidates of"
-                f" {record.location} (other --keep-truncated setting or input?); delete it to"
-                " score again"
-            )
-        kept_rewards = score_row["rewards"]
+            for b in scorable
+        ]
+        rewards = self.reward.score_items(items, advance) if items else []
+        scored = dict(zip((b.key for b in scorable), rewards, strict=True))
+        record = scored_with(self.reward.settings()) if scored else None
+        return [self._outcome(b, scored.get(b.key), record) for b in batch]
+
+    def _outcome(
+        self, b: RowItem, rewards: ItemRewards | None, record: dict[str, Any] | None
+    ) -> Outcome:
+        context, clean = b.item
+        counts = Counter(f"candidates {status}" for status in clean.status)
+        if rewards is None:
+            return Outcome(dropped="fewer than 2 usable candidates", counts=counts)
+        kept_rewards = [r.reward for r in rewards.responses]
         all_rewards: list[float | None] = [None] * len(clean.status)
         for i, reward in zip(clean.kept, kept_rewards, strict=True):
             all_rewards[i] = reward
-        pairs = select_pairs(kept_rewards, options.strategy, options.min_margin)
+        pairs = select_pairs(kept_rewards, self.options.strategy, self.options.min_margin)
         if not pairs:
-            reason = (
-                "all candidates tie"
-                if len(set(kept_rewards)) == 1
-                else f"margin not above {options.min_margin}"
-            )
-            dropped[reason] = dropped.get(reason, 0) + 1
-            continue
-        responses = record.value["responses"]
-        for a, b in pairs:
-            ci, ri = clean.kept[a], clean.kept[b]
-            out_rows.append(
+            tie = len(set(kept_rewards)) == 1
+            why = "all candidates tie" if tie else f"margin not above {self.options.min_margin}"
+            return Outcome(dropped=why, counts=counts)
+        responses = b.row["responses"]
+        rows = []
+        for a, z in pairs:
+            ci, ri = clean.kept[a], clean.kept[z]
+            rows.append(
                 {
-                    **format_pair(context, responses[ci], responses[ri], options.format),
-                    **carried_fields(record.value),
-                    INDEX_FIELD: record.index,
+                    **format_pair(context, responses[ci], responses[ri], self.options.format),
+                    **carried_fields(dict(b.row)),
                     "chosen_index": ci,
                     "rejected_index": ri,
                     "reward_chosen": kept_rewards[a],
-                    "reward_rejected": kept_rewards[b],
-                    "reward_margin": kept_rewards[a] - kept_rewards[b],
+                    "reward_rejected": kept_rewards[z],
+                    "reward_margin": kept_rewards[a] - kept_rewards[z],
                     "candidate_rewards": all_rewards,
                     "candidate_status": list(clean.status),
-                    "scored_with": score_row["scored_with"],
+                    "scored_with": record,
+                    **rewards.fields,
                 }
             )
-    write_rows(output_path, out_rows)
-    _write_pairs_settings(output_path, settings, options)
-    return PairsSummary(
-        output_path,
-        len(rows),
-        annotate.scored,
-        len(out_rows),
-        dropped,
-        candidates,
-        annotate.seconds,
-    )
-
-
-def write_rows(output_path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """Write ``rows`` to ``output_path`` (JSONL or Parquet), replacing what was there."""
-    journal = journal_path(output_path)
-    journal.unlink(missing_ok=True)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    with JsonlAppender(journal) as out:
-        out.write(rows)
-    if journal != output_path:
-        finalize_output(output_path)
-
-
-def _write_pairs_settings(output: Path, settings: dict[str, Any], options: PairsOptions) -> None:
-    from dataclasses import asdict
-
-    path = output.with_name(output.name + ".settings.json")
-    path.write_text(json.dumps({"scorer": settings, "pairs": asdict(options)}, indent=2))
+        return Outcome(rows, counts=counts)

@@ -18,52 +18,35 @@ density-ratio scorer on the original prompt: ``scorer_agrees`` is whether reward
 reward(rejected) (a tie counts as disagreement, as in RewardBench), and ``filter_agreement``
 keeps only agreeing pairs.
 
-Files, for ``--output out.jsonl``:
-
-* ``out.jsonl.generated.jsonl``: every row generated, with its status (resumable journal);
-* ``out.jsonl.scores.jsonl``: the scorer's rewards of the pairs (with the check; resumable);
-* ``out.jsonl``: the pairs in TRL format, rebuilt from the two above at the end of each run.
+:class:`RMBoostStep` is the stage; :func:`~prefsmith.data.runner.run_rows` runs it on files.
 """
 
 from __future__ import annotations
 
 import random
 import string
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
-from prefsmith.data.io import INDEX_FIELD, JsonlAppender, Record, read_done_indices, read_jsonl_rows
-from prefsmith.data.rows import RowError, ScoringItem
-from prefsmith.generation.pairs import (
-    PairFormat,
-    carried_fields,
-    format_pair,
-    scores_path,
-    write_rows,
-)
+from prefsmith.data.messages import Message
+from prefsmith.data.rows import ScoringItem
+from prefsmith.data.runner import Advance, Outcome, RowItem, Step
+from prefsmith.defaults import DEFAULT_SEED
+from prefsmith.generation.pairs import PairFormat, carried_fields, format_pair
 from prefsmith.generation.sampling import (
     Generation,
     SamplingConfig,
+    check_prompt,
     generate,
     generator_settings,
-    read_prompts,
-    split_too_long,
-    write_rejected,
-    write_settings,
+    prompt_room,
 )
-from prefsmith.models.encoding import Message
-from prefsmith.models.loading import LoadedModel
-from prefsmith.rewards.annotate import (
-    AnnotateOptions,
-    ValidatedInput,
-    annotate_file,
-    progress_bar,
-    short_hash,
-)
+from prefsmith.models.loading import LazyModel, LoadedModel, LoadOptions
+from prefsmith.rewards.base import Reward
+from prefsmith.rewards.score import scored_with, short_hash
 
 Label = Literal["better", "worse"]
 
@@ -83,15 +66,16 @@ class RMBoostConfig:
         seed: Seed of the label and aspect draws (row ``i`` uses ``(seed, i)``).
         templates: Folder with ``system.txt``, ``better.txt``, ``worse.txt`` and optionally
             ``aspects.txt``; ``None``: prefsmith's own (``resources/rmboost``).
-        keep_truncated: Keep pairs where a response hit ``max_new_tokens``.
+        keep_truncated: Keep pairs where a response hit ``max_new_tokens`` (their
+            ``finish_reasons`` say so).
     """
 
     aspects: tuple[str, ...] = DEFAULT_ASPECTS
     num_aspects: int = 2
     p_better: float = 0.5
-    seed: int = 0
+    seed: int = DEFAULT_SEED
     templates: str | None = None
-    keep_truncated: bool = False
+    keep_truncated: bool = True
 
     def __post_init__(self) -> None:
         if not self.aspects:
@@ -318,295 +302,143 @@ def pair_status(first: Generation, second: Generation | None, keep_truncated: bo
 
 
 # --------------------------------------------------------------------------------------------
-# Files
+# The rmboost step
 
 
-@dataclass(frozen=True)
-class RMBoostFileOptions:
-    """File-level options of :func:`rmboost_generate`.
+class RMBoostStep(Step):
+    """RMBoost pairs (``prefsmith rmboost``): first response, drawn label, rewrite, TRL pair.
 
-    Attributes:
-        chunk_size: Prompts generated (and written) together.
-        limit: Use only the first ``limit`` prompts (``None``: all).
-        max_prompt_tokens: Prompts longer than this are set aside (see
-            :class:`~prefsmith.generation.sampling.SampleFileOptions`).
-        on_error: ``raise`` or ``skip`` (bad rows to ``<output>.rejected.jsonl``).
-        progress: Show a progress bar.
+    Input columns: ``prompt`` (str or messages) or ``messages``. Output: one TRL pair per
+    prompt (conversational or standard) with the input's other fields, ``rmboost_label``,
+    ``aspects``, ``finish_reasons`` and ``n_tokens`` of both responses, ``generated_with``; with
+    a ``check`` reward also ``reward_chosen``, ``reward_rejected``, ``reward_margin``,
+    ``scorer_agrees`` and ``scored_with``. Rows without a pair are counted by reason. Both
+    generations of a chunk run batched, like ``sample``.
+
+    Args:
+        model: The generator (name, :class:`~prefsmith.models.loading.LazyModel` or loaded).
+        sampling: How to sample (``n`` is forced to 1).
+        config: Labels, aspects, templates.
+        fmt: ``conversational`` or ``standard`` output.
+        check: Score every pair with this reward and record whether it agrees with the label.
+        filter_agreement: Keep only pairs the check agrees with.
+        max_prompt_tokens: Prompts longer than this are rejected.
+        load_options: How the generator's weights load.
     """
 
-    chunk_size: int = 16
-    limit: int | None = None
-    max_prompt_tokens: int | None = None
-    on_error: Literal["raise", "skip"] = "raise"
-    progress: bool = True
+    name = "rmboost"
+    input_columns = "prompt (text or messages) or messages"
+    output_columns = ("prompt", "chosen", "rejected", "rmboost_label", "aspects", "generated_with")
 
+    def __init__(
+        self,
+        model: str | LazyModel | LoadedModel,
+        sampling: SamplingConfig | None = None,
+        config: RMBoostConfig | None = None,
+        fmt: PairFormat = "conversational",
+        check: Reward | None = None,
+        filter_agreement: bool = False,
+        max_prompt_tokens: int | None = None,
+        load_options: LoadOptions | None = None,
+    ) -> None:
+        if filter_agreement and check is None:
+            raise ValueError("filtering on agreement needs the density-ratio check (--check)")
+        self.model = model if isinstance(model, LazyModel) else LazyModel(model, load_options)
+        self.sampling = replace(sampling or SamplingConfig(), n=1)
+        self.config = config or RMBoostConfig()
+        self.templates = load_templates(self.config.templates)
+        self.fmt, self.check, self.filter_agreement = fmt, check, filter_agreement
+        self.room = prompt_room(self.model, self.sampling, max_prompt_tokens)
 
-@dataclass(frozen=True)
-class RMBoostSummary:
-    """What an ``rmboost`` run did.
+    def prepare(self, row: Any) -> tuple[Message, ...]:
+        return check_prompt(row, self.model, self.sampling, self.room)
 
-    Attributes:
-        output: Final output path.
-        prompts: Rows in the generation journal (this run and earlier ones).
-        generated: Prompts generated in this run.
-        pairs: Pairs written to the output.
-        dropped: Rows without a pair, by reason.
-        agreement: Fraction of pairs where the scorer agrees with the label (``None``
-            without the check), overall and per label (``all``, ``better``, ``worse``).
-        checked: Pairs checked by the scorer, per label.
-        seconds: Wall time of generation in this run.
-        tokens: Tokens generated in this run.
-    """
-
-    output: Path
-    prompts: int
-    generated: int
-    pairs: int
-    dropped: dict[str, int]
-    agreement: dict[str, float | None]
-    checked: dict[str, int]
-    seconds: float
-    tokens: int
-
-
-def generated_path(output: str | Path) -> Path:
-    """The resumable generation journal of an ``rmboost`` run."""
-    output = Path(output)
-    return output.with_name(output.name + ".generated.jsonl")
-
-
-def rmboost_settings(
-    loaded: LoadedModel, sampling: SamplingConfig, config: RMBoostConfig, templates: Templates
-) -> dict[str, Any]:
-    """Generator and RMBoost settings recorded with every row (``generated_with``)."""
-    return {
-        **generator_settings(loaded, replace(sampling, n=1)),
-        "rmboost": {**asdict(config), "templates_hash": templates.fingerprint()},
-    }
-
-
-def rmboost_generate(
-    source: str | Path,
-    output_path: str | Path,
-    loaded: LoadedModel,
-    sampling: SamplingConfig,
-    config: RMBoostConfig | None = None,
-    options: RMBoostFileOptions | None = None,
-) -> tuple[int, float, int]:
-    """Generate first and second responses for every prompt into the generation journal.
-
-    Resumable: prompts already in the journal are skipped. Returns ``(prompts generated,
-    seconds, tokens)``.
-    """
-    config = config or RMBoostConfig()
-    options = options or RMBoostFileOptions()
-    sampling = replace(sampling, n=1)
-    output_path = Path(output_path)
-    templates = load_templates(config.templates)
-    good, bad = read_prompts(source, sampling.system_prompt, options.on_error, options.limit)
-    good, too_long = split_too_long(good, loaded, sampling, options.max_prompt_tokens)
-    if too_long and options.on_error == "raise":
-        raise RowError(too_long[0][1].location, too_long[0][1].reason)
-    write_rejected(output_path, bad + too_long)
-    journal = generated_path(output_path)
-    done = read_done_indices(journal)
-    pending = [(rec, conv) for rec, conv in good if rec.index not in done]
-    settings = rmboost_settings(loaded, sampling, config, templates)
-    write_settings(
-        journal,
-        {
-            **settings,
-            "template_text": loaded.tokenizer.chat_template,
-            "rmboost_templates": asdict(templates),
-        },
-    )
-    start = time.perf_counter()
-    tokens = 0
-    with (
-        JsonlAppender(journal) as out,
-        progress_bar(options.progress, 2 * len(pending), "rmboost", "responses/s") as advance,
-    ):
-        for first_index in range(0, len(pending), options.chunk_size):
-            chunk = pending[first_index : first_index + options.chunk_size]
-            firsts = [g[0] for g in generate(loaded, [c for _, c in chunk], sampling, advance)]
-            draws = [draw_label_and_aspects(config, rec.index) for rec, _ in chunk]
-            todo = [
-                k
-                for k, gen in enumerate(firsts)
-                if pair_status(gen, None, config.keep_truncated) == "ok"
-            ]
-            advance(len(chunk) - len(todo))
-            rewrites = [
-                rewrite_messages(chunk[k][1], firsts[k].text, draws[k][0], draws[k][1], templates)
-                for k in todo
-            ]
-            seconds_batch = generate(loaded, rewrites, sampling, advance) if rewrites else []
-            seconds_by_row = {k: g[0] for k, g in zip(todo, seconds_batch, strict=True)}
-            rows = []
-            for k, (rec, conv) in enumerate(chunk):
-                second = seconds_by_row.get(k)
-                tokens += firsts[k].n_tokens + (second.n_tokens if second else 0)
-                rows.append(journal_row(rec, conv, firsts[k], second, draws[k], config, settings))
-            out.write(rows)
-            out.flush()
-    return len(pending), time.perf_counter() - start, tokens
-
-
-def journal_row(
-    record: Record,
-    context: Sequence[Message],
-    first: Generation,
-    second: Generation | None,
-    draw: tuple[Label, tuple[str, ...]],
-    config: RMBoostConfig,
-    settings: dict[str, Any],
-) -> dict[str, Any]:
-    """One generation journal row (format-neutral; the output is built from it)."""
-    label, aspects = draw
-    return {
-        **carried_fields(record.value),
-        INDEX_FIELD: record.index,
-        "context": [dict(m) for m in context],
-        "first_response": first.text,
-        "second_response": second.text if second else None,
-        "rmboost_label": label,
-        "aspects": list(aspects),
-        "finish_reasons": {
-            "first": first.finish_reason,
-            "second": second.finish_reason if second else None,
-        },
-        "n_tokens": {"first": first.n_tokens, "second": second.n_tokens if second else None},
-        "status": pair_status(first, second, config.keep_truncated),
-        "generated_with": settings,
-    }
-
-
-def _pair_of(row: dict[str, Any]) -> tuple[str, str]:
-    return order_pair(row["first_response"], row["second_response"], row["rmboost_label"])
-
-
-def rmboost_check(output_path: str | Path, scorer: Any, progress: bool = True) -> Path:
-    """Score every ``ok`` pair of the journal into ``<output>.scores.jsonl`` (resumable)."""
-    output_path = Path(output_path)
-    good = []
-    for row in read_jsonl_rows(generated_path(output_path)):
-        if row["status"] != "ok":
-            continue
-        chosen, rejected = _pair_of(row)
-        value = {
-            "prompt": row["context"],
-            "chosen": chosen,
-            "rejected": rejected,
-            "rmboost_label": row["rmboost_label"],
+    def settings(self) -> dict[str, Any]:
+        return {
+            **generator_settings(self.model, self.sampling),
+            "rmboost": {**asdict(self.config), "templates_hash": self.templates.fingerprint()},
+            "format": self.fmt,
+            "check": self.check.settings() if self.check else None,
+            "filter_agreement": self.filter_agreement,
         }
-        item = ScoringItem(
-            tuple(row["context"]), ("chosen", "rejected"), (chosen, rejected), "pair"
-        )
-        location = f"{generated_path(output_path)}[{row[INDEX_FIELD]}]"
-        good.append((Record(row[INDEX_FIELD], location, value), item))
-    path = scores_path(output_path)
-    annotate_file(ValidatedInput(good, []), path, scorer, AnnotateOptions(progress=progress))
-    return path
 
-
-def rmboost_finalize(
-    output_path: str | Path,
-    fmt: PairFormat = "conversational",
-    checked: bool = False,
-    filter_agreement: bool = False,
-) -> tuple[int, dict[str, int], dict[str, float | None], dict[str, int]]:
-    """Write the output pairs from the journal (and the scores, with ``checked``).
-
-    Returns ``(pairs written, dropped by reason, agreement by label, checked by label)``.
-    """
-    output_path = Path(output_path)
-    journal = sorted(read_jsonl_rows(generated_path(output_path)), key=lambda r: r[INDEX_FIELD])
-    scores = (
-        {r[INDEX_FIELD]: r for r in read_jsonl_rows(scores_path(output_path))} if checked else {}
-    )
-    if filter_agreement and not checked:
-        raise ValueError("filtering on agreement needs the density-ratio check (--check)")
-    rows, dropped = [], {}
-    agree = {"all": 0, "better": 0, "worse": 0}
-    total = {"all": 0, "better": 0, "worse": 0}
-    for row in journal:
-        if row["status"] != "ok":
-            dropped[row["status"]] = dropped.get(row["status"], 0) + 1
-            continue
-        chosen, rejected = _pair_of(row)
-        out = {
-            **format_pair(row["context"], chosen, rejected, fmt),
-            **{k: v for k, v in row.items() if k not in _JOURNAL_ONLY},
-        }
-        if checked:
-            scored = scores.get(row[INDEX_FIELD])
-            if scored is None or (scored["chosen"], scored["rejected"]) != (chosen, rejected):
-                raise ValueError(
-                    f"{scores_path(output_path)} does not match {generated_path(output_path)}"
-                    f" at row {row[INDEX_FIELD]}; delete the scores file to check again"
-                )
-            margin = scored["reward_margin"]
-            agrees = margin > 0
-            for key in ("all", row["rmboost_label"]):
-                total[key] += 1
-                agree[key] += agrees
-            out.update(
-                reward_chosen=scored["reward_chosen"],
-                reward_rejected=scored["reward_rejected"],
-                reward_margin=margin,
-                scorer_agrees=agrees,
-                scored_with=scored["scored_with"],
-            )
-            if filter_agreement and not agrees:
-                dropped["scorer disagrees"] = dropped.get("scorer disagrees", 0) + 1
+    def process(self, batch: Sequence[RowItem], advance: Advance) -> list[Outcome]:
+        loaded = self.model.loaded
+        settings = {k: v for k, v in self.settings().items() if k not in ("check",)}
+        firsts = [g[0] for g in generate(loaded, [b.item for b in batch], self.sampling)]
+        advance(len(batch) / 2)
+        draws = [draw_label_and_aspects(self.config, b.key) for b in batch]
+        keep = self.config.keep_truncated
+        todo = [k for k, gen in enumerate(firsts) if pair_status(gen, None, keep) == "ok"]
+        rewrites = [
+            rewrite_messages(batch[k].item, firsts[k].text, *draws[k], self.templates) for k in todo
+        ]
+        seconds = generate(loaded, rewrites, self.sampling) if rewrites else []
+        second_of = {k: g[0] for k, g in zip(todo, seconds, strict=True)}
+        pairs = {}
+        for k in range(len(batch)):
+            if pair_status(firsts[k], second_of.get(k), keep) == "ok":
+                pairs[k] = order_pair(firsts[k].text, second_of[k].text, draws[k][0])
+        checks = self._check(batch, pairs)
+        outcomes = []
+        for k, b in enumerate(batch):
+            first, second = firsts[k], second_of.get(k)
+            counts = {"tokens": first.n_tokens + (second.n_tokens if second else 0)}
+            if k not in pairs:
+                status = pair_status(first, second, keep)
+                outcomes.append(Outcome(dropped=status, counts=counts))
                 continue
-        rows.append(out)
-    write_rows(output_path, rows)
-    agreement = {k: (agree[k] / total[k] if total[k] else None) for k in total}
-    if not checked:
-        agreement = {k: None for k in total}
-    return len(rows), dropped, agreement, total
+            label, aspects = draws[k]
+            row = {
+                **format_pair(b.item, *pairs[k], self.fmt),
+                **carried_fields(dict(b.row)),
+                "rmboost_label": label,
+                "aspects": list(aspects),
+                "finish_reasons": {"first": first.finish_reason, "second": second.finish_reason},
+                "n_tokens": {"first": first.n_tokens, "second": second.n_tokens},
+                "generated_with": settings,
+            }
+            if k in checks:
+                row.update(checks[k])
+                agrees = checks[k]["scorer_agrees"]
+                counts.update({"checked": 1, f"checked {label}": 1})
+                counts.update({"agrees": int(agrees), f"agrees {label}": int(agrees)})
+                if self.filter_agreement and not agrees:
+                    outcomes.append(Outcome(dropped="scorer disagrees", counts=counts))
+                    continue
+            outcomes.append(Outcome([row], counts=counts))
+        return outcomes
+
+    def _check(
+        self, batch: Sequence[RowItem], pairs: dict[int, tuple[str, str]]
+    ) -> dict[int, dict[str, Any]]:
+        """Rewards of the pairs on the original prompt, when a check reward is set."""
+        if self.check is None or not pairs:
+            return {}
+        keys = sorted(pairs)
+        items = [ScoringItem(batch[k].item, ("chosen", "rejected"), pairs[k], "pair") for k in keys]
+        record = scored_with(self.check.settings())
+        out = {}
+        for k, scored in zip(keys, self.check.score_items(items), strict=True):
+            chosen, rejected = (r.reward for r in scored.responses)
+            out[k] = {
+                "reward_chosen": chosen,
+                "reward_rejected": rejected,
+                "reward_margin": chosen - rejected,
+                "scorer_agrees": chosen - rejected > 0,
+                "scored_with": record,
+            }
+        return out
 
 
-#: Journal fields not copied to output rows (the pair itself replaces them).
-_JOURNAL_ONLY = ("context", "status", "first_response", "second_response")
+def agreement(counts: dict[str, int]) -> dict[str, float | None]:
+    """Share of checked pairs the scorer agrees with: overall and per label.
 
-
-def rmboost_file(
-    source: str | Path,
-    output_path: str | Path,
-    loaded: LoadedModel,
-    sampling: SamplingConfig,
-    config: RMBoostConfig | None = None,
-    options: RMBoostFileOptions | None = None,
-    fmt: PairFormat = "conversational",
-    scorer: Any = None,
-    filter_agreement: bool = False,
-) -> RMBoostSummary:
-    """Generate, optionally check with ``scorer``, and write RMBoost pairs (all stages)."""
-    options = options or RMBoostFileOptions()
-    generated, seconds, tokens = rmboost_generate(
-        source, output_path, loaded, sampling, config, options
-    )
-    if scorer is not None:
-        rmboost_check(output_path, scorer, options.progress)
-    return summarize(
-        output_path, generated, seconds, tokens, fmt, scorer is not None, filter_agreement
-    )
-
-
-def summarize(
-    output_path: str | Path,
-    generated: int,
-    seconds: float,
-    tokens: int,
-    fmt: PairFormat,
-    checked: bool,
-    filter_agreement: bool,
-) -> RMBoostSummary:
-    """Write the output (:func:`rmboost_finalize`) and describe the run."""
-    pairs, dropped, agreement, total = rmboost_finalize(output_path, fmt, checked, filter_agreement)
-    prompts = len(read_jsonl_rows(generated_path(output_path)))
-    return RMBoostSummary(
-        Path(output_path), prompts, generated, pairs, dropped, agreement, total, seconds, tokens
-    )
+    >>> agreement({"checked": 4, "agrees": 3, "checked better": 2, "agrees better": 2})
+    {'all': 0.75, 'better': 1.0, 'worse': None}
+    """
+    out: dict[str, float | None] = {}
+    for key, suffix in (("all", ""), ("better", " better"), ("worse", " worse")):
+        total = counts.get(f"checked{suffix}", 0)
+        out[key] = counts.get(f"agrees{suffix}", 0) / total if total else None
+    return out

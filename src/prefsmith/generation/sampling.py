@@ -21,32 +21,24 @@ token of common chat templates; a sequence that reaches ``max_new_tokens`` first
 with ``finish_reason="length"``. Special tokens are removed from the text and surrounding
 whitespace is stripped (templates add their own separators).
 
-:func:`sample_file` runs this over a prompts file, writing rows as they complete and resuming.
+:class:`SampleStep` is the ``sample`` stage; :func:`~prefsmith.data.runner.run_rows` runs it
+on files.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from prefsmith.data.io import (
-    INDEX_FIELD,
-    JsonlAppender,
-    Record,
-    finalize_output,
-    iter_records,
-    journal_path,
-    read_done_indices,
-    restore_journal,
-)
-from prefsmith.data.rows import RowError, to_prompt
+from prefsmith.data.io import INDEX_FIELD
+from prefsmith.data.rows import to_prompt
+from prefsmith.data.runner import Advance, Outcome, RowItem, Step
+from prefsmith.defaults import DEFAULT_SEED
 from prefsmith.models.encoding import Message, adds_bos, ensure_chat_template
-from prefsmith.models.loading import LoadedModel
+from prefsmith.models.loading import LazyModel, LoadedModel, LoadOptions
 
 
 @dataclass(frozen=True)
@@ -69,7 +61,7 @@ class SamplingConfig:
     temperature: float = 0.7
     top_p: float = 0.85
     max_new_tokens: int = 512
-    seed: int = 0
+    seed: int = DEFAULT_SEED
     batch_size: int = 8
     system_prompt: str | None = None
 
@@ -358,98 +350,19 @@ def decode_generation(tokenizer: Any, new_ids: Sequence[int], stops: Sequence[in
 
 
 # --------------------------------------------------------------------------------------------
-# File level
+# The sample step
 
 
-OnError = Literal["raise", "skip"]
-
-
-@dataclass(frozen=True)
-class SampleFileOptions:
-    """Options of :func:`sample_file`.
-
-    Attributes:
-        chunk_size: Prompts generated (and written) together; a killed run loses at most one
-            chunk.
-        limit: Use only the first ``limit`` prompts of the input (``None``: all).
-        max_prompt_tokens: Prompts longer than this (after the chat template) are set aside;
-            ``None`` allows what fits the model's context with ``max_new_tokens``.
-        on_error: ``raise`` stops at the first bad row before generating; ``skip`` writes bad
-            rows to ``<output>.rejected.jsonl`` and goes on.
-        progress: Show a rich progress bar.
-    """
-
-    chunk_size: int = 16
-    limit: int | None = None
-    max_prompt_tokens: int | None = None
-    on_error: OnError = "raise"
-    progress: bool = True
-
-
-@dataclass(frozen=True)
-class SampleSummary:
-    """What a :func:`sample_file` run did.
-
-    Attributes:
-        output: Output path.
-        prompts: Prompts sampled in this run.
-        already_done: Prompts found in the output from an earlier run and skipped.
-        rejected: Bad or too long rows set aside in this run.
-        samples: Responses generated in this run.
-        truncated: Of those, how many hit ``max_new_tokens``.
-        tokens: Tokens generated in this run.
-        seconds: Wall time of the generation part.
-    """
-
-    output: Path
-    prompts: int
-    already_done: int
-    rejected: int
-    samples: int
-    truncated: int
-    tokens: int
-    seconds: float
-
-
-def read_prompts(
-    path: str | Path,
-    system_prompt: str | None,
-    on_error: OnError = "raise",
-    limit: int | None = None,
-) -> tuple[list[tuple[Record, tuple[Message, ...]]], list[tuple[Record, RowError]]]:
-    """Read a prompts file (rows with ``prompt`` or ``messages``); return good and bad rows.
-
-    With ``on_error="raise"`` the first bad row raises a :class:`RowError` naming file:line.
-    """
-    good, bad = [], []
-    for record in iter_records(path):
-        if limit is not None and record.index >= limit:
-            break
-        try:
-            if record.error is not None:
-                raise ValueError(record.error)
-            good.append((record, to_prompt(record.value, system_prompt)))
-        except ValueError as err:
-            bad.append((record, RowError(record.location, str(err))))
-    if bad and on_error == "raise":
-        first = bad[0][1]
-        more = f" (and {len(bad) - 1} more bad rows; --on-error skip sets them aside)"
-        raise RowError(first.location, first.reason + (more if len(bad) > 1 else ""))
-    return good, bad
-
-
-def generator_settings(loaded: LoadedModel, config: SamplingConfig) -> dict[str, Any]:
+def generator_settings(model: LazyModel, config: SamplingConfig) -> dict[str, Any]:
     """What produced the samples, recorded in every row (``generated_with``).
 
     The chat template is recorded by hash (the full text goes to ``<output>.settings.json``).
     """
-    from prefsmith.rewards.annotate import short_hash
-
-    template = ensure_chat_template(loaded.tokenizer)
+    template = ensure_chat_template(model.tokenizer)
     return {
-        "model": loaded.source.name,
-        "fingerprint": loaded.fingerprint,
-        "template": short_hash(str(template)),
+        "model": model.name,
+        "fingerprint": model.fingerprint,
+        "template": hashlib.sha256(str(template).encode()).hexdigest()[:12],
         **asdict(config),
     }
 
@@ -458,117 +371,90 @@ def generator_settings(loaded: LoadedModel, config: SamplingConfig) -> dict[str,
 _SAMPLE_FIELDS = ("responses", "finish_reasons", "n_tokens", "generated_with", INDEX_FIELD)
 
 
-def sample_row(record: Record, generations: Sequence[Generation], settings: dict) -> dict:
-    """The input row plus its samples (``responses``, ``finish_reasons``, ``n_tokens``)."""
-    row = {k: v for k, v in record.value.items() if k not in _SAMPLE_FIELDS}
-    row[INDEX_FIELD] = record.index
-    row["responses"] = [g.text for g in generations]
-    row["finish_reasons"] = [g.finish_reason for g in generations]
-    row["n_tokens"] = [g.n_tokens for g in generations]
-    row["generated_with"] = settings
-    return row
-
-
-def split_too_long(
-    prompts: Sequence[tuple[Record, tuple[Message, ...]]],
-    loaded: LoadedModel,
-    config: SamplingConfig,
-    max_prompt_tokens: int | None,
-) -> tuple[list[tuple[Record, tuple[Message, ...]]], list[tuple[Record, RowError]]]:
-    """Set aside prompts that exceed ``max_prompt_tokens`` or the model's context."""
-    limit = context_length(loaded.model)
+def prompt_room(
+    model: LazyModel, config: SamplingConfig, max_prompt_tokens: int | None
+) -> int | None:
+    """Most prompt tokens allowed: the context minus ``max_new_tokens``, and the user's cap."""
+    limit = model.context_length
     room = None if limit is None else limit - config.max_new_tokens
     if max_prompt_tokens is not None:
         room = max_prompt_tokens if room is None else min(room, max_prompt_tokens)
-    if room is None:
-        return list(prompts), []
-    fits, too_long = [], []
-    for record, conv in prompts:
-        n = len(prompt_ids(loaded.tokenizer, with_system_prompt(conv, config.system_prompt)))
+    return room
+
+
+def check_prompt(
+    row: Any, model: LazyModel, config: SamplingConfig, room: int | None
+) -> tuple[Message, ...]:
+    """The row's conversation; raises ``ValueError`` if malformed or longer than ``room``."""
+    conversation = to_prompt(row, config.system_prompt)
+    if room is not None:
+        ensure_chat_template(model.tokenizer)
+        n = len(prompt_ids(model.tokenizer, conversation))
         if n > room:
-            reason = f"prompt has {n} tokens, more than the {room} allowed"
-            too_long.append((record, RowError(record.location, reason)))
-        else:
-            fits.append((record, conv))
-    return fits, too_long
+            raise ValueError(f"prompt has {n} tokens, more than the {room} allowed")
+    return conversation
 
 
-def write_rejected(output: Path, bad: Sequence[tuple[Record, RowError]]) -> int:
-    """Append bad rows not already there to ``<output>.rejected.jsonl``; return how many."""
-    from prefsmith.rewards.annotate import rejected_path
+class SampleStep(Step):
+    """Sample ``config.n`` responses per prompt (``prefsmith sample``).
 
-    side = rejected_path(output)
-    already = read_done_indices(side)
-    new = [(rec, err) for rec, err in bad if rec.index not in already]
-    if new:
-        with JsonlAppender(side) as out:
-            out.write(
-                {INDEX_FIELD: rec.index, "location": err.location, "reason": err.reason}
-                for rec, err in new
-            )
-    return len(new)
+    Input columns: ``prompt`` (str or messages) or ``messages``; other columns are kept.
+    Output columns added: ``responses``, ``finish_reasons`` (``stop``/``length``),
+    ``n_tokens`` and ``generated_with`` (model, fingerprint, template hash, sampling config):
+    the ``prompt`` + ``responses`` shape that ``score`` and ``pairs`` read. Seeds depend only on
+    the conversation and the base seed (:func:`sample_seed`), so a resumed run writes what an
+    uninterrupted one would.
 
-
-def write_settings(output: Path, settings: dict[str, Any]) -> None:
-    """Write ``<output>.settings.json`` (everything needed to reproduce the run)."""
-    path = output.with_name(output.name + ".settings.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(settings, indent=2, ensure_ascii=False))
-
-
-def sample_file(
-    source: str | Path,
-    output_path: str | Path,
-    loaded: LoadedModel,
-    config: SamplingConfig,
-    options: SampleFileOptions | None = None,
-) -> SampleSummary:
-    """Sample ``config.n`` responses for every prompt of ``source`` into ``output_path``.
-
-    Rows are written per chunk (JSONL journal, fsynced); a rerun skips prompts already in the
-    output and, thanks to :func:`sample_seed`, produces what an uninterrupted run would have.
-    Output rows keep the input fields and add ``source_index``, ``responses``,
-    ``finish_reasons``, ``n_tokens`` and ``generated_with``: the ``prompt`` + ``responses``
-    shape that ``prefsmith score`` and ``prefsmith pairs`` read.
+    Args:
+        model: The generator (a name, a :class:`~prefsmith.models.loading.LazyModel` or a
+            loaded model).
+        config: How to sample.
+        max_prompt_tokens: Prompts longer than this (after the chat template) are rejected;
+            ``None`` allows what fits the model's context with ``max_new_tokens``.
+        load_options: How the weights load (for a model given by name).
     """
-    from prefsmith.rewards.annotate import progress_bar
 
-    options = options or SampleFileOptions()
-    output_path = Path(output_path)
-    good, bad = read_prompts(source, config.system_prompt, options.on_error, options.limit)
-    good, too_long = split_too_long(good, loaded, config, options.max_prompt_tokens)
-    bad = bad + too_long
-    if too_long and options.on_error == "raise":
-        raise RowError(too_long[0][1].location, too_long[0][1].reason)
-    restore_journal(output_path)
-    journal = journal_path(output_path)
-    done = read_done_indices(journal)
-    n_rejected = write_rejected(output_path, bad)
-    pending = [(rec, conv) for rec, conv in good if rec.index not in done]
-    settings = generator_settings(loaded, config)
-    write_settings(output_path, {**settings, "template_text": loaded.tokenizer.chat_template})
+    name = "sample"
+    input_columns = "prompt (text or messages) or messages"
+    output_columns = ("responses", "finish_reasons", "n_tokens", "generated_with")
 
-    start = time.perf_counter()
-    samples = truncated = tokens = 0
-    total = len(pending) * config.n
-    with (
-        JsonlAppender(journal) as out,
-        progress_bar(options.progress, total, "sampling", "samples/s") as advance,
-    ):
-        for first in range(0, len(pending), options.chunk_size):
-            chunk = pending[first : first + options.chunk_size]
-            generations = generate(loaded, [conv for _, conv in chunk], config, advance)
-            out.write(
-                sample_row(rec, gens, settings)
-                for (rec, _), gens in zip(chunk, generations, strict=True)
-            )
-            out.flush()
-            for gens in generations:
-                samples += len(gens)
-                truncated += sum(g.finish_reason == "length" for g in gens)
-                tokens += sum(g.n_tokens for g in gens)
-    seconds = time.perf_counter() - start
-    finalize_output(output_path)
-    return SampleSummary(
-        output_path, len(pending), len(done), n_rejected, samples, truncated, tokens, seconds
-    )
+    def __init__(
+        self,
+        model: str | LazyModel | LoadedModel,
+        config: SamplingConfig | None = None,
+        max_prompt_tokens: int | None = None,
+        load_options: LoadOptions | None = None,
+    ) -> None:
+        self.model = model if isinstance(model, LazyModel) else LazyModel(model, load_options)
+        self.config = config or SamplingConfig()
+        self.room = prompt_room(self.model, self.config, max_prompt_tokens)
+        self._settings: dict[str, Any] | None = None
+
+    def prepare(self, row: Any) -> tuple[Message, ...]:
+        return check_prompt(row, self.model, self.config, self.room)
+
+    def settings(self) -> dict[str, Any]:
+        if self._settings is None:
+            self._settings = generator_settings(self.model, self.config)
+        return {**self._settings, "template_text": self.model.tokenizer.chat_template}
+
+    def process(self, batch: Sequence[RowItem], advance: Advance) -> list[Outcome]:
+        settings = {k: v for k, v in self.settings().items() if k != "template_text"}
+        n = self.config.n
+        generations = generate(
+            self.model.loaded, [b.item for b in batch], self.config, lambda k: advance(k / n)
+        )
+        outcomes = []
+        for b, gens in zip(batch, generations, strict=True):
+            row = {k: v for k, v in b.row.items() if k not in _SAMPLE_FIELDS}
+            row["responses"] = [g.text for g in gens]
+            row["finish_reasons"] = [g.finish_reason for g in gens]
+            row["n_tokens"] = [g.n_tokens for g in gens]
+            row["generated_with"] = settings
+            counts = {
+                "samples": len(gens),
+                "truncated samples": sum(g.finish_reason == "length" for g in gens),
+                "tokens": sum(g.n_tokens for g in gens),
+            }
+            outcomes.append(Outcome([row], counts=counts))
+        return outcomes

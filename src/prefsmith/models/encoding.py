@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-Message = dict[str, str]
+from prefsmith.data.messages import Message, common_prefix_length
 
 #: Template for models that ship none (base models). Documented in the README.
 PLAIN_CHAT_TEMPLATE = (
@@ -55,24 +55,6 @@ class EncodedResponse:
     def n_response_tokens(self) -> int:
         """Number of scored (response) tokens."""
         return len(self.input_ids) - self.response_start
-
-
-def common_prefix_length(a: Sequence[Any], b: Sequence[Any]) -> int:
-    """Length of the longest common prefix of two sequences (token ids, messages).
-
-    >>> common_prefix_length([1, 2, 3], [1, 2, 4, 5])
-    2
-    >>> common_prefix_length([1, 2], [1, 2, 3])
-    2
-    >>> common_prefix_length([], [7])
-    0
-    """
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def truncate_encoded(
@@ -165,3 +147,20 @@ class ConversationEncoder:
         keep_first = 1 if self.bos_id is not None else 0
         ids, start, truncated = truncate_encoded(full_ids, start, self.max_length, keep_first)
         return EncodedResponse(ids, start, merged, truncated)
+
+
+def token_pieces(tokenizer: Any, ids: Sequence[int]) -> list[str]:
+    """The text each token adds, so that ``"".join(pieces)`` is the decoded ids.
+
+    A character split over several byte-level tokens appears with the token that completes it
+    (the earlier ones add ``""``), so no piece holds a broken character.
+    """
+    pieces, previous = [], ""
+    for end in range(1, len(ids) + 1):
+        text = tokenizer.decode(list(ids[:end]), skip_special_tokens=False)
+        if text.endswith("\ufffd") and end < len(ids):  # an incomplete UTF-8 sequence so far
+            pieces.append("")
+            continue
+        pieces.append(text[len(previous) :] if text.startswith(previous) else text)
+        previous = text
+    return pieces

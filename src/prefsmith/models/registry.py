@@ -93,9 +93,6 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
     ]
 }
 
-DEFAULT_STRONG = "smollm2-135m-instruct"
-DEFAULT_WEAK = "gemma3-270m"
-
 
 def cache_home() -> Path:
     """Root of prefsmith's on-disk cache (``$PREFSMITH_HOME`` or ``~/.cache/prefsmith``)."""

@@ -22,7 +22,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
-from prefsmith.models.encoding import Message
+from prefsmith.data.messages import Message
 from prefsmith.relabel.scale import GoalScale, format_goal
 
 TieRule = Literal["drop", "chosen", "both"]

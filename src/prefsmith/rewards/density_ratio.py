@@ -1,52 +1,51 @@
-"""Density-ratio reward: r(x, y) = log p_strong(y | x) - log p_weak(y | x).
+"""Density-ratio reward r(x, y) = log p_strong(y | x) - log p_weak(y | x), and one model's log-prob.
 
 With a shared tokenizer the reward is summed token by token over the response tokens. With
 different tokenizers each model scores its own tokenization of the same strings, so ``sum`` is
 the log-ratio of the two string probabilities; a per-token mean is then undefined (the token
 counts differ) and is refused in favour of ``mean-char``, which divides by the number of
 Unicode characters of the response.
+
+>>> from prefsmith.testing import tiny_backend
+>>> reward = DensityRatioReward(tiny_backend(seed=0), tiny_backend(seed=1))
+>>> scored = reward.score([{"prompt": "2+2?", "chosen": "4", "rejected": "5"}])
+>>> sorted(k for k in scored[0] if k.startswith("reward_"))
+['reward_chosen', 'reward_margin', 'reward_rejected']
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
-from prefsmith.models.backend import (
-    BatchingOptions,
-    LogProbBackend,
-    ResponseLogProbs,
-    ScoreRequest,
-    load_backend,
-    tokenizer_fingerprint,
+from prefsmith.defaults import DEFAULT_REDUCTION, DEFAULT_STRONG, DEFAULT_WEAK
+from prefsmith.models.backend import LogProbBackend, ResponseLogProbs, ScoreRequest
+from prefsmith.models.pool import ModelOptions, ModelPool
+from prefsmith.rewards.base import (
+    IncompatibleModelsError,
+    Reduction,
+    Reward,
+    ScoredResponse,
+    reduce_logprobs,
 )
-from prefsmith.models.loading import LoadOptions, load_tokenizer
 
+if TYPE_CHECKING:
+    from prefsmith.models.cache import LogProbCache
+    from prefsmith.routing.customize import Customization
 
-class Reduction(StrEnum):
-    """How token log-ratios become one reward.
-
-    * ``sum``: sum over response tokens (RewardBench's DPO scoring; the DPO implicit reward).
-    * ``mean``: sum divided by the number of response tokens (the Dr.SoW library's default);
-      needs strong and weak to share a tokenizer.
-    * ``mean-char``: sum divided by the number of characters of the response string; defined
-      for any pair of tokenizers.
-    """
-
-    SUM = "sum"
-    MEAN = "mean"
-    MEAN_CHAR = "mean-char"
-
-
-class IncompatibleModelsError(ValueError):
-    """Strong and weak models cannot be combined with the requested settings."""
+__all__ = [
+    "DensityRatioReward",
+    "IncompatibleModelsError",
+    "LogProbReward",
+    "Reduction",
+    "reduce_ratio",
+]
 
 
 def reduce_ratio(
     strong: ResponseLogProbs, weak: ResponseLogProbs, reduction: Reduction, shared_tokens: bool
 ) -> float:
-    """Reduce one response's strong and weak log-probs to a reward.
+    """Reduce one response's strong and weak log-probs to a density-ratio reward.
 
     >>> import numpy as np
     >>> a = ResponseLogProbs((1, 2), np.array([-1.0, -2.0]), n_chars=4)
@@ -65,111 +64,202 @@ def reduce_ratio(
         total = float((strong.logprobs - weak.logprobs).sum())
     else:
         total = strong.total - weak.total
-    if reduction is Reduction.SUM:
-        return total
-    if reduction is Reduction.MEAN:
-        if not shared_tokens:
-            raise IncompatibleModelsError(
-                "--reduction mean divides by the number of response tokens, which differs"
-                " between tokenizers; use --reduction mean-char or sum"
-            )
-        return total / max(len(strong.token_ids), 1)
-    return total / max(strong.n_chars, 1)
+    if Reduction(reduction) is Reduction.MEAN and not shared_tokens:
+        raise IncompatibleModelsError(
+            "--reduction mean divides by the number of response tokens, which differs"
+            " between tokenizers; use --reduction mean-char or sum"
+        )
+    return reduce_logprobs(total, len(strong.token_ids), strong.n_chars, reduction)
 
 
-@dataclass(frozen=True)
-class ResponseReward:
-    """The reward of one response and what it was computed from.
+def _model_settings(backend: LogProbBackend) -> dict[str, Any]:
+    return {
+        "name": backend.name,
+        "fingerprint": backend.fingerprint,
+        "dtype": backend.dtype,
+        "template": backend.template,
+    }
 
-    Attributes:
-        reward: The reduced density-ratio reward.
-        strong: Log-probs under the strong model.
-        weak: Log-probs under the weak model.
+
+class DensityRatioReward(Reward):
+    """The density ratio of a strong over a weak model (Dr.SoW), optionally customized (CDR).
+
+    Args:
+        strong: Strong (better aligned) model: packaged name, folder, ``.gguf`` file, hub id,
+            or a backend already built.
+        weak: Weak (less aligned) model, likewise.
+        reduction: ``sum``, ``mean`` (shared tokenizer only) or ``mean-char``.
+        scale: Multiplies the reward (``beta`` of the DPO implicit reward; 1 otherwise).
+        customization: Route prompts to domains and score in the domain's context (CDR).
+        options: How models load and batch; keyword arguments (``dtype="bfloat16"``, ...)
+            override its fields.
+        cache: Log-prob cache (SQLite) the models answer from first.
+        pool: Share loaded models with other rewards.
+
+    Strong and weak are checked before any weights load: the same model twice, or a per-token
+    mean across tokenizers, raise :class:`IncompatibleModelsError`. With one tokenizer both
+    models score the strong model's rendering token by token (a base weak model adopts the
+    strong model's chat template, as in Dr.SoW).
     """
 
-    reward: float
-    strong: ResponseLogProbs
-    weak: ResponseLogProbs
-
-    @property
-    def truncated(self) -> str | None:
-        """Truncation flag of either model (``None`` when neither truncated)."""
-        return self.strong.truncated or self.weak.truncated
-
-
-class DensityRatioScorer:
-    """Scores responses by the density ratio of a strong over a weak model."""
+    kind = "density-ratio"
 
     def __init__(
-        self, strong: LogProbBackend, weak: LogProbBackend, reduction: Reduction = Reduction.SUM
-    ) -> None:
-        check_compatible(strong, weak, reduction)
-        self.strong = strong
-        self.weak = weak
-        self.reduction = Reduction(reduction)
-        self.shared_tokens = strong.tokenizer_fingerprint == weak.tokenizer_fingerprint
-        if self.shared_tokens and weak.template != strong.template:
-            # As in Dr.SoW: with one tokenizer both models score the strong model's rendering,
-            # so a base model without a template scores exactly the strong model's token ids.
-            weak.set_template(strong.template)
-
-    def settings(self) -> dict[str, object]:
-        """Everything needed to reproduce the rewards, recorded next to them."""
-        return {
-            "scorer": "density-ratio",
-            "strong": self.strong.name,
-            "weak": self.weak.name,
-            "strong_fingerprint": self.strong.fingerprint,
-            "weak_fingerprint": self.weak.fingerprint,
-            "reduction": self.reduction.value,
-            "shared_tokenizer": self.shared_tokens,
-            "strong_template": self.strong.template,
-            "weak_template": self.weak.template,
-        }
-
-    def score(
         self,
-        requests: Sequence[ScoreRequest],
-        on_progress: Callable[[int], None] | None = None,
-    ) -> list[ResponseReward]:
-        """Rewards for ``requests``; ``on_progress`` gets half a unit per model per request."""
+        strong: str | LogProbBackend = DEFAULT_STRONG,
+        weak: str | LogProbBackend = DEFAULT_WEAK,
+        reduction: Reduction | str = DEFAULT_REDUCTION,
+        *,
+        scale: float = 1.0,
+        customization: Customization | None = None,
+        options: ModelOptions | None = None,
+        cache: LogProbCache | None = None,
+        pool: ModelPool | None = None,
+        **model_options: Any,
+    ) -> None:
+        self.reduction = Reduction(reduction)
+        self.scale = scale
+        self.customization = customization
+        if isinstance(strong, str) and strong == weak:
+            raise IncompatibleModelsError(
+                f"strong and weak are the same model ({strong}); every reward would be 0"
+            )
+        pool = pool or ModelPool(_options(options, model_options), cache)
+        self.pool = pool
+        self.strong = pool.backend(strong)
+        self.weak = pool.backend(weak)
+        check_compatible(self.strong, self.weak, self.reduction)
+        self.shared_tokens = self.strong.tokenizer_fingerprint == self.weak.tokenizer_fingerprint
+        if self.shared_tokens and self.weak.template != self.strong.template:
+            self.weak.set_template(self.strong.template)
+
+    @property
+    def name(self) -> str:
+        models = f"{self.strong.name},{self.weak.name}"
+        option = f"{self.scale:g}" if self.kind == "dpo" else self.reduction.value
+        suffix = "+cdr" if self.customization is not None else ""
+        return f"{self.kind}:{models}:{option}{suffix}"
+
+    @property
+    def passes(self) -> int:
+        return 2
+
+    def tokenizers(self) -> tuple[Any, Any | None]:
+        return getattr(self.strong, "tokenizer", None), getattr(self.weak, "tokenizer", None)
+
+    def reward_of(self, strong: ResponseLogProbs, weak: ResponseLogProbs) -> float:
+        """The reward of one response from its strong and weak log-probs."""
+        return self.scale * reduce_ratio(strong, weak, self.reduction, self.shared_tokens)
+
+    def score_requests(
+        self, requests: Sequence[ScoreRequest], on_progress: Callable[[int], None] | None = None
+    ) -> list[ScoredResponse]:
         strong = self.strong.score(requests, on_progress)
         weak = self.weak.score(requests, on_progress)
         return [
-            ResponseReward(reduce_ratio(s, w, self.reduction, self.shared_tokens), s, w)
-            for s, w in zip(strong, weak, strict=True)
+            ScoredResponse(self.reward_of(s, w), s, w) for s, w in zip(strong, weak, strict=True)
         ]
 
+    def settings(self) -> dict[str, Any]:
+        settings = {
+            "scorer": self.name,
+            "kind": self.kind,
+            "strong": _model_settings(self.strong),
+            "weak": _model_settings(self.weak),
+            "reduction": self.reduction.value,
+            "scale": self.scale,
+            "shared_tokenizer": self.shared_tokens,
+            "max_length": self.pool.options.max_length,
+        }
+        if self.customization is not None:
+            settings["customization"] = self.customization.settings()
+        return settings
 
-def build_density_ratio_scorer(
-    strong: str,
-    weak: str,
-    reduction: Reduction | str = Reduction.SUM,
-    load_options: LoadOptions | None = None,
-    batching: BatchingOptions | None = None,
-) -> DensityRatioScorer:
-    """Load strong and weak models by name; refuse incompatible settings before loading weights.
 
-    Only the tokenizers are loaded for the compatibility check, so a bad combination fails in
-    seconds rather than after both models are in memory.
+class DPOReward(DensityRatioReward):
+    """The DPO implicit reward ``beta * (log pi(y|x) - log pi_ref(y|x))``: a summed density
+    ratio of the policy (strong) over the reference (weak), scaled by ``beta``."""
+
+    kind = "dpo"
+
+    def __init__(
+        self,
+        policy: str | LogProbBackend = DEFAULT_STRONG,
+        reference: str | LogProbBackend = DEFAULT_WEAK,
+        beta: float = 0.1,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(policy, reference, Reduction.SUM, scale=beta, **kwargs)
+
+
+class LogProbReward(Reward):
+    """One model's own (reference-free) log-likelihood of the response, reduced.
+
+    Args:
+        model: The model (name or backend).
+        reduction: ``sum``, ``mean`` or ``mean-char``.
+        customization, options, cache, pool, model_options: as for
+            :class:`DensityRatioReward`.
     """
-    reduction = Reduction(reduction)
-    if strong == weak:
-        raise IncompatibleModelsError(
-            f"strong and weak are the same model ({strong}); every reward would be 0"
+
+    kind = "logprob"
+
+    def __init__(
+        self,
+        model: str | LogProbBackend = DEFAULT_STRONG,
+        reduction: Reduction | str = DEFAULT_REDUCTION,
+        *,
+        customization: Customization | None = None,
+        options: ModelOptions | None = None,
+        cache: LogProbCache | None = None,
+        pool: ModelPool | None = None,
+        **model_options: Any,
+    ) -> None:
+        self.reduction = Reduction(reduction)
+        self.customization = customization
+        self.pool = pool or ModelPool(_options(options, model_options), cache)
+        self.strong = self.pool.backend(model)
+
+    @property
+    def name(self) -> str:
+        suffix = "+cdr" if self.customization is not None else ""
+        return f"logprob:{self.strong.name}:{self.reduction.value}{suffix}"
+
+    @property
+    def passes(self) -> int:
+        return 1
+
+    def tokenizers(self) -> tuple[Any, Any | None]:
+        return getattr(self.strong, "tokenizer", None), None
+
+    def reward_of(self, logprobs: ResponseLogProbs) -> float:
+        """The reward of one response from its log-probs."""
+        return reduce_logprobs(
+            logprobs.total, len(logprobs.token_ids), logprobs.n_chars, self.reduction
         )
-    if reduction is Reduction.MEAN:
-        fingerprints = {tokenizer_fingerprint(load_tokenizer(n)) for n in (strong, weak)}
-        if len(fingerprints) > 1:
-            raise IncompatibleModelsError(
-                f"{strong} and {weak} have different tokenizers, so a mean over response tokens"
-                " is undefined; use --reduction mean-char (per character) or sum"
-            )
-    return DensityRatioScorer(
-        load_backend(strong, load_options, batching),
-        load_backend(weak, load_options, batching),
-        reduction,
-    )
+
+    def score_requests(
+        self, requests: Sequence[ScoreRequest], on_progress: Callable[[int], None] | None = None
+    ) -> list[ScoredResponse]:
+        return [ScoredResponse(self.reward_of(lp), lp) for lp in self.strong.score(requests)]
+
+    def settings(self) -> dict[str, Any]:
+        settings: dict[str, Any] = {
+            "scorer": self.name,
+            "kind": self.kind,
+            "strong": _model_settings(self.strong),
+            "reduction": self.reduction.value,
+            "max_length": self.pool.options.max_length,
+        }
+        if self.customization is not None:
+            settings["customization"] = self.customization.settings()
+        return settings
+
+
+def _options(options: ModelOptions | None, overrides: dict[str, Any]) -> ModelOptions:
+    from dataclasses import replace
+
+    return replace(options or ModelOptions(), **overrides)
 
 
 def check_compatible(strong: LogProbBackend, weak: LogProbBackend, reduction: Reduction) -> None:

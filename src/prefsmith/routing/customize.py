@@ -31,12 +31,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
+from prefsmith.data.messages import Message
 from prefsmith.data.rows import ScoringItem
-from prefsmith.models.encoding import Message
-from prefsmith.routing.domains import Domain, DomainSet, Exemplar
-from prefsmith.routing.routers import Route, Router, last_user_text
+from prefsmith.routing.domains import Domain, DomainSet, Exemplar, load_domains
+from prefsmith.routing.routers import ROUTERS, Route, Router, last_user_text, make_router
 
 ExemplarStyle = Literal["system", "turns", "none"]
 EXEMPLAR_STYLES = ("system", "turns", "none")
@@ -148,24 +149,55 @@ def customize_items(
     return CustomizedItems(customized, routes)
 
 
-class Customizer:
-    """Hook for :func:`prefsmith.rewards.annotate.annotate_file`: routes and customizes a chunk.
+class Customization:
+    """The customized density ratio's settings and state: domains, router, exemplar style.
 
-    Calling it with items returns ``(customized items, extra output fields per item)``; the
-    fields are ``domain`` and ``router_confidence``.
+    Give it to a reward (``DensityRatioReward(..., customization=Customization())``): before
+    scoring, every item is routed by its last user turn and its context rewritten for the
+    domain (:func:`customized_context`); the rows gain ``domain`` and ``router_confidence``.
+
+    Args:
+        domains: A domains YAML file, a loaded :class:`DomainSet`, or ``None`` for the shipped
+            default.
+        router: ``embedding``, ``rules`` or ``lm`` (the strong model classifies the prompt), or
+            a router object.
+        exemplars: How exemplars enter the context: ``system``, ``turns`` or ``none``.
+
+    >>> c = Customization(router="rules")
+    >>> sorted(c.settings())
+    ['domains_file', 'exemplar_style', 'router']
     """
 
     def __init__(
-        self, domains: DomainSet, router: Router, exemplar_style: ExemplarStyle = "system"
+        self,
+        domains: DomainSet | str | Path | None = None,
+        router: str | Router = "embedding",
+        exemplars: ExemplarStyle = "system",
     ) -> None:
-        self.domains = domains
-        self.router = router
-        self.exemplar_style = exemplar_style
+        if exemplars not in EXEMPLAR_STYLES:
+            raise ValueError(
+                f"exemplars must be one of {', '.join(EXEMPLAR_STYLES)}, not {exemplars!r}"
+            )
+        if isinstance(router, str) and router not in ROUTERS:
+            raise ValueError(f"router must be one of {', '.join(ROUTERS)}, not {router!r}")
+        self.domains = domains if isinstance(domains, DomainSet) else load_domains(domains)
+        self.router_name = router if isinstance(router, str) else router.name
+        self._router: Router | None = None if isinstance(router, str) else router
+        self.exemplar_style = exemplars
 
-    def __call__(
-        self, items: Sequence[ScoringItem]
+    def router(self, reward: Any = None) -> Router:
+        """The router, built on first use (``lm`` uses the strong model of ``reward``)."""
+        if self._router is None:
+            self._router = make_router(
+                self.router_name, self.domains, getattr(reward, "strong", None)
+            )
+        return self._router
+
+    def apply(
+        self, items: Sequence[ScoringItem], reward: Any = None
     ) -> tuple[list[ScoringItem], list[dict[str, Any]]]:
-        done = customize_items(items, self.domains, self.router, self.exemplar_style)
+        """Route and customize ``items``; return them with each row's extra fields."""
+        done = customize_items(items, self.domains, self.router(reward), self.exemplar_style)
         fields = [
             {"domain": r.domain, "router_confidence": round(r.confidence, 6)} for r in done.routes
         ]
@@ -175,6 +207,6 @@ class Customizer:
         """What to record next to the rewards."""
         return {
             "domains_file": self.domains.source,
-            "router": self.router.name,
+            "router": self.router_name,
             "exemplar_style": self.exemplar_style,
         }

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from prefsmith.models.encoding import Message
+from prefsmith.data.messages import Message
 from prefsmith.routing.domains import DomainSet
 
 ROUTERS = ("embedding", "rules", "lm")

@@ -29,8 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from prefsmith.data.io import iter_records, read_jsonl_rows
+from prefsmith.data.messages import Message
 from prefsmith.data.rows import RowError
-from prefsmith.models.encoding import Message
+from prefsmith.defaults import DEFAULT_REDUCTION, DEFAULT_SEED, DEFAULT_STRONG, DEFAULT_WEAK
+from prefsmith.generation.sampling import SamplingConfig, generate
+from prefsmith.models.backend import ScoreRequest
+from prefsmith.models.loading import LoadOptions, load_model
+from prefsmith.relabel.pairs import goal_message, load_template, with_goal
+from prefsmith.relabel.scale import GoalScale
+from prefsmith.rewards.density_ratio import DensityRatioReward
 
 #: Prompts of ``prefsmith judge`` by default: MT-Bench, shipped with the package (Apache-2.0).
 MT_BENCH = Path(__file__).resolve().parents[1] / "resources" / "prompts" / "mt-bench.jsonl"
@@ -96,7 +103,7 @@ def outcomes(tuned: Sequence[float], baseline: Sequence[float], tol: float = 0.0
 
 
 def win_rate(
-    scores: Sequence[float], ci: str = "wilson", n_boot: int = 2000, seed: int = 0
+    scores: Sequence[float], ci: str = "wilson", n_boot: int = 2000, seed: int = DEFAULT_SEED
 ) -> WinRate:
     """Summarize per-prompt outcomes (see :func:`outcomes`); ties count half.
 
@@ -187,13 +194,13 @@ class JudgeOptions:
     template: str | None = None
     scale_low: float = 1.0
     scale_high: float = 10.0
-    strong: str = "smollm2-135m-instruct"
-    weak: str = "gemma3-270m"
-    reduction: str = "sum"
+    strong: str = DEFAULT_STRONG
+    weak: str = DEFAULT_WEAK
+    reduction: str = DEFAULT_REDUCTION
     max_new_tokens: int = 256
     temperature: float = 0.7
     top_p: float = 0.85
-    seed: int = 0
+    seed: int = DEFAULT_SEED
     batch_size: int = 8
     tie_tolerance: float = 0.0
     ci: str = "wilson"
@@ -206,9 +213,6 @@ def _conversation(prompt: str, goal: float | None, options: JudgeOptions) -> lis
     messages: list[Message] = [{"role": "user", "content": prompt}]
     if goal is None:
         return messages
-    from prefsmith.relabel.pairs import goal_message, load_template, with_goal
-    from prefsmith.relabel.scale import GoalScale
-
     scale = GoalScale(low=options.scale_low, high=options.scale_high)
     return with_goal(messages, goal_message(goal, load_template(options.template), scale))
 
@@ -226,9 +230,6 @@ def generate_answers(
         r["model"] == model and r["goal"] == goal for r in cached
     ):
         return cached
-    from prefsmith.generation.sampling import SamplingConfig, generate
-    from prefsmith.models.loading import LoadOptions, load_model
-
     loaded = load_model(model, LoadOptions(device=options.device, threads=options.threads))  # type: ignore[arg-type]
     config = SamplingConfig(
         n=1,
@@ -268,10 +269,6 @@ def judge(
     options: JudgeOptions | None = None,
 ) -> tuple[WinRate, list[dict[str, Any]]]:
     """Generate with both policies, score with the density ratio, count wins (module doc)."""
-    from prefsmith.models.backend import ScoreRequest
-    from prefsmith.models.loading import LoadOptions
-    from prefsmith.rewards.density_ratio import build_density_ratio_scorer
-
     options = options or JudgeOptions()
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -285,18 +282,19 @@ def judge(
         (p[0], x["answer"], y["answer"]) for p, x, y in zip(prompts, a, b, strict=True)
     ]
     if not fresh:
-        scorer = build_density_ratio_scorer(
+        reward = DensityRatioReward(
             options.strong,
             options.weak,
             options.reduction,
-            LoadOptions(device=options.device, threads=options.threads),  # type: ignore[arg-type]
+            device=options.device,
+            threads=options.threads,
         )
         requests = [
             ScoreRequest(({"role": "user", "content": text},), answer)
             for (_, text), row_a, row_b in zip(prompts, a, b, strict=True)
             for answer in (row_a["answer"] or " ", row_b["answer"] or " ")
         ]
-        rewards = [r.reward for r in scorer.score(requests)]
+        rewards = [r.reward for r in reward.score_requests(requests)]
         judged = []
         for i, (pid, text) in enumerate(prompts):
             r_a, r_b = rewards[2 * i], rewards[2 * i + 1]

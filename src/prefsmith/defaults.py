@@ -1,0 +1,39 @@
+"""prefsmith's defaults, defined once: the model pair, the generator, dtypes, devices, seed.
+
+Every command, config and function that needs one of these imports it from here.
+
+>>> DEFAULT_STRONG, DEFAULT_WEAK
+('smollm2-135m-instruct', 'gemma3-270m')
+>>> "float64" in SCORING_DTYPES, "float64" in GENERATION_DTYPES
+(True, False)
+"""
+
+from __future__ import annotations
+
+#: The strong (better aligned) model of the embedded default pair: SmolLM2-135M-Instruct.
+DEFAULT_STRONG = "smollm2-135m-instruct"
+#: The weak (less aligned) model of the embedded default pair: gemma-3-270m base.
+DEFAULT_WEAK = "gemma3-270m"
+#: The default policy for sampling, RMBoost and judging.
+DEFAULT_GENERATOR = DEFAULT_STRONG
+#: Default reduction of token log-ratios (RewardBench's DPO scoring).
+DEFAULT_REDUCTION = "sum"
+#: Default seed of every random draw (sampling, RMBoost labels, bootstrap intervals).
+DEFAULT_SEED = 0
+#: Default dtype: float32 on CPU, bfloat16 on CUDA.
+DEFAULT_DTYPE = "auto"
+#: Default device: CUDA when available.
+DEFAULT_DEVICE = "auto"
+#: Longest scored sequence in tokens.
+DEFAULT_MAX_LENGTH = 2048
+
+#: Dtypes accepted for scoring (float64 is the exact reference).
+SCORING_DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
+#: Dtypes accepted for generation and training.
+GENERATION_DTYPES = ("auto", "float32", "bfloat16", "float16")
+#: Devices accepted everywhere.
+DEVICES = ("auto", "cpu", "cuda")
+#: Reductions of token log-ratios.
+REDUCTIONS = ("sum", "mean", "mean-char")
+#: How bad input rows are handled.
+ON_ERROR = ("raise", "skip")

@@ -1,0 +1,79 @@
+"""How models are run (:class:`ModelOptions`) and one backend per model name (:class:`ModelPool`).
+
+Several scorers of one run (``density-ratio:sum`` and ``logprob:mean`` of the same strong
+model, say) share a pool, so each model's weights load once and, with a log-prob cache, each
+response is scored once per model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from prefsmith.defaults import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_MAX_LENGTH
+from prefsmith.models.backend import BatchingOptions, LogProbBackend, load_backend
+from prefsmith.models.cache import CachedBackend, LogProbCache
+from prefsmith.models.loading import LoadOptions
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How scoring models are loaded and batched.
+
+    Attributes:
+        dtype: ``auto`` (float32 on CPU, bfloat16 on CUDA), ``float32``, ``bfloat16``,
+            ``float16`` or ``float64`` (the exact reference; slow).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        threads: Torch CPU threads (``None``: torch's default).
+        max_length: Longest sequence in tokens; longer rows keep the response and lose prompt
+            tokens from the left.
+        batch_tokens: Padded tokens per forward pass.
+        max_batch_size: Rows per forward pass at most.
+    """
+
+    dtype: str = DEFAULT_DTYPE
+    device: str = DEFAULT_DEVICE
+    threads: int | None = None
+    max_length: int = DEFAULT_MAX_LENGTH
+    batch_tokens: int = 8192
+    max_batch_size: int = 64
+
+    def load_options(self) -> LoadOptions:
+        """The loading part."""
+        return LoadOptions(dtype=self.dtype, device=self.device, threads=self.threads)  # type: ignore[arg-type]
+
+    def batching(self) -> BatchingOptions:
+        """The batching part."""
+        return BatchingOptions(self.max_length, self.batch_tokens, self.max_batch_size)
+
+
+class ModelPool:
+    """Backends by model name, created once (weights load lazily on first use).
+
+    Args:
+        options: How models are loaded and batched.
+        cache: A log-prob cache every backend answers from first (``None``: no cache).
+    """
+
+    def __init__(self, options: ModelOptions | None = None, cache: LogProbCache | None = None):
+        self.options = options or ModelOptions()
+        self.cache = cache
+        self._backends: dict[str, LogProbBackend] = {}
+
+    def backend(self, model: str | LogProbBackend) -> LogProbBackend:
+        """The backend of ``model`` (a name, or a backend passed through)."""
+        if not isinstance(model, str):
+            return model
+        if model not in self._backends:
+            backend: Any = load_backend(model, self.options.load_options(), self.options.batching())
+            if self.cache is not None:
+                backend = CachedBackend(backend, self.cache)
+            self._backends[model] = backend
+        return self._backends[model]
+
+    def release(self, model: str) -> None:
+        """Free the weights of ``model`` (they load again on the next miss)."""
+        backend = self._backends.get(model)
+        release = getattr(backend, "release", None)
+        if release is not None:
+            release()

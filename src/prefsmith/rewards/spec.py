@@ -1,0 +1,129 @@
+"""Scorer specs: one string names a reward, e.g. ``density-ratio:STRONG,WEAK:sum``.
+
+Grammar: ``KIND[:MODELS][:OPTION]``
+
+* ``density-ratio[:STRONG,WEAK][:sum|mean|mean-char]``: the density ratio;
+* ``logprob[:MODEL][:sum|mean|mean-char]``: one model's own log-likelihood;
+* ``dpo[:POLICY,REFERENCE][:BETA]``: the DPO implicit reward.
+
+Models left out are the run's ``--strong`` / ``--weak`` (by default the embedded pair). Strong
+and weak are separated by a comma; ``STRONG/WEAK`` also works when each name has no slash.
+:func:`parse_scorer` returns the :class:`~prefsmith.rewards.base.Reward`; its ``name`` is the
+spec written out in full.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefsmith.defaults import DEFAULT_STRONG, DEFAULT_WEAK
+from prefsmith.models.pool import ModelPool
+from prefsmith.rewards.base import Reduction, Reward
+from prefsmith.rewards.density_ratio import DensityRatioReward, DPOReward, LogProbReward
+
+KINDS = ("density-ratio", "logprob", "dpo")
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    """A parsed scorer spec.
+
+    Attributes:
+        kind: ``density-ratio``, ``logprob`` or ``dpo``.
+        models: Strong and weak (or the one model of ``logprob``).
+        option: The reduction, or DPO's beta.
+    """
+
+    kind: str
+    models: tuple[str, ...]
+    option: str
+
+    @classmethod
+    def parse(cls, text: str, strong: str = DEFAULT_STRONG, weak: str = DEFAULT_WEAK) -> ScorerSpec:
+        """Parse ``text``; models left out are ``strong`` and ``weak``.
+
+        >>> ScorerSpec.parse("density-ratio:mean-char").name
+        'density-ratio:smollm2-135m-instruct,gemma3-270m:mean-char'
+        >>> ScorerSpec.parse("dpo:org/policy,org/ref:0.5").models
+        ('org/policy', 'org/ref')
+        >>> ScorerSpec.parse("density-ratio:a/b").models
+        ('a', 'b')
+        >>> ScorerSpec.parse("logprob:qwen:mean").name
+        'logprob:qwen:mean'
+        >>> ScorerSpec.parse("ratio")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown scorer 'ratio'; choose from density-ratio, logprob, dpo
+        """
+        kind, *rest = text.split(":")
+        if kind not in KINDS:
+            raise ValueError(f"unknown scorer {kind!r}; choose from {', '.join(KINDS)}")
+        models_text, option = "", ""
+        if len(rest) == 1:
+            (models_text, option) = ("", rest[0]) if _is_option(kind, rest[0]) else (rest[0], "")
+        elif len(rest) >= 2:
+            models_text, option = ":".join(rest[:-1]), rest[-1]
+        option = option or ("0.1" if kind == "dpo" else "sum")
+        if not _is_option(kind, option):
+            what = "a beta, e.g. dpo:0.1" if kind == "dpo" else "sum, mean or mean-char"
+            raise ValueError(f"{text!r}: the last part must be {what}, not {option!r}")
+        if kind == "logprob":
+            models = (models_text or strong,)
+        else:
+            models = _split_pair(models_text, text) if models_text else (strong, weak)
+        return cls(kind, models, option)
+
+    @property
+    def name(self) -> str:
+        """The spec written out in full."""
+        return f"{self.kind}:{','.join(self.models)}:{self.option}"
+
+    def build(self, pool: ModelPool | None = None, customization=None) -> Reward:
+        """The reward this spec names (models from ``pool``, loaded lazily)."""
+        pool = pool or ModelPool()
+        if self.kind == "logprob":
+            return LogProbReward(
+                self.models[0], self.option, customization=customization, pool=pool
+            )
+        if self.kind == "dpo":
+            return DPOReward(
+                *self.models, float(self.option), customization=customization, pool=pool
+            )
+        return DensityRatioReward(*self.models, self.option, customization=customization, pool=pool)
+
+
+def parse_scorer(
+    text: str,
+    *,
+    strong: str = DEFAULT_STRONG,
+    weak: str = DEFAULT_WEAK,
+    pool: ModelPool | None = None,
+    customization=None,
+) -> Reward:
+    """The reward named by scorer spec ``text`` (see the module docstring)."""
+    return ScorerSpec.parse(text, strong, weak).build(pool, customization)
+
+
+def _is_option(kind: str, text: str) -> bool:
+    if kind == "dpo":
+        try:
+            float(text)
+        except ValueError:
+            return False
+        return True
+    return text in {r.value for r in Reduction}
+
+
+def _split_pair(text: str, spec: str) -> tuple[str, str]:
+    """``STRONG,WEAK`` (or ``STRONG/WEAK`` when unambiguous) into two names."""
+    if "," in text:
+        strong, _, weak = text.partition(",")
+    elif text.count("/") % 2 == 1:  # one slash per hub id, one between them
+        parts = text.split("/")
+        middle = len(parts) // 2
+        strong, weak = "/".join(parts[:middle]), "/".join(parts[middle:])
+    else:
+        raise ValueError(f"{spec!r}: separate the strong and weak model with a comma")
+    if not strong or not weak:
+        raise ValueError(f"{spec!r}: give both a strong and a weak model")
+    return strong, weak
