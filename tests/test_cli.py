@@ -37,7 +37,8 @@ def test_score_prints_table_and_writes_rows(tmp_path, tiny_models):
     rows = read_jsonl_rows(out)
     assert len(rows) == 24 and all(r["scored_with"]["reduction"] == "mean-char" for r in rows)
     settings = json.loads((tmp_path / "out.jsonl.settings.json").read_text())
-    assert settings["shared_tokenizer"] is False
+    assert settings["step"] == "score"
+    assert settings["settings"]["reward"]["shared_tokenizer"] is False
 
 
 def test_score_refuses_token_mean_across_tokenizers(tmp_path, tiny_models):

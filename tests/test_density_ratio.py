@@ -6,11 +6,12 @@ import pytest
 
 from prefsmith.models.backend import ScoreRequest, load_backend
 from prefsmith.rewards.density_ratio import (
-    DensityRatioScorer,
+    DensityRatioReward,
     IncompatibleModelsError,
+    LogProbReward,
     Reduction,
-    build_density_ratio_scorer,
 )
+from prefsmith.rewards.spec import ScorerSpec, parse_scorer
 
 REQS = [
     ScoreRequest(({"role": "user", "content": "Say hi."},), "Hi there!"),
@@ -22,9 +23,9 @@ def test_reward_is_strong_minus_weak(tiny_backends):
     strong, weak = tiny_backends["chatml-a"], tiny_backends["chatml-b"]
     s, w = strong.score(REQS), weak.score(REQS)
     for reduction in Reduction:
-        scorer = DensityRatioScorer(strong, weak, reduction)
+        scorer = DensityRatioReward(strong, weak, reduction)
         assert scorer.shared_tokens
-        for r, a, b, req in zip(scorer.score(REQS), s, w, REQS, strict=True):
+        for r, a, b, req in zip(scorer.score_requests(REQS), s, w, REQS, strict=True):
             diff = a.total - b.total
             expected = {
                 Reduction.SUM: diff,
@@ -37,12 +38,12 @@ def test_reward_is_strong_minus_weak(tiny_backends):
 def test_different_tokenizers_refuse_token_mean(tiny_backends, tiny_models):
     strong, weak = tiny_backends["chatml-a"], tiny_backends["plain-c"]
     with pytest.raises(IncompatibleModelsError, match="mean-char"):
-        DensityRatioScorer(strong, weak, Reduction.MEAN)
+        DensityRatioReward(strong, weak, Reduction.MEAN)
     with pytest.raises(IncompatibleModelsError, match="different tokenizers"):
-        build_density_ratio_scorer(tiny_models["chatml-a"], tiny_models["plain-c"], "mean")
-    scorer = DensityRatioScorer(strong, weak, Reduction.MEAN_CHAR)
+        DensityRatioReward(tiny_models["chatml-a"], tiny_models["plain-c"], "mean")
+    scorer = DensityRatioReward(strong, weak, Reduction.MEAN_CHAR)
     assert not scorer.shared_tokens
-    rewards = scorer.score(REQS)
+    rewards = scorer.score_requests(REQS)
     assert rewards[0].strong.token_ids != rewards[0].weak.token_ids
     expected = (rewards[0].strong.total - rewards[0].weak.total) / len("Hi there!")
     assert rewards[0].reward == pytest.approx(expected)
@@ -53,12 +54,12 @@ def test_same_vocabulary_but_different_pretokenizer_is_not_shared(tiny_backends)
     assert strong.tokenizer.get_vocab() == other.tokenizer.get_vocab()
     assert strong.tokenizer_fingerprint != other.tokenizer_fingerprint
     with pytest.raises(IncompatibleModelsError, match="different tokenizers"):
-        DensityRatioScorer(strong, other, Reduction.MEAN)
+        DensityRatioReward(strong, other, Reduction.MEAN)
 
 
 def test_same_model_twice_is_refused(tiny_models):
     with pytest.raises(IncompatibleModelsError, match="same"):
-        build_density_ratio_scorer(tiny_models["chatml-a"], tiny_models["chatml-a"])
+        DensityRatioReward(tiny_models["chatml-a"], tiny_models["chatml-a"])
 
 
 def test_weak_without_template_scores_the_strong_rendering(tiny_models, tmp_path):
@@ -71,7 +72,35 @@ def test_weak_without_template_scores_the_strong_rendering(tiny_models, tmp_path
     weak = load_backend(str(base))
     strong = load_backend(tiny_models["chatml-a"])
     assert weak.template != strong.template
-    scorer = DensityRatioScorer(strong, weak, Reduction.SUM)
+    scorer = DensityRatioReward(strong, weak, Reduction.SUM)
     assert weak.template == strong.template
-    r = scorer.score(REQS)[0]
+    r = scorer.score_requests(REQS)[0]
     assert r.strong.token_ids == r.weak.token_ids
+
+
+def test_logprob_reward_is_the_models_own_likelihood(tiny_backends):
+    strong = tiny_backends["chatml-a"]
+    lp = strong.score(REQS)
+    reward = LogProbReward(strong, "mean")
+    got = [r.reward for r in reward.score_requests(REQS)]
+    assert got == pytest.approx([x.total / len(x.token_ids) for x in lp])
+    assert reward.name == f"logprob:{strong.name}:mean"
+
+
+def test_scorer_specs_build_the_same_rewards(tiny_models):
+    a, b = tiny_models["chatml-a"], tiny_models["chatml-b"]
+    spec = parse_scorer(f"density-ratio:{a},{b}:mean")
+    direct = DensityRatioReward(a, b, "mean")
+    assert spec.name == direct.name == f"density-ratio:{a},{b}:mean"
+    assert [r.reward for r in spec.score_requests(REQS)] == pytest.approx(
+        [r.reward for r in direct.score_requests(REQS)]
+    )
+    dpo = parse_scorer("dpo:0.5", strong=a, weak=b)
+    plain = DensityRatioReward(a, b, "sum").score_requests(REQS)
+    assert [r.reward for r in dpo.score_requests(REQS)] == pytest.approx(
+        [0.5 * r.reward for r in plain]
+    )
+    # The name round-trips through the parser.
+    assert ScorerSpec.parse(dpo.name).name == dpo.name
+    with pytest.raises(ValueError, match="last part"):
+        ScorerSpec.parse("density-ratio:a,b:median")

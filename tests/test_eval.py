@@ -11,12 +11,14 @@ from typer.testing import CliRunner
 from conftest import TINY_SET
 from prefsmith.cli.main import app
 from prefsmith.data.io import iter_records
-from prefsmith.evaluation.harness import evaluate
-from prefsmith.evaluation.scorers import ScorerSpec
+from prefsmith.data.runner import RunOptions
+from prefsmith.evaluation.harness import evaluate_file
 from prefsmith.evaluation.sections import section_scores, subset_results
 from prefsmith.evaluation.study import run_study
 from prefsmith.models.backend import ScoreRequest, load_backend
 from prefsmith.models.cache import CachedBackend, LogProbCache
+from prefsmith.models.pool import ModelPool
+from prefsmith.rewards.spec import parse_scorer
 
 runner = CliRunner()
 SPECS = ["density-ratio:sum", "density-ratio:mean", "logprob:mean", "dpo:0.5"]
@@ -43,7 +45,12 @@ def test_eval_end_to_end_and_rerun_from_cache(tmp_path, tiny_models):
     for name in ("results.json", "report.md", "accuracy_by_section.png", "margins.png"):
         assert (tmp_path / "run1" / name).stat().st_size > 0
     results = json.loads((tmp_path / "run1" / "results.json").read_text())
-    assert results["pairs"] == 24 and results["models"]["strong"]["computed"] == 48
+    strong, weak = tiny_models["chatml-a"], tiny_models["chatml-b"]
+    assert results["pairs"] == 24 and results["models"][strong]["computed"] == 48
+    rows = [
+        json.loads(line) for line in (tmp_path / "run1" / "rows.jsonl").read_text().splitlines()
+    ]
+    assert len(rows) == 24 and len(rows[0]["margins"]) == len(SPECS)
 
     # Every number agrees with a direct recomputation from the per-pair margins.
     subsets = {str(r.value["id"]): r.value["subset"] for r in iter_records(TINY_SET)}
@@ -52,26 +59,40 @@ def test_eval_end_to_end_and_rerun_from_cache(tmp_path, tiny_models):
         recomputed = section_scores(subset_results((subsets[i], m) for i, m in margins.items()))
         assert scorer["sections"] == pytest.approx(recomputed)
     by_name = {s["scorer"]: s for s in results["scorers"]}
-    dr, dpo = by_name["density-ratio:sum"]["margins"], by_name["dpo:0.5"]["margins"]
+    dr = by_name[f"density-ratio:{strong},{weak}:sum"]["margins"]
+    dpo = by_name[f"dpo:{strong},{weak}:0.5"]["margins"]
     assert all(dpo[k] == pytest.approx(0.5 * dr[k]) for k in dr)
 
     args[args.index("-o") + 1] = str(tmp_path / "run2")
     second = runner.invoke(app, args)
     assert second.exit_code == 0, second.output
     again = json.loads((tmp_path / "run2" / "results.json").read_text())
-    assert again["models"]["strong"]["computed"] == 0 and again["models"]["weak"]["computed"] == 0
+    assert again["models"][strong]["computed"] == 0 and again["models"][weak]["computed"] == 0
     for a, b in zip(results["scorers"], again["scorers"], strict=True):
         assert a["margins"] == b["margins"]  # bit-identical from the cache
 
 
 def test_eval_refuses_token_mean_across_tokenizers(tmp_path, tiny_models):
     with pytest.raises(ValueError, match="mean-char"):
-        evaluate(
-            TINY_SET,
-            [ScorerSpec.parse("density-ratio:mean")],
-            tiny_models["chatml-a"],
-            tiny_models["plain-c"],
+        parse_scorer(
+            "density-ratio:mean", strong=tiny_models["chatml-a"], weak=tiny_models["plain-c"]
         )
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(TINY_SET),
+            "-o",
+            str(tmp_path / "e"),
+            "--strong",
+            tiny_models["chatml-a"],
+            "--weak",
+            tiny_models["plain-c"],
+            "--scorer",
+            "density-ratio:mean",
+        ],
+    )
+    assert result.exit_code == 2 and "mean-char" in result.output
 
 
 def test_unknown_subset_is_reported_not_dropped(tmp_path, tiny_models):
@@ -80,7 +101,8 @@ def test_unknown_subset_is_reported_not_dropped(tmp_path, tiny_models):
         json.dumps({"prompt": "Hi", "chosen": "Hello!", "rejected": "Go.", "subset": "my-own"})
         + "\n"
     )
-    result = evaluate(src, [ScorerSpec.parse("logprob:sum")], tiny_models["chatml-a"])
+    reward = parse_scorer("logprob:sum", strong=tiny_models["chatml-a"])
+    result = evaluate_file(src, [reward], tmp_path / "out", RunOptions(progress=False))
     assert list(result.scorers[0].subsets) == ["my-own"]
     assert result.scorers[0].subsets["my-own"]["section"] is None
     assert result.scorers[0].sections == {}
@@ -119,17 +141,21 @@ def test_cache_keeps_finished_chunks_after_interruption(tmp_path, tiny_models):
 def test_study_three_models_three_passes(tmp_path, tiny_models):
     cache = LogProbCache(tmp_path / "c.sqlite")
     names = [tiny_models[k] for k in ("chatml-a", "chatml-b", "plain-c")]
-    result = run_study(TINY_SET, names, "sum", cache=cache)
+    result = run_study(TINY_SET, names, "sum", pool=ModelPool(cache=cache))
     assert len(result.pairs) == 6 and result.passes == 3
     assert len(cache) == 3 * 48  # one entry per model and response: M passes, not M^2
     assert result.spearman is not None and -1.0 <= result.spearman <= 1.0
     # A pair's accuracy equals an eval of that pair from the same cache.
-    direct = evaluate(
-        TINY_SET, [ScorerSpec.parse("density-ratio:sum")], names[0], names[2], cache=cache
+    pool = ModelPool(cache=cache)
+    direct = evaluate_file(
+        TINY_SET,
+        [parse_scorer("density-ratio:sum", strong=names[0], weak=names[2], pool=pool)],
+        tmp_path / "direct",
+        RunOptions(progress=False),
     )
     pair = next(p for p in result.pairs if (p.strong, p.weak) == (names[0], names[2]))
     assert pair.sections == pytest.approx(direct.scorers[0].sections)
-    assert direct.models["strong"]["computed"] == 0
+    assert direct.models[names[0]]["computed"] == 0
     out = runner.invoke(
         app,
         [
@@ -171,7 +197,9 @@ def test_eval_with_customization_reports_plain_and_cdr_side_by_side(tmp_path, ti
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
     names = [s["scorer"] for s in results["scorers"]]
-    assert names == ["density-ratio:sum", "density-ratio:sum+cdr"]
+    plain_name = f"density-ratio:{tiny_models['chatml-a']},{tiny_models['chatml-b']}:sum"
+    assert names == [plain_name, plain_name + "+cdr"]
+    assert "#2: " + plain_name + "+cdr" in result.output  # full names, never cut
     plain, cdr = results["scorers"]
     assert plain["margins"].keys() == cdr["margins"].keys()
     assert plain["margins"] != cdr["margins"]  # the criteria changed the context
@@ -179,3 +207,16 @@ def test_eval_with_customization_reports_plain_and_cdr_side_by_side(tmp_path, ti
     assert routing["router"] == "rules"
     assert sum(sum(row.values()) for row in routing["confusion"].values()) == 24
     assert "Router `rules`" in (out / "report.md").read_text()
+
+
+def test_interrupted_eval_resumes_per_scorer(tmp_path, tiny_models):
+    """Each scorer scores into its own resumable file: a rerun finds the work done."""
+    args = ["eval", str(TINY_SET), "-o", str(tmp_path / "run"), "--strong", tiny_models["chatml-a"],
+            "--weak", tiny_models["chatml-b"], "--no-cache", "--no-progress"]  # fmt: skip
+    assert runner.invoke(app, args).exit_code == 0
+    first = json.loads((tmp_path / "run" / "results.json").read_text())
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    second = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert second["timings"][first["scorers"][0]["scorer"]] < 1.0  # nothing scored again
+    assert second["scorers"] == first["scorers"]

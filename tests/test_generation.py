@@ -11,32 +11,30 @@ from typer.testing import CliRunner
 
 from prefsmith.data.io import read_jsonl_rows
 from prefsmith.data.rows import RowError
+from prefsmith.data.runner import RunOptions, RunSettingsError, process_rows, run_rows
 from prefsmith.generation.pairs import (
     PairsOptions,
+    PairsStep,
     clean_candidates,
-    make_pairs,
-    scores_path,
     select_pairs,
 )
 from prefsmith.generation.rmboost import (
     RMBoostConfig,
-    RMBoostFileOptions,
+    RMBoostStep,
+    agreement,
     draw_label_and_aspects,
-    generated_path,
     load_templates,
     rewrite_messages,
-    rmboost_file,
 )
 from prefsmith.generation.sampling import (
-    SampleFileOptions,
+    SampleStep,
     SamplingConfig,
     decode_generation,
     generate,
-    sample_file,
     stop_token_ids,
 )
 from prefsmith.models.backend import ScoreRequest
-from prefsmith.rewards.density_ratio import DensityRatioScorer, Reduction
+from prefsmith.rewards.density_ratio import DensityRatioReward, Reduction
 
 PROMPTS = [
     {"id": "p0", "prompt": "What is 2+2?"},
@@ -70,11 +68,23 @@ def plain_generator(tiny_models):
 
 @pytest.fixture
 def scorer(tiny_backends):
-    return DensityRatioScorer(tiny_backends["chatml-a"], tiny_backends["chatml-b"], Reduction.SUM)
+    return DensityRatioReward(tiny_backends["chatml-a"], tiny_backends["chatml-b"], Reduction.SUM)
 
 
 def small(**kw) -> SamplingConfig:
     return SamplingConfig(**{"n": 3, "max_new_tokens": 6, "batch_size": 4, **kw})
+
+
+def quiet(**kw) -> RunOptions:
+    """Run options for tests: no progress display."""
+    return RunOptions(**{"progress": False, **kw})
+
+
+def user_turn(row: dict) -> list[dict]:
+    """The conversation of a prompt row (``prompt`` text or ``messages``)."""
+    if "messages" in row:
+        return row["messages"]
+    return [{"role": "user", "content": row["prompt"]}]
 
 
 # ------------------------------------------------------------------ sampling
@@ -155,32 +165,52 @@ def test_config_validation():
 def test_sample_file_writes_rows_and_resumes(tmp_path, generator):
     src = write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
     config = small(n=2)
-    options = SampleFileOptions(chunk_size=2, progress=False)
-    full = sample_file(src, tmp_path / "full.jsonl", generator, config, options)
+    options = quiet(chunk_size=2)
+    full = run_rows(src, tmp_path / "full.jsonl", SampleStep(generator, config), options)
     rows = read_jsonl_rows(tmp_path / "full.jsonl")
-    assert full.prompts == 5 and full.samples == 10
+    assert (full.processed, full.written, full.counts["samples"]) == (5, 5, 10)
+    assert full.counts["tokens"] == sum(sum(r["n_tokens"]) for r in rows)
+    assert full.counts["truncated samples"] == sum(
+        fr == "length" for r in rows for fr in r["finish_reasons"]
+    )
     assert [r["id"] for r in rows] == ["p0", "p1", "p2", "p3", "p4"]
+    assert [r["source_index"] for r in rows] == [0, 1, 2, 3, 4]
     assert rows[2]["messages"][0]["content"].startswith("Write a haiku")
     for r in rows:
         assert len(r["responses"]) == len(r["finish_reasons"]) == len(r["n_tokens"]) == 2
         assert r["generated_with"]["model"] == generator.source.name
         assert r["generated_with"]["seed"] == 0
+    settings = json.loads((tmp_path / "full.jsonl.settings.json").read_text())
+    assert settings["step"] == "sample" and settings["chunk_size"] == 2
+    assert settings["settings"]["n"] == 2 and settings["settings"]["model"] == generator.source.name
     # An interrupted run: two complete rows and half a line.
     lines = (tmp_path / "full.jsonl").read_text().splitlines(keepends=True)
     (tmp_path / "resumed.jsonl").write_text("".join(lines[:2]) + lines[2][:30])
-    resumed = sample_file(src, tmp_path / "resumed.jsonl", generator, config, options)
-    assert (resumed.already_done, resumed.prompts) == (2, 3)
+    resumed = run_rows(src, tmp_path / "resumed.jsonl", SampleStep(generator, config), options)
+    assert (resumed.already_done, resumed.processed) == (2, 3)
     assert read_jsonl_rows(tmp_path / "resumed.jsonl") == rows
-    again = sample_file(src, tmp_path / "resumed.jsonl", generator, config, options)
-    assert again.prompts == 0
+    again = run_rows(src, tmp_path / "resumed.jsonl", SampleStep(generator, config), options)
+    assert (again.processed, again.already_done, again.written) == (0, 5, 5)
+    assert (tmp_path / "resumed.jsonl").read_bytes() == (tmp_path / "full.jsonl").read_bytes()
+    # Resuming with other settings is refused, naming the setting.
+    with pytest.raises(RunSettingsError, match=r"settings\.seed: 0 -> 1"):
+        run_rows(
+            src, tmp_path / "resumed.jsonl", SampleStep(generator, small(n=2, seed=1)), options
+        )
+
+
+def test_sample_rows_in_memory_match_the_file_run(tmp_path, generator):
+    src = write_jsonl(tmp_path / "prompts.jsonl", PROMPTS[:3])
+    run_rows(src, tmp_path / "s.jsonl", SampleStep(generator, small(n=2)), quiet())
+    in_memory = process_rows(PROMPTS[:3], SampleStep(generator, small(n=2)), chunk_size=2)
+    assert in_memory == read_jsonl_rows(tmp_path / "s.jsonl")
 
 
 def test_sample_file_parquet_and_limit(tmp_path, generator):
     import pyarrow.parquet as pq
 
     src = write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
-    options = SampleFileOptions(limit=2, progress=False)
-    sample_file(src, tmp_path / "out.parquet", generator, small(n=2), options)
+    run_rows(src, tmp_path / "out.parquet", SampleStep(generator, small(n=2)), quiet(limit=2))
     table = pq.read_table(tmp_path / "out.parquet").to_pylist()
     assert [r["id"] for r in table] == ["p0", "p1"]
 
@@ -189,21 +219,25 @@ def test_sample_file_bad_rows(tmp_path, generator):
     bad = [*PROMPTS[:2], {"id": "x", "text": "no prompt"}, {"prompt": ""}]
     src = write_jsonl(tmp_path / "prompts.jsonl", bad)
     with pytest.raises(RowError, match=r"prompts\.jsonl:3: missing field 'prompt'"):
-        sample_file(src, tmp_path / "o.jsonl", generator, small(), SampleFileOptions())
+        run_rows(src, tmp_path / "o.jsonl", SampleStep(generator, small()), RunOptions())
     assert not (tmp_path / "o.jsonl").exists()
-    options = SampleFileOptions(on_error="skip", progress=False)
-    summary = sample_file(src, tmp_path / "o.jsonl", generator, small(n=1), options)
-    assert (summary.prompts, summary.rejected) == (2, 2)
+    assert not (tmp_path / "o.jsonl.settings.json").exists()
+    step = SampleStep(generator, small(n=1))
+    summary = run_rows(src, tmp_path / "o.jsonl", step, quiet(on_error="skip"))
+    assert (summary.processed, summary.rejected) == (2, 2)
     rejected = read_jsonl_rows(tmp_path / "o.jsonl.rejected.jsonl")
     assert [r["location"].rsplit(":", 1)[1] for r in rejected] == ["3", "4"]
+    assert [r["source_index"] for r in rejected] == [2, 3]
+    assert "missing field 'prompt'" in rejected[0]["reason"]
 
 
 def test_long_prompts_are_set_aside(tmp_path, generator):
     src = write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
-    options = SampleFileOptions(max_prompt_tokens=40, on_error="skip", progress=False)
-    summary = sample_file(src, tmp_path / "o.jsonl", generator, small(n=1), options)
+    step = SampleStep(generator, small(n=1), max_prompt_tokens=40)
+    summary = run_rows(src, tmp_path / "o.jsonl", step, quiet(on_error="skip"))
     reasons = [r["reason"] for r in read_jsonl_rows(tmp_path / "o.jsonl.rejected.jsonl")]
     assert summary.rejected == len(reasons) >= 1
+    assert summary.processed == 5 - len(reasons)
     assert all("more than the 40 allowed" in r for r in reasons)
 
 
@@ -224,6 +258,9 @@ def test_clean_candidates_statuses():
     clean = clean_candidates(["x", " ", "x", "y"], ["stop", "stop", "stop", "length"])
     assert clean.status == ("ok", "empty", "duplicate", "truncated")
     assert clean.kept == (0,)
+    kept = clean_candidates(["x", " ", "x", "y"], ["stop", "stop", "stop", "length"], True)
+    assert kept.status == ("ok", "empty", "duplicate", "ok (truncated)")
+    assert kept.kept == (0, 3)
 
 
 def candidate_rows() -> list[dict]:
@@ -234,7 +271,7 @@ def candidate_rows() -> list[dict]:
             "responses": ["Paris.", "Lyon, I believe.", "It is Paris, of course.", "Nice?"],
             "finish_reasons": ["stop", "stop", "stop", "stop"],
         },
-        {  # an empty and a truncated candidate are dropped; two remain
+        {  # an empty and (without keep_truncated) a truncated candidate are dropped; two remain
             "id": "b",
             "prompt": [{"role": "user", "content": "Greet me."}],
             "responses": ["Hello!", "", "Hi there, friend", "Good morning"],
@@ -249,13 +286,22 @@ def candidate_rows() -> list[dict]:
     ]
 
 
-def test_pairs_pick_best_and_worst_by_reward(tmp_path, scorer):
+def candidate_counts(counts: dict[str, int]) -> dict[str, int]:
+    """The candidate statuses of a pairs run's counts (``candidates ok`` -> ``ok``)."""
+    return {
+        k.removeprefix("candidates "): v for k, v in counts.items() if k.startswith("candidates ")
+    }
+
+
+def test_pairs_pick_best_and_worst_by_reward(tmp_path, scorer, monkeypatch):
     src = write_jsonl(tmp_path / "cands.jsonl", candidate_rows())
-    summary = make_pairs(src, tmp_path / "pairs.jsonl", scorer, PairsOptions(progress=False))
+    step = PairsStep(scorer, PairsOptions(keep_truncated=False))
+    summary = run_rows(src, tmp_path / "pairs.jsonl", step, quiet())
     rows = read_jsonl_rows(tmp_path / "pairs.jsonl")
-    assert summary.pairs == 2 and [r["id"] for r in rows] == ["a", "b"]
+    assert summary.written == 2 and [r["id"] for r in rows] == ["a", "b"]
+    assert [r["source_index"] for r in rows] == [0, 1]
     assert summary.dropped == {"fewer than 2 usable candidates": 1}
-    assert summary.candidates == {"ok": 7, "empty": 1, "truncated": 1, "duplicate": 2}
+    assert candidate_counts(summary.counts) == {"ok": 7, "empty": 1, "truncated": 1, "duplicate": 2}
     for row, cand in zip(rows, candidate_rows()[:2], strict=False):
         # Rewards recomputed independently from the scorer agree with the recorded ones.
         context = (
@@ -264,7 +310,9 @@ def test_pairs_pick_best_and_worst_by_reward(tmp_path, scorer):
             else cand["prompt"]
         )
         kept = [i for i, s in enumerate(row["candidate_status"]) if s == "ok"]
-        rewards = scorer.score([ScoreRequest(tuple(context), cand["responses"][i]) for i in kept])
+        rewards = scorer.score_requests(
+            [ScoreRequest(tuple(context), cand["responses"][i]) for i in kept]
+        )
         by_index = dict(zip(kept, (r.reward for r in rewards), strict=True))
         best = max(by_index, key=by_index.get)
         worst = min(by_index, key=by_index.get)
@@ -278,40 +326,61 @@ def test_pairs_pick_best_and_worst_by_reward(tmp_path, scorer):
         assert row["scored_with"]["reduction"] == "sum"
     assert rows[1]["candidate_status"] == ["ok", "empty", "truncated", "ok"]
     settings = json.loads((tmp_path / "pairs.jsonl.settings.json").read_text())
-    assert settings["scorer"]["strong"] == scorer.strong.name
-    assert settings["pairs"]["strategy"] == "best-worst"
+    assert settings["step"] == "pairs"
+    assert settings["settings"]["reward"]["strong"]["name"] == scorer.strong.name
+    assert settings["settings"]["pairs"]["strategy"] == "best-worst"
+    assert settings["settings"]["pairs"]["keep_truncated"] is False
+
     # Rerun: nothing is scored again, same output.
-    again = make_pairs(src, tmp_path / "pairs.jsonl", scorer, PairsOptions(progress=False))
-    assert again.scored == 0 and read_jsonl_rows(tmp_path / "pairs.jsonl") == rows
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("scored again")
+
+    monkeypatch.setattr(scorer, "score_requests", no_scoring)
+    again = run_rows(src, tmp_path / "pairs.jsonl", step, quiet())
+    assert (again.processed, again.already_done) == (0, 3)
+    assert read_jsonl_rows(tmp_path / "pairs.jsonl") == rows
+    assert again.dropped == summary.dropped and again.counts == summary.counts
+
+
+def test_pairs_keep_truncated_candidates_by_default(scorer):
+    (row,) = process_rows(candidate_rows()[1:2], PairsStep(scorer))
+    assert row["candidate_status"] == ["ok", "empty", "ok (truncated)", "ok"]
+    assert [r is None for r in row["candidate_rewards"]] == [False, True, False, False]
+    kept = [0, 2, 3]
+    rewards = [row["candidate_rewards"][i] for i in kept]
+    assert row["chosen_index"] == kept[max(range(3), key=lambda i: (rewards[i], -i))]
+    assert row["rejected_index"] == kept[min(range(3), key=lambda i: (rewards[i], i))]
+    assert row["source_index"] == 0
 
 
 def test_pairs_all_pairs_and_margin(tmp_path, scorer):
     src = write_jsonl(tmp_path / "cands.jsonl", candidate_rows()[:1])
-    make_pairs(
-        src,
-        tmp_path / "all.jsonl",
-        scorer,
-        PairsOptions("all-pairs", format="standard", progress=False),
-    )
+    step = PairsStep(scorer, PairsOptions("all-pairs", format="standard"))
+    run_rows(src, tmp_path / "all.jsonl", step, quiet())
     rows = read_jsonl_rows(tmp_path / "all.jsonl")
     assert len(rows) == 6  # 4 distinct rewards: every ordered pair with a positive margin
     assert all(isinstance(r["prompt"], str) and r["reward_margin"] > 0 for r in rows)
     margins = sorted(r["reward_margin"] for r in rows)
-    options = PairsOptions("all-pairs", min_margin=margins[2], progress=False)
-    make_pairs(src, tmp_path / "m.jsonl", scorer, options)
+    step = PairsStep(scorer, PairsOptions("all-pairs", min_margin=margins[2]))
+    run_rows(src, tmp_path / "m.jsonl", step, quiet())
     assert len(read_jsonl_rows(tmp_path / "m.jsonl")) == 3
+    # Every pair at or below the margin: the row is dropped, with the reason counted.
+    step = PairsStep(scorer, PairsOptions(min_margin=margins[-1]))
+    summary = run_rows(src, tmp_path / "none.jsonl", step, quiet())
+    assert summary.written == 0
+    assert summary.dropped == {f"margin not above {margins[-1]}": 1}
 
 
 def test_pairs_bad_input_names_the_line(tmp_path, scorer):
     rows = [*candidate_rows()[:1], {"prompt": "x", "responses": "not a list"}]
     src = write_jsonl(tmp_path / "cands.jsonl", rows)
     with pytest.raises(RowError, match=r"cands\.jsonl:2: field 'responses' must be"):
-        make_pairs(src, tmp_path / "p.jsonl", scorer, PairsOptions(progress=False))
+        run_rows(src, tmp_path / "p.jsonl", PairsStep(scorer), quiet())
     multi = [{"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "u"}],
               "responses": ["a", "b"]}]  # fmt: skip
     src = write_jsonl(tmp_path / "multi.jsonl", multi)
     with pytest.raises(RowError, match="use --format conversational"):
-        make_pairs(src, tmp_path / "p.jsonl", scorer, PairsOptions(format="standard"))
+        run_rows(src, tmp_path / "p.jsonl", PairsStep(scorer, PairsOptions(format="standard")))
 
 
 # ------------------------------------------------------------------ RMBoost
@@ -361,49 +430,78 @@ def test_label_and_aspect_draws():
 def test_rmboost_orders_pairs_by_label_and_resumes(tmp_path, generator):
     src = write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
     config = RMBoostConfig(num_aspects=2, seed=1, keep_truncated=True)
-    options = RMBoostFileOptions(chunk_size=2, progress=False)
+    options = quiet(chunk_size=2)
     out = tmp_path / "rmb.jsonl"
-    summary = rmboost_file(src, out, generator, small(n=1), config, options)
-    journal = {r["source_index"]: r for r in read_jsonl_rows(generated_path(out))}
+    summary = run_rows(src, out, RMBoostStep(generator, small(n=1), config), options)
     rows = read_jsonl_rows(out)
-    assert summary.generated == 5 and summary.pairs == len(rows)
-    assert summary.pairs + sum(summary.dropped.values()) == 5
-    assert {r["rmboost_label"] for r in journal.values()} == {"better", "worse"}
+    assert summary.processed == 5 and summary.written == len(rows)
+    assert summary.written + sum(summary.dropped.values()) == 5
+    assert {draw_label_and_aspects(config, i)[0] for i in range(5)} == {"better", "worse"}
+    # The first response is sample 0 of `sample` with the same settings; the second is the
+    # generator's answer to the rewrite prompt with the drawn label and aspects.
+    templates = load_templates()
+    contexts = [user_turn(p) for p in PROMPTS]
+    firsts = [g[0].text for g in generate(generator, contexts, small(n=1))]
     for row in rows:
-        j = journal[row["source_index"]]
-        label, aspects = draw_label_and_aspects(config, row["source_index"])
+        i = row["source_index"]
+        label, aspects = draw_label_and_aspects(config, i)
         assert (row["rmboost_label"], row["aspects"]) == (label, list(aspects))
+        assert row["id"] == PROMPTS[i]["id"]
+        rewrite = rewrite_messages(contexts[i], firsts[i], label, aspects, templates)
+        second = generate(generator, [rewrite], small(n=1))[0][0].text
         chosen, rejected = row["chosen"][0]["content"], row["rejected"][0]["content"]
         if row["rmboost_label"] == "better":
-            assert (chosen, rejected) == (j["second_response"], j["first_response"])
+            assert (chosen, rejected) == (second, firsts[i])
         else:
-            assert (chosen, rejected) == (j["first_response"], j["second_response"])
+            assert (chosen, rejected) == (firsts[i], second)
+        assert row["prompt"] == contexts[i]
         assert row["generated_with"]["rmboost"]["num_aspects"] == 2
         assert set(row["finish_reasons"]) == {"first", "second"}
-    # The first response is sample 0 of `sample` with the same settings.
-    first = generate(generator, [[{"role": "user", "content": PROMPTS[0]["prompt"]}]], small(n=1))
-    assert journal[0]["first_response"] == first[0][0].text
-    again = rmboost_file(src, out, generator, small(n=1), config, options)
-    assert again.generated == 0 and read_jsonl_rows(out) == rows
+        assert set(row["n_tokens"]) == {"first", "second"}
+    assert summary.counts["tokens"] > 0
+    again = run_rows(src, out, RMBoostStep(generator, small(n=1), config), options)
+    assert (again.processed, again.already_done) == (0, 5)
+    assert read_jsonl_rows(out) == rows
+    # A run stopped after three prompts resumes to the same output.
+    part = tmp_path / "part.jsonl"
+    run_rows(src, part, RMBoostStep(generator, small(n=1), config), quiet(chunk_size=2, limit=3))
+    resumed = run_rows(src, part, RMBoostStep(generator, small(n=1), config), options)
+    assert (resumed.already_done, resumed.processed) == (3, 2)
+    assert part.read_bytes() == out.read_bytes()
 
 
 def test_rmboost_check_records_agreement_and_filters(tmp_path, generator, scorer):
     src = write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
     config = RMBoostConfig(seed=2, keep_truncated=True)
-    options = RMBoostFileOptions(progress=False)
     out = tmp_path / "rmb.jsonl"
-    summary = rmboost_file(src, out, generator, small(n=1), config, options, scorer=scorer)
+    step = RMBoostStep(generator, small(n=1), config, check=scorer)
+    summary = run_rows(src, out, step, quiet())
     rows = read_jsonl_rows(out)
     assert rows and all(r["scorer_agrees"] == (r["reward_margin"] > 0) for r in rows)
+    for r in rows:
+        assert r["reward_margin"] == pytest.approx(r["reward_chosen"] - r["reward_rejected"])
+        assert r["scored_with"]["scorer"] == scorer.name
     agreeing = sum(r["scorer_agrees"] for r in rows)
-    assert summary.agreement["all"] == pytest.approx(agreeing / len(rows))
-    assert summary.checked["all"] == len(rows)
-    assert read_jsonl_rows(scores_path(out))
-    filtered = rmboost_file(
-        src, out, generator, small(n=1), config, options, scorer=scorer, filter_agreement=True
-    )
-    kept = read_jsonl_rows(out)
-    assert len(kept) == agreeing == filtered.pairs and all(r["scorer_agrees"] for r in kept)
+    assert agreement(summary.counts)["all"] == pytest.approx(agreeing / len(rows))
+    assert summary.counts["checked"] == len(rows)
+    for label in ("better", "worse"):
+        mine = [r for r in rows if r["rmboost_label"] == label]
+        assert summary.counts.get(f"checked {label}", 0) == len(mine)
+        assert summary.counts.get(f"agrees {label}", 0) == sum(r["scorer_agrees"] for r in mine)
+    # Other settings into the same output are refused, naming the setting.
+    filtering = RMBoostStep(generator, small(n=1), config, check=scorer, filter_agreement=True)
+    with pytest.raises(RunSettingsError, match="filter_agreement"):
+        run_rows(src, out, filtering, quiet())
+    filtered = run_rows(src, tmp_path / "filtered.jsonl", filtering, quiet())
+    kept = read_jsonl_rows(tmp_path / "filtered.jsonl")
+    assert len(kept) == agreeing == filtered.written and all(r["scorer_agrees"] for r in kept)
+    assert filtered.dropped.get("scorer disagrees", 0) == len(rows) - agreeing
+
+    def pair(row: dict) -> dict:  # generated_with records filter_agreement
+        return {k: v for k, v in row.items() if k != "generated_with"}
+
+    assert [pair(r) for r in kept] == [pair(r) for r in rows if r["scorer_agrees"]]
+    assert all(r["generated_with"]["filter_agreement"] for r in kept)
 
 
 # ------------------------------------------------------------------ formats
@@ -414,18 +512,11 @@ def test_outputs_load_with_datasets_and_trl(tmp_path, generator, scorer, tiny_mo
 
     src = write_jsonl(tmp_path / "cands.jsonl", candidate_rows())
     for fmt in ("conversational", "standard"):
-        make_pairs(
-            src, tmp_path / f"pairs-{fmt}.jsonl", scorer, PairsOptions(format=fmt, progress=False)
-        )
+        step = PairsStep(scorer, PairsOptions(format=fmt))
+        run_rows(src, tmp_path / f"pairs-{fmt}.jsonl", step, quiet())
     prompts = write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
-    rmboost_file(
-        prompts,
-        tmp_path / "rmb.jsonl",
-        generator,
-        small(n=1),
-        RMBoostConfig(keep_truncated=True),
-        RMBoostFileOptions(progress=False),
-    )
+    step = RMBoostStep(generator, small(n=1), RMBoostConfig(keep_truncated=True))
+    run_rows(prompts, tmp_path / "rmb.jsonl", step, quiet())
     paths = [tmp_path / f"pairs-{f}.jsonl" for f in ("conversational", "standard")]
     paths.append(tmp_path / "rmb.jsonl")
     datasets = [load_dataset("json", data_files=str(p), split="train") for p in paths]
@@ -482,6 +573,11 @@ def test_outputs_load_with_datasets_and_trl(tmp_path, generator, scorer, tiny_mo
 # ------------------------------------------------------------------ CLI
 
 
+def flat(text: str) -> str:
+    """CLI output with line breaks (the console wraps long lines) turned into spaces."""
+    return " ".join(text.split())
+
+
 def test_cli_sample_pairs_rmboost(tmp_path, tiny_models):
     from prefsmith.cli.main import app
 
@@ -504,8 +600,11 @@ def test_cli_sample_pairs_rmboost(tmp_path, tiny_models):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "sampled 3 prompts x 3 = 9 responses" in result.output
-    assert len(read_jsonl_rows(samples)) == 3
+    assert "sample: 3 rows processed" in flat(result.output)
+    assert "0 already done; 0 rejected" in flat(result.output)
+    sampled = read_jsonl_rows(samples)
+    assert len(sampled) == 3 and sum(len(r["responses"]) for r in sampled) == 9
+    assert all(r["generated_with"]["max_new_tokens"] == 5 for r in sampled)
     pairs_out = tmp_path / "pairs.jsonl"
     result = runner.invoke(
         app,
@@ -515,7 +614,10 @@ def test_cli_sample_pairs_rmboost(tmp_path, tiny_models):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "pairs from 3 prompts" in result.output
+    assert "pairs: 3 rows processed" in flat(result.output)
+    assert "candidates: " in result.output
+    settings = json.loads((tmp_path / "pairs.jsonl.settings.json").read_text())
+    assert settings["settings"]["pairs"]["keep_truncated"] is True
     rmb = tmp_path / "rmb.jsonl"
     result = runner.invoke(
         app,
@@ -527,24 +629,38 @@ def test_cli_sample_pairs_rmboost(tmp_path, tiny_models):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "scorer agrees with the intended label" in result.output
+    assert "scorer agrees with the intended label" in flat(result.output)
+    assert "rmboost: 3 rows processed" in flat(result.output)
     rows = read_jsonl_rows(rmb)
     assert rows and all(len(r["aspects"]) == 1 for r in rows)
     assert all(r["aspects"][0] in ("correctness", "wit") for r in rows)
 
 
-def test_cli_errors_are_clear(tmp_path, tiny_models):
+def test_cli_errors_are_clear(tmp_path, tiny_models, monkeypatch):
     from prefsmith.cli.main import app
 
+    def no_weights(*args, **kwargs):
+        raise AssertionError("weights loaded before the rows were checked")
+
+    monkeypatch.setattr("prefsmith.models.loading.load_model", no_weights)
     runner = CliRunner()
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "ok"}, {"question": "?"}])
-    result = runner.invoke(app, ["sample", str(bad), "-m", "/nonexistent/model"])
-    assert result.exit_code == 2
+    result = runner.invoke(app, ["sample", str(bad), "-m", tiny_models["chatml-a"]])
+    assert result.exit_code == 2, result.output
     assert "bad.jsonl:2" in result.output and "missing field 'prompt'" in result.output
     result = runner.invoke(app, ["rmboost", str(bad), "--filter-agreement"])
     assert result.exit_code == 2 and "--check" in result.output
     result = runner.invoke(app, ["pairs", str(bad), "--strategy", "best"])
     assert result.exit_code == 2 and "best-worst" in result.output
+
+
+def test_cli_bad_rows_are_reported_before_the_model_is_resolved(tmp_path):
+    from prefsmith.cli.main import app
+
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "ok"}, {"question": "?"}])
+    result = CliRunner().invoke(app, ["sample", str(bad), "-m", "/nonexistent/model"])
+    assert result.exit_code == 2
+    assert "bad.jsonl:2" in result.output and "missing field 'prompt'" in result.output
 
 
 # ------------------------------------------------------------------ real model
@@ -573,10 +689,9 @@ def test_packaged_generator_8_prompts_x_4(tmp_path):
         ]
         src = write_jsonl(tmp_path / "p.jsonl", [{"prompt": p} for p in prompts])
         config = SamplingConfig(n=4, max_new_tokens=32, batch_size=16)
-        options = SampleFileOptions(progress=False)
-        summary = sample_file(src, tmp_path / "s.jsonl", loaded, config, options)
+        summary = run_rows(src, tmp_path / "s.jsonl", SampleStep(loaded, config), quiet())
         rows = read_jsonl_rows(tmp_path / "s.jsonl")
-        assert summary.samples == 32 and len(rows) == 8
+        assert summary.counts["samples"] == 32 and len(rows) == 8
         assert all(t.strip() for r in rows for t in r["responses"])
         assert sum(fr == "stop" for r in rows for fr in r["finish_reasons"]) >= 8
         assert any("Tokyo" in t for t in rows[0]["responses"])  # an instruct model answers

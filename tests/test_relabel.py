@@ -9,9 +9,10 @@ from typer.testing import CliRunner
 
 from prefsmith.data.io import read_jsonl_rows
 from prefsmith.data.rows import RowError
-from prefsmith.relabel.files import RelabelOptions, relabel_file
+from prefsmith.data.runner import RunOptions, RunSettingsError, process_rows, run_rows
 from prefsmith.relabel.pairs import load_template
 from prefsmith.relabel.scale import GoalScale, fit_scale
+from prefsmith.relabel.step import RelabelOptions, RelabelStep
 
 ROWS = [
     {"id": "a", "prompt": "2+2?", "chosen": "4", "rejected": "5", "r_c": 10.0, "r_r": 0.0},
@@ -32,11 +33,25 @@ def minmax_options(**kw) -> RelabelOptions:
     return RelabelOptions(**{**base, **kw})
 
 
+def relabel_file(source, output, options: RelabelOptions | None = None, **run):
+    """Relabel ``source`` into ``output`` with the row runner (no progress display)."""
+    return run_rows(source, output, RelabelStep(options), RunOptions(progress=False, **run))
+
+
+def goal_mapping(output) -> dict:
+    """The goal mapping recorded in the run's settings file."""
+    settings = json.loads(output.with_name(output.name + ".settings.json").read_text())
+    assert settings["step"] == "relabel"
+    return settings["settings"]["goal_mapping"]
+
+
 def test_two_pairs_per_input_with_swapped_order_and_right_goals(tmp_path):
     src = write_jsonl(tmp_path / "in.jsonl", ROWS)
     summary = relabel_file(src, tmp_path / "out.jsonl", minmax_options())
     out = read_jsonl_rows(tmp_path / "out.jsonl")
-    assert (summary.inputs, summary.written, summary.ties) == (3, 6, 0)
+    assert (summary.inputs, summary.written, summary.counts["ties"]) == (3, 6, 0)
+    assert summary.dropped == {}
+    assert [r["source_index"] for r in out] == [0, 0, 1, 1, 2, 2]
     template = load_template()
     # minmax over all six rewards: 0 -> 1, 10 -> 10, linear in between.
     expected = {"a": (10.0, 1.0), "b": (7.8, 3.2), "c": (5.5, 8.2)}
@@ -65,10 +80,13 @@ def test_two_pairs_per_input_with_swapped_order_and_right_goals(tmp_path):
             assert user == {"role": "user", "content": row_in["prompt"]}
     # whole goals print as integers
     assert "score of 10 on a scale" in out[0]["prompt"][0]["content"]
-    meta = json.loads((tmp_path / "out.jsonl.relabel.json").read_text())
-    assert meta["goal_mapping"]["method"] == "minmax"
-    assert meta["goal_mapping"]["params"] == {"min": 0.0, "max": 10.0}
-    assert meta["counts"] == {"inputs": 3, "written": 6, "ties": 0}
+    mapping = goal_mapping(tmp_path / "out.jsonl")
+    assert mapping["method"] == "minmax"
+    assert mapping["params"] == {"min": 0.0, "max": 10.0}
+    assert mapping["n_rewards"] == 6
+    assert not (tmp_path / "out.jsonl.relabel.json").exists()
+    # The same in memory: the mapping is fitted on the rows given.
+    assert process_rows(ROWS, RelabelStep(minmax_options())) == out
 
 
 def test_quantile_mapping_is_monotone_spans_the_scale_and_is_recorded(tmp_path):
@@ -96,10 +114,15 @@ def test_quantile_mapping_is_monotone_spans_the_scale_and_is_recorded(tmp_path):
     ]
     src = write_jsonl(tmp_path / "in.jsonl", rows)
     relabel_file(src, tmp_path / "out.jsonl")  # defaults: quantile 1..10, reward_* columns
-    meta = json.loads((tmp_path / "out.jsonl.relabel.json").read_text())
-    knots = meta["goal_mapping"]["params"]["knots"]
-    assert meta["goal_mapping"]["method"] == "quantile" and knots[0] == -30.0
+    mapping = goal_mapping(tmp_path / "out.jsonl")
+    knots = mapping["params"]["knots"]
+    assert mapping["method"] == "quantile" and knots[0] == -30.0
     assert knots[-1] == 250.0 and len(knots) == 101
+    # The goals written are the default mapping (one decimal) fitted on these rewards.
+    default = fit_scale(rewards, GoalScale())
+    assert mapping == default.to_dict()
+    for row in read_jsonl_rows(tmp_path / "out.jsonl"):
+        assert row["goal"] == default.map(row["reward"])
 
 
 def test_identity_scale_keeps_judge_scores_and_rejects_out_of_range(tmp_path):
@@ -115,7 +138,8 @@ def test_tie_rule(tmp_path, rule, n_rows):
     src = write_jsonl(tmp_path / "in.jsonl", rows)
     summary = relabel_file(src, tmp_path / "out.jsonl", minmax_options(tie_rule=rule))
     out = read_jsonl_rows(tmp_path / "out.jsonl")
-    assert summary.ties == 1 and len(out) == n_rows
+    assert summary.counts["ties"] == 1 and len(out) == n_rows
+    assert summary.dropped == ({"tie (rule drop)": 1} if rule == "drop" else {})
     tied = [r for r in out if r["prompt"][1]["content"] == "tie"]
     if rule == "chosen":
         assert [r["chosen"][0]["content"] for r in tied] == ["x"]
@@ -128,7 +152,7 @@ def test_ties_after_rounding_to_integer_goals(tmp_path):
     src = write_jsonl(tmp_path / "in.jsonl", rows)
     options = minmax_options(scale=GoalScale("minmax", 1, 10, decimals=0))
     summary = relabel_file(src, tmp_path / "out.jsonl", options)
-    assert (summary.ties, summary.written) == (1, 2)
+    assert (summary.counts["ties"], summary.written) == (1, 2)
 
 
 def test_standard_format_and_existing_system_turn(tmp_path):
@@ -157,6 +181,17 @@ def test_bad_rows_name_file_and_line(tmp_path):
     template.write_text("no placeholder here")
     with pytest.raises(ValueError, match="must contain the placeholder"):
         relabel_file(src, tmp_path / "out.jsonl", minmax_options(template=str(template)))
+    assert not (tmp_path / "out.jsonl").exists()
+    # With on_error="skip" the bad row is set aside with its location and reason.
+    summary = relabel_file(src, tmp_path / "out.jsonl", minmax_options(), on_error="skip")
+    assert (summary.inputs, summary.rejected, summary.written) == (1, 1, 2)
+    (rejected,) = read_jsonl_rows(tmp_path / "out.jsonl.rejected.jsonl")
+    assert rejected["location"].endswith("in.jsonl:2") and rejected["source_index"] == 1
+    assert "reward column 'r_c' must be a finite number" in rejected["reason"]
+    # Resuming with another goal scale is refused, naming the setting.
+    other = minmax_options(scale=GoalScale("minmax", 0, 5, 1))
+    with pytest.raises(RunSettingsError, match=r"settings\.goal_mapping\.high: 10 -> 5"):
+        relabel_file(src, tmp_path / "out.jsonl", other, on_error="skip")
 
 
 def test_cli_relabel(tmp_path):
@@ -176,5 +211,9 @@ def test_cli_relabel(tmp_path):
     rows = pq.read_table(out).to_pylist()
     assert len(rows) == 6
     assert rows[0]["prompt"][0]["content"] == "Target: 10/10."
+    assert "0 ties (rule drop)" in " ".join(result.output.split())
+    settings = json.loads((tmp_path / "out.parquet.settings.json").read_text())
+    assert settings["settings"]["goal_mapping"]["decimals"] == 0
+    assert not (tmp_path / "out.parquet.relabel.json").exists()
     bad = runner.invoke(app, ["relabel", str(src), "-o", str(out)])
     assert bad.exit_code == 2 and "in.jsonl:1" in bad.output

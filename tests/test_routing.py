@@ -14,19 +14,20 @@ from typer.testing import CliRunner
 from prefsmith.cli.main import app
 from prefsmith.data.io import read_jsonl_rows
 from prefsmith.data.rows import to_scoring_item
+from prefsmith.data.runner import process_rows
+from prefsmith.evaluation.routing import confusion_matrix, routing_agreement
 from prefsmith.models.backend import ScoreRequest
 from prefsmith.models.encoding import ConversationEncoder
-from prefsmith.rewards.annotate import AnnotateOptions, annotate_file
-from prefsmith.rewards.density_ratio import DensityRatioScorer, Reduction
+from prefsmith.rewards.density_ratio import DensityRatioReward, Reduction
+from prefsmith.rewards.score import ScoreStep
 from prefsmith.routing.customize import (
     EXEMPLAR_STYLES,
-    Customizer,
+    Customization,
     customize_item,
     customize_items,
     customized_context,
 )
 from prefsmith.routing.domains import DomainsError, load_domains, parse_domains
-from prefsmith.evaluation.routing import confusion_matrix, routing_agreement
 from prefsmith.routing.routers import EmbeddingRouter, LMRouter, RuleRouter, make_router
 
 runner = CliRunner()
@@ -195,22 +196,17 @@ def test_customize_items_routes_and_records_confidence(domains):
     assert domains["code"].system_prompt in done.items[0].context[0]["content"]
 
 
-def test_annotate_hook_writes_domain_and_confidence(tmp_path, tiny_backends, domains):
-    scorer = DensityRatioScorer(tiny_backends["chatml-a"], tiny_backends["plain-c"], Reduction.SUM)
+def test_customized_reward_writes_domain_and_confidence(tiny_backends, domains):
+    strong, weak = tiny_backends["chatml-a"], tiny_backends["plain-c"]
     rows = [
         {"id": n, "prompt": p, "chosen": "Sure, here it is.", "rejected": "No."}
         for n, p in (("m", PROMPTS["math"][0]), ("s", PROMPTS["safety"][0]))
     ]
-    src = tmp_path / "in.jsonl"
-    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    options = AnnotateOptions(progress=False)
-    annotate_file(src, tmp_path / "plain.jsonl", scorer, options)
-    customizer = Customizer(domains, RuleRouter(domains), "system")
-    annotate_file(src, tmp_path / "custom.jsonl", scorer, options, customizer)
-    plain, custom = (
-        read_jsonl_rows(tmp_path / "plain.jsonl"),
-        read_jsonl_rows(tmp_path / "custom.jsonl"),
-    )
+    plain = process_rows(rows, ScoreStep(DensityRatioReward(strong, weak, Reduction.SUM)))
+    customization = Customization(domains, RuleRouter(domains), "system")
+    custom_reward = DensityRatioReward(strong, weak, Reduction.SUM, customization=customization)
+    assert custom_reward.name.endswith("+cdr")
+    custom = process_rows(rows, ScoreStep(custom_reward))
     assert [r["domain"] for r in custom] == ["math", "safety"]
     assert all(0 < r["router_confidence"] <= 1 for r in custom)
     assert custom[0]["scored_with"]["customization"]["router"] == "rules"

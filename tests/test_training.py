@@ -102,7 +102,7 @@ def test_cli_dpo_lora_from_yaml_with_overrides_and_resume(tiny_models, relabeled
         "save_steps: 2\ndevice: cpu\nmax_length: 128\nlora_r: 8\n"
     )
     runner = CliRunner()
-    common = ["train", "--config", str(config), "--method", "dpo", "--output-dir", str(out)]
+    common = ["train", "--config", str(config), "--method", "dpo", "-o", str(out)]
     first = runner.invoke(app, [*common, "--max-steps", "2", "--set", "lr_scheduler=constant"])
     assert first.exit_code == 0, first.output
     saved = load_config(out / "train_config.yaml")
@@ -162,7 +162,7 @@ def test_sample_goal_conditions_on_the_relabel_template(tiny_models, tmp_path):
 
 
 def test_judge_counts_wins_from_density_ratio_rewards(tiny_models, tmp_path):
-    from prefsmith.training.judge import JudgeOptions, judge
+    from prefsmith.evaluation.judge import JudgeOptions, judge
 
     prompts = [("p1", "What is 2+2?"), ("p2", "Name a colour."), ("p3", "Hello!")]
     options = JudgeOptions(
@@ -189,11 +189,21 @@ def test_judge_counts_wins_from_density_ratio_rewards(tiny_models, tmp_path):
     # A second call reuses the cached answers and judgements.
     again, _ = judge(tuned, base, prompts, tmp_path / "j", options)
     assert again == result
+    # So does `prefsmith judge` with the same folder (-o/--output).
+    from prefsmith.cli.main import app
+
+    src = tmp_path / "prompts.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "prompt": t}) + "\n" for i, t in prompts))
+    args = ["judge", tuned, "--baseline", base, "--prompts", str(src), "-o", str(tmp_path / "j")]
+    args += ["--goal", "10", "--strong", tuned, "--weak", base, "--max-new-tokens", "4"]
+    cli = CliRunner().invoke(app, [*args, "--device", "cpu"])
+    assert cli.exit_code == 0, cli.output
+    assert f"win rate {result.rate:.3f}" in " ".join(cli.output.split())
 
 
 def test_default_judge_prompts_ship_with_the_package():
     """`prefsmith judge` needs no data beside the checkout: MT-Bench is a package resource."""
-    from prefsmith.training.judge import MT_BENCH, read_prompts
+    from prefsmith.evaluation.judge import MT_BENCH, read_prompts
 
     prompts = read_prompts(MT_BENCH)
     assert len(prompts) == 80

@@ -23,7 +23,7 @@ _EXPORTS = {
     "DensityRatioReward": "prefsmith.rewards.density_ratio",
     "DPOReward": "prefsmith.rewards.density_ratio",
     "LogProbReward": "prefsmith.rewards.density_ratio",
-    "Reward": "prefsmith.rewards.base",
+    "Reward": "prefsmith.rewards.score",
     "parse_scorer": "prefsmith.rewards.spec",
     "ScoreStep": "prefsmith.rewards.score",
     "ModelOptions": "prefsmith.models.pool",
@@ -69,9 +69,8 @@ if TYPE_CHECKING:
     from prefsmith.models.pool import ModelOptions, ModelPool
     from prefsmith.relabel.scale import GoalScale
     from prefsmith.relabel.step import RelabelOptions, RelabelStep
-    from prefsmith.rewards.base import Reward
     from prefsmith.rewards.density_ratio import DensityRatioReward, DPOReward, LogProbReward
-    from prefsmith.rewards.score import ScoreStep
+    from prefsmith.rewards.score import Reward, ScoreStep
     from prefsmith.rewards.spec import parse_scorer
     from prefsmith.routing.customize import Customization
     from prefsmith.training.config import TrainConfig

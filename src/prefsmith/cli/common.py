@@ -112,6 +112,16 @@ DROP_ADVICE = {
 }
 
 
+def check_rows(source: Path, prepare: Any, options: Any) -> None:
+    """Validate every input row before any model loads (``--on-error raise`` stops here)."""
+    from prefsmith.data.runner import first_error, read_items
+
+    with user_errors():
+        _, bad = read_items(source, prepare, options.limit)
+        if bad and options.on_error == "raise":
+            raise first_error(bad, None)
+
+
 def run_step(source: Any, output: Path, step: Any, options: Any) -> Any:
     """Run ``step`` with the row runner, print its summary, and warn when most rows dropped."""
     from prefsmith.data.runner import run_rows

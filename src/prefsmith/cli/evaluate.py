@@ -11,6 +11,7 @@ from rich.table import Table
 
 from prefsmith.cli import options as o
 from prefsmith.cli.common import (
+    check_rows,
     console,
     customization,
     model_options,
@@ -67,17 +68,18 @@ def evaluate(
     progress: o.Progress = True,
 ) -> None:
     """Evaluate scorers as reward models: pairwise accuracy per subset and section."""
-    from prefsmith.evaluation.harness import evaluate_file
+    from prefsmith.evaluation.harness import evaluate_file, prepare_pair
     from prefsmith.rewards.spec import ScorerSpec
 
     output = output or Path("runs/eval")
+    run = run_options(on_error, 64, None, progress)
+    check_rows(data, lambda row: prepare_pair(row, system_prompt), run)
     with user_errors():
         pool = _pool(dtype, device, threads, max_length, _cache(no_cache, cache_path))
         specs = [ScorerSpec.parse(s, strong, weak) for s in scorer or ["density-ratio:sum"]]
         rewards = [spec.build(pool) for spec in specs]
         if custom := customization(domains, router, exemplars):
             rewards += [spec.build(pool, custom) for spec in specs]
-        run = run_options(on_error, 64, None, progress)
         result = evaluate_file(data, rewards, output, run, system_prompt, save_token_logprobs)
     console.print(eval_table(result))
     console.print(scorer_legend(result), highlight=False, soft_wrap=True)

@@ -10,8 +10,10 @@ import typer
 from prefsmith.cli import options as o
 from prefsmith.cli.common import (
     check_choice,
+    check_rows,
     console,
     default_output,
+    fail,
     load_options,
     model_options,
     run_options,
@@ -22,6 +24,7 @@ from prefsmith.defaults import (
     DEFAULT_DTYPE,
     DEFAULT_GENERATOR,
     DEFAULT_MAX_LENGTH,
+    DEFAULT_REDUCTION,
     DEFAULT_SEED,
     DEFAULT_STRONG,
     DEFAULT_WEAK,
@@ -76,16 +79,19 @@ def sample(
     progress: o.Progress = True,
 ) -> None:
     """Sample N responses per prompt from a generator (resumable; rows: prompt + responses)."""
+    from prefsmith.data.rows import to_prompt
     from prefsmith.generation.sampling import SampleStep
     from prefsmith.relabel.pairs import goal_system_prompt
 
+    run = run_options(on_error, chunk_size, limit, progress)
+    check_rows(prompts, to_prompt, run)
     with user_errors():
         if goal is not None:
             system_prompt = goal_system_prompt(goal, goal_template, system_prompt)
         config = _sampling(n, temperature, top_p, max_new_tokens, seed, batch_size, system_prompt)
         step = SampleStep(model, config, max_prompt_tokens, load_options(dtype, device, threads))
     output = output or default_output("sample", prompts)
-    summary = run_step(prompts, output, step, run_options(on_error, chunk_size, limit, progress))
+    summary = run_step(prompts, output, step, run)
     tokens, truncated = summary.counts.get("tokens", 0), summary.counts.get("truncated samples", 0)
     rate = f"{tokens / summary.seconds:.1f} tok/s" if summary.seconds else "-"
     console.print(f"{tokens} tokens ({rate}); {truncated} samples hit --max-new-tokens")
@@ -98,7 +104,7 @@ def pairs(
     output: o.Output = None,
     strong: o.Strong = DEFAULT_STRONG,
     weak: o.Weak = DEFAULT_WEAK,
-    reduction: o.Reduction = "sum",
+    reduction: o.Reduction = DEFAULT_REDUCTION,
     strategy: Annotated[str, typer.Option(help="best-worst | all-pairs.")] = "best-worst",
     min_margin: Annotated[float, typer.Option(help="Keep pairs with a larger margin.")] = 0.0,
     fmt: o.Format = "conversational",
@@ -116,14 +122,15 @@ def pairs(
     progress: o.Progress = True,
 ) -> None:
     """Score sampled candidates with the density ratio; keep best vs. worst (or all) pairs."""
-    from prefsmith.generation.pairs import PairsOptions, PairsStep
+    from prefsmith.generation.pairs import PairsOptions, PairsStep, prepare_candidates
 
     check_choice("--strategy", strategy, ("best-worst", "all-pairs"))
     check_choice("--format", fmt, FORMATS)
     options = PairsOptions(strategy, min_margin, fmt, keep_truncated, system_prompt)  # type: ignore[arg-type]
+    run = run_options(on_error, chunk_size, limit, progress)
+    check_rows(candidates, lambda row: prepare_candidates(row, options), run)
     reward = _reward(strong, weak, reduction, max_length, dtype, device, threads)
     output = output or default_output("pairs", candidates)
-    run = run_options(on_error, chunk_size, limit, progress)
     summary = run_step(candidates, output, PairsStep(reward, options), run)
     statuses = {k.removeprefix("candidates "): v for k, v in summary.counts.items()}
     console.print("candidates: " + ", ".join(f"{v} {k}" for k, v in sorted(statuses.items())))
@@ -148,7 +155,7 @@ def rmboost(
     ] = False,
     strong: o.Strong = DEFAULT_STRONG,
     weak: o.Weak = DEFAULT_WEAK,
-    reduction: o.Reduction = "sum",
+    reduction: o.Reduction = DEFAULT_REDUCTION,
     temperature: o.Temperature = 0.7,
     top_p: o.TopP = 0.85,
     max_new_tokens: o.MaxNewTokens = 256,
@@ -166,9 +173,14 @@ def rmboost(
     progress: o.Progress = True,
 ) -> None:
     """RMBoost: a first response, a drawn label and aspects, then a better/worse rewrite."""
+    from prefsmith.data.rows import to_prompt
     from prefsmith.generation.rmboost import RMBoostConfig, RMBoostStep, agreement
 
     check_choice("--format", fmt, FORMATS)
+    if filter_agreement and not check:
+        fail("--filter-agreement needs --check (the density-ratio check)")
+    run = run_options(on_error, chunk_size, limit, progress)
+    check_rows(prompts, to_prompt, run)
     names = tuple(a.strip() for a in aspects.split(",") if a.strip())
     sampling = _sampling(1, temperature, top_p, max_new_tokens, seed, batch_size, system_prompt)
     scorer = _reward(strong, weak, reduction, 2048, "auto", device, threads) if check else None
@@ -187,7 +199,7 @@ def rmboost(
             load_options(dtype, device, threads),
         )
     output = output or default_output("rmboost", prompts)
-    summary = run_step(prompts, output, step, run_options(on_error, chunk_size, limit, progress))
+    summary = run_step(prompts, output, step, run)
     if check:
         shares = agreement(summary.counts)
         shown = [f"{k} {'-' if v is None else f'{v:.1%}'}" for k, v in shares.items()]

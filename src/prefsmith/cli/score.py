@@ -10,6 +10,7 @@ import typer
 
 from prefsmith.cli import options as o
 from prefsmith.cli.common import (
+    check_rows,
     console,
     customization,
     default_output,
@@ -18,7 +19,13 @@ from prefsmith.cli.common import (
     run_step,
     user_errors,
 )
-from prefsmith.defaults import DEFAULT_DTYPE, DEFAULT_MAX_LENGTH, DEFAULT_STRONG, DEFAULT_WEAK
+from prefsmith.defaults import (
+    DEFAULT_DTYPE,
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_REDUCTION,
+    DEFAULT_STRONG,
+    DEFAULT_WEAK,
+)
 
 
 def default_input() -> Path:
@@ -41,7 +48,7 @@ def score(
     output: o.Output = None,
     strong: o.Strong = DEFAULT_STRONG,
     weak: o.Weak = DEFAULT_WEAK,
-    reduction: o.Reduction = "sum",
+    reduction: o.Reduction = DEFAULT_REDUCTION,
     system_prompt: o.SystemPrompt = None,
     domains: o.Domains = None,
     router: o.Router = None,
@@ -59,12 +66,14 @@ def score(
     progress: o.Progress = True,
 ) -> None:
     """Score responses with the density ratio log p_strong(y|x) - log p_weak(y|x)."""
+    from prefsmith.data.rows import to_scoring_item
     from prefsmith.rewards.density_ratio import DensityRatioReward
     from prefsmith.rewards.score import ScoreStep
 
     source = input_path or default_input()
     output = output or default_output("score", source)
     run = run_options(on_error, chunk_size, limit, progress)
+    check_rows(source, lambda row: to_scoring_item(row, system_prompt), run)
     models = model_options(
         dtype,
         device,

@@ -17,7 +17,13 @@ from prefsmith.cli.common import (
     run_step,
     user_errors,
 )
-from prefsmith.defaults import DEFAULT_GENERATOR, DEFAULT_STRONG, DEFAULT_WEAK
+from prefsmith.defaults import (
+    DEFAULT_GENERATOR,
+    DEFAULT_REDUCTION,
+    DEFAULT_SEED,
+    DEFAULT_STRONG,
+    DEFAULT_WEAK,
+)
 
 
 def relabel(
@@ -170,11 +176,11 @@ def judge(
     template: Annotated[Path | None, typer.Option(help="Goal template file.")] = None,
     strong: o.Strong = DEFAULT_STRONG,
     weak: o.Weak = DEFAULT_WEAK,
-    reduction: o.Reduction = "sum",
+    reduction: o.Reduction = DEFAULT_REDUCTION,
     max_new_tokens: Annotated[int, typer.Option(help="Longest answer.")] = 256,
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.7,
     top_p: Annotated[float, typer.Option(help="Nucleus threshold.")] = 0.85,
-    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    seed: o.Seed = DEFAULT_SEED,
     batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 8,
     tie_tolerance: Annotated[float, typer.Option(help="|reward diff| <= this is a tie.")] = 0.0,
     ci: Annotated[str, typer.Option(help="wilson | bootstrap")] = "wilson",

@@ -256,11 +256,11 @@ def read_items(
     return good, bad
 
 
-def first_error(bad: Sequence[RowError], step: Step) -> RowError:
+def first_error(bad: Sequence[RowError], step: Step | None = None) -> RowError:
     """The error to raise for ``bad`` rows: the first, with the count and what to do."""
     first = bad[0]
     more = f" (and {len(bad) - 1} more bad rows)" if len(bad) > 1 else ""
-    hint = f"; {step.name} reads {step.input_columns}" if step.input_columns else ""
+    hint = f"; {step.name} reads {step.input_columns}" if step and step.input_columns else ""
     advice = "; --on-error skip sets bad rows aside"
     return RowError(first.location, f"{first.reason}{more}{hint}{advice}")
 
@@ -488,7 +488,8 @@ def _check_settings(output: Path, settings: dict[str, Any]) -> None:
     before = json.loads(path.read_text())
     differences = settings_difference(before, settings)
     if differences:
-        files = ", ".join(str(p) for p in [output, *side_files(output)] if p.exists())
+        paths = dict.fromkeys([output, *side_files(output)])  # the journal may be the output
+        files = ", ".join(str(p) for p in paths if p.exists())
         raise RunSettingsError(
             f"{output} was written with other settings ({'; '.join(differences[:5])}"
             f"{'; ...' if len(differences) > 5 else ''}); resuming would mix two runs."

@@ -217,6 +217,17 @@ def _conversation(prompt: str, goal: float | None, options: JudgeOptions) -> lis
     return with_goal(messages, goal_message(goal, load_template(options.template), scale))
 
 
+def _sampling_key(options: JudgeOptions) -> dict[str, Any]:
+    """What decides an answer besides the model and goal (cached answers must match it)."""
+    keys = ("max_new_tokens", "temperature", "top_p", "seed", "template", "scale_low", "scale_high")
+    return {k: getattr(options, k) for k in keys}
+
+
+def _judge_key(options: JudgeOptions) -> dict[str, Any]:
+    """What decides a judgement (cached judgements must match it)."""
+    return {k: getattr(options, k) for k in ("strong", "weak", "reduction", "tie_tolerance")}
+
+
 def generate_answers(
     model: str,
     prompts: Sequence[tuple[str, str]],
@@ -225,9 +236,10 @@ def generate_answers(
     path: Path,
 ) -> list[dict[str, Any]]:
     """Answers of ``model`` to ``prompts`` (one sample each), cached in ``path``."""
+    sampling = _sampling_key(options)
     cached = read_jsonl_rows(path)
     if [r["id"] for r in cached] == [p[0] for p in prompts] and all(
-        r["model"] == model and r["goal"] == goal for r in cached
+        r["model"] == model and r["goal"] == goal and r.get("sampling") == sampling for r in cached
     ):
         return cached
     loaded = load_model(model, LoadOptions(device=options.device, threads=options.threads))  # type: ignore[arg-type]
@@ -250,6 +262,7 @@ def generate_answers(
             "n_tokens": gens[0].n_tokens,
             "model": model,
             "goal": goal,
+            "sampling": sampling,
         }
         for (pid, text), gens in zip(prompts, generations, strict=True)
     ]
@@ -278,8 +291,9 @@ def judge(
     )
     judged_path = out / "judged.jsonl"
     judged = read_jsonl_rows(judged_path)
-    fresh = [(r["id"], r["tuned"], r["baseline"]) for r in judged] == [
-        (p[0], x["answer"], y["answer"]) for p, x, y in zip(prompts, a, b, strict=True)
+    judge_key = _judge_key(options)
+    fresh = [(r["id"], r["tuned"], r["baseline"], r.get("judge")) for r in judged] == [
+        (p[0], x["answer"], y["answer"], judge_key) for p, x, y in zip(prompts, a, b, strict=True)
     ]
     if not fresh:
         reward = DensityRatioReward(
@@ -309,6 +323,7 @@ def judge(
                     "reward_tuned": r_a,
                     "reward_baseline": r_b,
                     "outcome": outcome,
+                    "judge": judge_key,
                 }
             )
         judged_path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in judged))

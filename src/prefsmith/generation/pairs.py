@@ -27,8 +27,8 @@ from prefsmith.data.io import INDEX_FIELD
 from prefsmith.data.messages import Message
 from prefsmith.data.rows import ScoringItem, to_prompt
 from prefsmith.data.runner import Advance, Outcome, RowItem, Step
-from prefsmith.rewards.base import ItemRewards, Reward
-from prefsmith.rewards.score import scored_with
+from prefsmith.rewards.base import ItemRewards
+from prefsmith.rewards.score import Reward, scored_with
 
 Strategy = Literal["best-worst", "all-pairs"]
 PairFormat = Literal["standard", "conversational"]

@@ -45,8 +45,7 @@ from prefsmith.generation.sampling import (
     prompt_room,
 )
 from prefsmith.models.loading import LazyModel, LoadedModel, LoadOptions
-from prefsmith.rewards.base import Reward
-from prefsmith.rewards.score import scored_with, short_hash
+from prefsmith.rewards.score import Reward, scored_with, short_hash
 
 Label = Literal["better", "worse"]
 

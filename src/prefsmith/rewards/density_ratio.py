@@ -24,10 +24,10 @@ from prefsmith.models.pool import ModelOptions, ModelPool
 from prefsmith.rewards.base import (
     IncompatibleModelsError,
     Reduction,
-    Reward,
     ScoredResponse,
     reduce_logprobs,
 )
+from prefsmith.rewards.score import Reward
 
 if TYPE_CHECKING:
     from prefsmith.models.cache import LogProbCache

@@ -1,4 +1,9 @@
-"""The ``score`` step: rows in, the same rows with rewards out (``prefsmith score``).
+"""Rewards and the ``score`` step: rows in, the same rows with rewards out (``prefsmith score``).
+
+A :class:`Reward` scores the responses of :class:`~prefsmith.data.rows.ScoringItem` s. It may
+carry a :class:`~prefsmith.routing.customize.Customization` (the customized density ratio):
+each item's context is then routed and rewritten before scoring, and the route is returned with
+the rewards. :class:`ScoreStep` runs a reward over rows.
 
 Input columns: one of the shapes of :mod:`prefsmith.data.rows` (``prompt``/``chosen``/
 ``rejected``, conversational pairs, or ``prompt``/``responses``); every other column is kept.
@@ -19,13 +24,101 @@ Output columns added:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
-from typing import Any
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from prefsmith.data.rows import ScoringItem, to_scoring_item
-from prefsmith.data.runner import Advance, Outcome, RowItem, Step
+from prefsmith.data.runner import Advance, Outcome, RowItem, Step, process_rows
+from prefsmith.models.backend import ScoreRequest
 from prefsmith.models.encoding import token_pieces
-from prefsmith.rewards.base import ItemRewards, Reward, ScoredResponse
+from prefsmith.rewards.base import ItemRewards, ScoredResponse
+
+if TYPE_CHECKING:
+    from prefsmith.routing.customize import Customization
+
+
+class Reward(ABC):
+    """A reward model made of language models' log-probs.
+
+    Subclasses implement :meth:`score_requests` (rewards of responses in their contexts),
+    :meth:`settings` and :attr:`name`; :meth:`score_items` adds the customization and
+    :meth:`score` the row handling of the Python API.
+    """
+
+    customization: Customization | None = None
+
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """The scorer spec that rebuilds this reward (see :mod:`prefsmith.rewards.spec`)."""
+
+    @abstractmethod
+    def score_requests(
+        self, requests: Sequence[ScoreRequest], on_progress: Callable[[int], None] | None = None
+    ) -> list[ScoredResponse]:
+        """Rewards of ``requests``; ``on_progress(n)`` as model passes finish ``n`` of them."""
+
+    @abstractmethod
+    def settings(self) -> dict[str, Any]:
+        """Everything needed to reproduce the rewards, recorded next to them."""
+
+    @property
+    @abstractmethod
+    def passes(self) -> int:
+        """Model passes per request (for progress: two for a density ratio)."""
+
+    def tokenizers(self) -> tuple[Any, Any | None]:
+        """Tokenizers of the (strong, weak) models, to show tokens."""
+        return None, None
+
+    def score_items(
+        self, items: Sequence[ScoringItem], advance: Callable[[float], None] | None = None
+    ) -> list[ItemRewards]:
+        """Rewards of every response of ``items`` (customized first, with a customization).
+
+        ``advance(k)`` is called with fractions of items as the model passes progress.
+        """
+        fields: list[dict[str, Any]] = [{} for _ in items]
+        if self.customization is not None:
+            items, fields = self.customization.apply(items, self)
+        requests = [ScoreRequest(item.context, r) for item in items for r in item.responses]
+        units = max(len(requests), 1) * self.passes / max(len(items), 1)
+
+        def progress(n: int) -> None:
+            if advance is not None:
+                advance(n / units)
+
+        scored = self.score_requests(requests, progress)
+        out, offset = [], 0
+        for item, extra in zip(items, fields, strict=True):
+            out.append(ItemRewards(scored[offset : offset + len(item.responses)], extra))
+            offset += len(item.responses)
+        return out
+
+    def score(
+        self,
+        rows: Iterable[Any],
+        *,
+        system_prompt: str | None = None,
+        save_token_logprobs: bool = False,
+        on_error: str = "raise",
+        progress: bool = False,
+    ) -> Any:
+        """Score rows in memory: a list of dicts or a ``datasets.Dataset``, returned the same way.
+
+        Each row gains ``reward_chosen``, ``reward_rejected`` and ``reward_margin`` (pairs) or
+        ``rewards`` (candidates), plus ``scored_with``, ``response_tokens``, ``truncated`` and
+        ``source_index``; see :class:`~prefsmith.rewards.score.ScoreStep`.
+        """
+        step = ScoreStep(self, system_prompt, save_token_logprobs)
+        out = process_rows(rows, step, on_error=on_error, progress=progress)  # type: ignore[arg-type]
+        if type(rows).__name__ == "Dataset" and hasattr(rows, "from_list"):
+            return type(rows).from_list(out)
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
 
 
 def short_hash(text: str) -> str:

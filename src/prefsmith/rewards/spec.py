@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 from prefsmith.defaults import DEFAULT_STRONG, DEFAULT_WEAK
 from prefsmith.models.pool import ModelPool
-from prefsmith.rewards.base import Reduction, Reward
+from prefsmith.rewards.base import Reduction
 from prefsmith.rewards.density_ratio import DensityRatioReward, DPOReward, LogProbReward
+from prefsmith.rewards.score import Reward
 
 KINDS = ("density-ratio", "logprob", "dpo")
 
