@@ -5,11 +5,12 @@ from __future__ import annotations
 import random
 from typing import Any
 
-_WORDS = (
+_TEXT = (
     "the sky is blue because sunlight scatters off air molecules and shorter wavelengths scatter"
     " more than longer ones so we see blue light from every direction while sunsets look red"
     " when light crosses more atmosphere <b>bold</b> & code: print(x) café naïve 🙂"
-).split()
+)
+_WORDS = tuple(_TEXT.split(" "))
 _SUBSETS = ("alpacaeval-easy", "mt-bench-hard", "refusals-dangerous", "math-prm", "hep-python")
 _SCORED_WITH = {
     "strong": "smollm2-135m-instruct",
