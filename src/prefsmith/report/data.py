@@ -310,7 +310,8 @@ def _notes(rows: Sequence[Mapping[str, Any]], reduction: str, shared: bool | Non
         notes.append("No per-token log-probs in this file (score with --save-token-logprobs).")
     if any(row["tr"] for row in rows):
         n = sum(1 for row in rows if row["tr"])
-        notes.append(f"{n} rows needed truncation to fit the maximum length (filter: truncated).")
+        rows_word = "row needs" if n == 1 else "rows need"
+        notes.append(f"{n} {rows_word} truncation to fit the maximum length (filter: truncation).")
     return notes
 
 

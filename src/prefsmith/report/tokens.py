@@ -245,15 +245,15 @@ def _aggregate_weak(
             agg += np.bincount(
                 owner[lo:hi], weights=np.full(hi - lo, part.sum() / (hi - lo)), minlength=n_strong
             )
-            target = "spread over the strong side's " + repr(_show(s_text[lo:hi]))
+            target = "spread over strong " + repr(_show(s_text[lo:hi]))
         else:
             agg[owner[0] if fallback == 0 else owner[-1]] += part.sum()
-            target = "given to the " + ("first" if fallback == 0 else "last") + " strong token"
+            target = "to the " + ("first" if fallback == 0 else "last") + " strong token"
         extra = w_text[:w0] if where == "before" else w_text[w0 + common :]
-        notes.append(f"weak {_show(extra)!r} {where} the common text {target}")
+        notes.append(f"weak {_show(extra)!r} {where} it {target}")
     note = ""
     if notes:
-        note = f"aligned on {common} common bytes; " + "; ".join(notes)
+        note = f"{common} bytes aligned; " + "; ".join(notes)
     return agg, note
 
 

@@ -91,7 +91,7 @@
     stats.appendChild(statBox("", isPairs() ? "mean margin" : "mean spread", "st-mean"));
     stats.appendChild(statBox("", "truncated rows", "st-trunc"));
     var tokens = D.tokens ? "per-token log-probs saved" : "no per-token log-probs";
-    ov.appendChild(h("div", { cls: "card" }, h("h2", { text: "Summary" }), stats,
+    ov.appendChild(h("div", { cls: "card", id: "summary" }, h("h2", { text: "Summary" }), stats,
       h("p", { cls: "note", text: "reduction: " + D.reduction + " · " + tokens })));
     var hist = h("div", { cls: "card" },
       h("h2", { text: (isPairs() ? "Margin" : "Reward spread") + " distribution (filtered rows)" }),
@@ -151,7 +151,7 @@
     t.appendChild(h("thead", null, h("tr", null, h("th", { text: g }), h("th", { text: "rows" }),
       h("th", { text: isPairs() ? "accuracy" : "" }), h("th", { text: isPairs() ? "mean margin" : "mean spread" }))));
     var body = h("tbody");
-    Object.keys(agg).sort().slice(0, 12).forEach(function (k) {
+    Object.keys(agg).sort().slice(0, 40).forEach(function (k) {
       var a = agg[k];
       var tr = h("tr", null, h("td", { text: k }), h("td", { text: String(a.n) }));
       tr.appendChild(isPairs() && a.nm ? accCell(a.ok / a.nm) : h("td", { text: "" }));
@@ -159,8 +159,8 @@
       body.appendChild(tr);
     });
     t.appendChild(body);
-    card.appendChild(t);
-    if (Object.keys(agg).length > 12) card.appendChild(h("p", { cls: "note", text: "(first 12 of " + Object.keys(agg).length + ")" }));
+    card.appendChild(h("div", { cls: "scrollbox" }, t));
+    if (Object.keys(agg).length > 40) card.appendChild(h("p", { cls: "note", text: "(first 40 of " + Object.keys(agg).length + ")" }));
     return card;
   }
 
@@ -172,15 +172,15 @@
 
   function renderExtras() {
     var ex = $("extras");
-    if (D.notes.length) {
-      var ul = h("ul", { cls: "notes" });
-      D.notes.forEach(function (n) { ul.appendChild(h("li", { text: n })); });
-      ex.appendChild(h("div", { cls: "card" }, ul));
-    }
-    if (D.settings.length) {
+    if (D.settings.length || D.notes.length) {
       var groups = h("div", { cls: "kv-groups" });
+      if (D.notes.length) {
+        var ul = h("ul", { cls: "notes" });
+        D.notes.forEach(function (n) { ul.appendChild(h("li", { text: n })); });
+        groups.appendChild(h("div", null, h("h3", { text: "notes" }), ul));
+      }
       D.settings.forEach(function (sec) { groups.appendChild(h("div", null, h("h3", { text: sec[0] }), kvTable(sec[1]))); });
-      ex.appendChild(h("details", { cls: "card", id: "settings" }, h("summary", { text: "Run settings (models, reduction, templates by hash, domains)" }), groups));
+      ex.appendChild(h("details", { cls: "card", id: "settings" }, h("summary", { text: "Run settings and notes (models, reduction, templates by hash, domains)" }), groups));
     }
     if (D.eval && (D.eval.subsets.length || D.eval.plots.length)) {
       var det = h("details", { cls: "card", id: "eval-details" }, h("summary", { text: "Subsets and plots of the evaluation" }));
@@ -310,7 +310,7 @@
         return v.length ? Math.max.apply(null, v) : null; } });
       cols.push({ key: "m", label: "spread", num: true, get: margin });
     }
-    cols.push({ key: "tok", label: "tokens", num: true, get: tokenCount });
+    cols.push({ key: "tok", label: "len", num: true, title: "strong-model tokens of the responses", get: tokenCount });
     cols.push({ key: "fl", label: "flags", get: function (r) { return (r.tr ? 1 : 0) + (isPairs() && margin(r) != null && margin(r) <= 0 ? 2 : 0); } });
     return cols;
   }
@@ -337,7 +337,7 @@
     COLS.forEach(function (c) {
       var arrow = c.key === state.sortKey ? (state.sortDir > 0 ? " ▲" : " ▼") : "";
       tr.appendChild(h("th", {
-        cls: c.num ? "num" : null, title: "sort by " + c.label,
+        cls: c.num ? "num" : null, title: (c.title ? c.title + "; " : "") + "sort by " + c.label,
         onclick: function () {
           if (state.sortKey === c.key) state.sortDir = -state.sortDir;
           else { state.sortKey = c.key; state.sortDir = c.num && c.key !== "i" ? -1 : 1; }
@@ -363,11 +363,11 @@
         var td = h("td", { cls: (c.num ? "num " : "") + (c.key === "id" ? "id" : c.key === "grp" ? "grp" : "") });
         if (c.key === "fl") {
           if (isPairs() && margin(row) != null) td.appendChild(h("span", { cls: "tag " + (margin(row) > 0 ? "ok" : "bad"), text: margin(row) > 0 ? "✓" : "✗" }));
-          if (row.tr) td.appendChild(h("span", { cls: "tag tr", text: "truncated", title: "needed truncation to fit the maximum length" }));
+          if (row.tr) td.appendChild(h("span", { cls: "tag tr", text: "✂", title: "truncated to fit the maximum length" }));
         } else if (c.key === "m") {
           td.textContent = fmt(v, 3);
           if (v != null) {
-            var w = Math.max(1, Math.round(36 * Math.min(1, Math.abs(v) / maxAbsMargin)));
+            var w = Math.max(1, Math.round(26 * Math.min(1, Math.abs(v) / maxAbsMargin)));
             td.appendChild(h("span", { cls: "mbar", style: "width:" + w + "px;background:" + (v > 0 ? "#4c8bc9" : "#e06666") }));
           }
         } else if (c.key === "rc" || c.key === "rr" || c.key === "best") {
@@ -530,7 +530,7 @@
       }
       if (r.rw != null) {
         var resid = r.rw * (r.div || 1) - r.sum;
-        if (Math.abs(resid) > 1e-6) sub += " · differs from the reward by " + resid.toExponential(1) + " nats (saved log-probs were rounded)";
+        if (Math.abs(resid) > 1e-6) sub += " (reward − Σ = " + resid.toExponential(1) + ": saved log-probs were rounded)";
       }
       head.appendChild(h("span", { cls: "rsub", text: sub }));
       var info = h("div", { cls: "hover-info", text: "hover a token: strong and weak log-probs and its contribution" });
@@ -582,7 +582,12 @@
     if (row.r.some(function (r) { return r.v; })) {
       pane.appendChild(h("div", { cls: "scale" }, h("span", { text: "−" + scale.toFixed(2) + " nats" }), h("span", { cls: "bar" }),
         h("span", { text: "+" + scale.toFixed(2) + " nats" }),
-        h("span", { text: "per-token log p_strong − log p_weak (red: the weak model prefers the token; blue: the strong one does)" })));
+        h("span", { text: "log p_strong − log p_weak per token: blue, the strong model prefers it; red, the weak one does" })));
+      if (row.r.some(function (r) { return r.v && !r.sh; })) {
+        pane.appendChild(h("p", { cls: "note", text: "Different tokenizers: the tokens are the strong model's; each token's weak log-prob is the weak model's log-prob mass over the same characters." }));
+      }
+    } else if (!D.tokens) {
+      pane.appendChild(h("p", { cls: "note", text: "No per-token log-probs in this file: score with --save-token-logprobs to colour the responses token by token." }));
     }
     var grid = h("div", { cls: "responses" + (row.r.length === 2 ? " two" : "") });
     row.r.forEach(function (r) { grid.appendChild(responseBox(row, r, scale)); });
