@@ -162,8 +162,9 @@ def token_view(detail: Mapping[str, Any], shared: bool | None = None) -> TokenVi
     if s_pieces is None or len(s_pieces) != len(strong):
         s_pieces = [f"⟨{t}⟩" for t in (s_ids or range(len(strong)))]
     s_style = piece_style(s_pieces)
-    s_chunks = [piece_bytes(p, s_style) for p in s_pieces]
-    pieces = display_pieces(s_chunks)
+    s_chunks = _chunks(s_pieces, s_style)
+    # Decoded text pieces are shown as they are; raw pieces are decoded from their bytes.
+    pieces = list(s_pieces) if s_style == "text" else display_pieces(s_chunks)
     decoded = s_style != "text"
     if shared is None:
         shared = s_ids is not None and w_ids is not None and list(s_ids) == list(w_ids)
@@ -177,11 +178,17 @@ def token_view(detail: Mapping[str, Any], shared: bool | None = None) -> TokenVi
     else:
         w_style = piece_style(w_pieces)
         decoded = decoded or w_style != "text"
-        w_chunks = [piece_bytes(p, w_style) for p in w_pieces]
+        w_chunks = _chunks(w_pieces, w_style)
         agg, note = _aggregate_weak(s_chunks, w_chunks, weak)
     return TokenView(
         pieces, strong.tolist(), agg.tolist(), (strong - agg).tolist(), False, decoded, note
     )
+
+
+def _chunks(pieces: Sequence[str], style: str) -> list[bytes]:
+    if style == "text":
+        return [p.encode("utf-8") for p in pieces]
+    return [piece_bytes(p, style) for p in pieces]
 
 
 def _spread_evenly(total: float, n: int) -> np.ndarray:
@@ -209,7 +216,7 @@ def _aggregate_weak(
     # A weak token without bytes (a lone special token) passes its mass to the next one.
     mass = weak.copy()
     carry = 0.0
-    for i in range(len(mass)):
+    for i in np.nonzero(w_len == 0)[0].tolist() and range(len(mass)):
         if w_len[i] == 0:
             carry += mass[i]
             mass[i] = 0.0

@@ -631,8 +631,12 @@
     renderStats();
   }
 
+  function ms(t0) { return String(Math.round(performance.now() - t0)); }
+
   function main() {
+    var t0 = performance.now();
     D = JSON.parse($("report-data").textContent);
+    document.body.setAttribute("data-parse-ms", ms(t0));
     state.scorer = D.scorers.length ? D.scorers[0] : null;
     document.title = D.title;
     COLS = columns();
@@ -640,10 +644,14 @@
     renderOverview();
     renderExtras();
     renderFilters();
+    var t1 = performance.now();
     update(true);
+    document.body.setAttribute("data-update-ms", ms(t1));
     var match = /row=(\d+)/.exec(location.hash || "");
     var first = match && +match[1] < D.rows.length ? +match[1] : (view.length ? view[0] : null);
+    var t2 = performance.now();
     if (first != null) select(first);
+    document.body.setAttribute("data-detail-ms", ms(t2));
     document.addEventListener("keydown", function (ev) {
       var tag = (ev.target && ev.target.tagName) || "";
       if (tag === "INPUT" || tag === "SELECT" || tag === "TEXTAREA") return;
@@ -651,6 +659,7 @@
       if (ev.key === "ArrowUp" || ev.key === "k") { moveSelection(-1); ev.preventDefault(); }
     });
     document.body.setAttribute("data-state", "ready");
+    document.body.setAttribute("data-load-ms", String(Math.round(performance.now())));
   }
 
   try {
