@@ -92,7 +92,7 @@
     stats.appendChild(statBox("", "truncated rows", "st-trunc"));
     var tokens = D.tokens ? "per-token log-probs saved" : "no per-token log-probs";
     ov.appendChild(h("div", { cls: "card", id: "summary" }, h("h2", { text: "Summary" }), stats,
-      h("p", { cls: "note", text: "reduction: " + D.reduction + " · " + tokens })));
+      h("p", { cls: "note", text: (D.eval ? "margins of the scorer chosen below" : "reduction: " + D.reduction) + " · " + tokens })));
     var hist = h("div", { cls: "card" },
       h("h2", { text: (isPairs() ? "Margin" : "Reward spread") + " distribution (filtered rows)" }),
       h("div", { id: "hist" }),
@@ -310,7 +310,7 @@
         return v.length ? Math.max.apply(null, v) : null; } });
       cols.push({ key: "m", label: "spread", num: true, get: margin });
     }
-    cols.push({ key: "tok", label: "len", num: true, title: "strong-model tokens of the responses", get: tokenCount });
+    if (D.rows.some(function (r) { return tokenCount(r) != null; })) cols.push({ key: "tok", label: "len", num: true, title: "strong-model tokens of the responses", get: tokenCount });
     cols.push({ key: "fl", label: "flags", get: function (r) { return (r.tr ? 1 : 0) + (isPairs() && margin(r) != null && margin(r) <= 0 ? 2 : 0); } });
     return cols;
   }
@@ -497,6 +497,7 @@
       else span.textContent = piece;
       span.className = cls;
       span.style.background = colour(c, scale);
+      if (Math.abs(c) > 0.6 * scale) span.style.color = "#fff";
       var tip = "token " + i + ": " + JSON.stringify(piece) + "\nstrong log p = " + plain(sv, 4) +
         "\nweak log p = " + plain(wv, 4) + (r.sh ? "" : " (weak mass over these characters)") +
         "\ncontribution = " + fmt(c, 4);
@@ -518,7 +519,7 @@
   function responseBox(row, r, scale) {
     var box = h("div", { cls: "resp " + (r.n === "chosen" || r.n === "rejected" ? r.n : "") });
     var head = h("div", { cls: "rhead" }, h("span", { cls: "rname", text: /^\d+$/.test(r.n) ? "response " + r.n : r.n }),
-      h("span", { cls: "reward", text: "reward " + fmt(r.rw, 4) }));
+      r.rw == null ? null : h("span", { cls: "reward", text: "reward " + fmt(r.rw, 4) }));
     if (r.tr) head.appendChild(h("span", { cls: "tag tr", text: "truncated: " + r.tr }));
     if (r.nt) head.appendChild(h("span", { cls: "muted", text: r.nt[0] + " strong / " + r.nt[1] + " weak tokens" }));
     box.appendChild(head);
