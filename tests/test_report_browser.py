@@ -8,6 +8,7 @@ saves a screenshot. Skips, saying why, where no Chromium is installed
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -124,3 +125,82 @@ def test_screenshot(tmp_path: Path) -> None:
     if keep:
         shutil.copy(shot, keep)
     print(f"screenshot: {keep or shot}")
+
+
+HARNESS = """<!DOCTYPE html><html><body><pre id="out">pending</pre>
+<iframe id="f" src="%s" style="width:1400px;height:900px"></iframe>
+<script>
+var out = {};
+function later(fn) { setTimeout(fn, 400); }
+document.getElementById("f").addEventListener("load", function () {
+  var d = this.contentDocument;
+  function count() { return +d.body.getAttribute("data-rows-filtered"); }
+  function set(id, value, ev) {
+    var e = d.getElementById(id); e.value = value; e.dispatchEvent(new Event(ev || "change"));
+  }
+  function firstRow() { return +d.querySelector("#rows tbody tr").getAttribute("data-i"); }
+  try {
+    out.state = d.body.getAttribute("data-state");
+    out.all = count();
+    set("f-correct", "incorrect"); out.incorrect = count();
+    set("f-correct", "correct"); out.correct = count();
+    set("f-correct", "all");
+    set("f-group", "subset\\u0000math-prm"); out.math = count();
+    set("f-group", "");
+    set("f-trunc", "yes"); out.truncated = count();
+    set("f-trunc", "all");
+    set("f-mmin", "0", "input"); set("f-mmax", "5", "input"); out.range = count();
+    d.querySelector("button[type=button]").click();  // reset
+    out.reset = count();
+    var heads = d.querySelectorAll("#rows thead th");
+    for (var k = 0; k < heads.length; k++) {
+      if (heads[k].textContent.indexOf("margin") === 0) heads[k].click();
+    }
+    out.top_by_margin = firstRow();
+    d.querySelectorAll("#rows tbody tr")[2].click();
+    out.detail = d.querySelector("#detail h3").textContent;
+    out.tokens = d.querySelectorAll("#detail .tok").length;
+    var next = Array.prototype.filter.call(d.querySelectorAll("#pager button"),
+      function (b) { return b.textContent.indexOf("next") === 0; })[0];
+    next.click(); out.page2 = +d.body.getAttribute("data-rows-rendered");
+    set("f-q", "question 7:", "input");
+    later(function () {
+      out.search = count();
+      document.getElementById("out").textContent = JSON.stringify(out);
+    });
+  } catch (e) {
+    out.error = String(e && e.stack || e);
+    document.getElementById("out").textContent = JSON.stringify(out);
+  }
+});
+</script></body></html>
+"""
+
+
+def test_filters_sorting_and_selection_work(tmp_path: Path) -> None:
+    rows = synthetic_rows(120, words=8, seed=5)
+    source = tmp_path / "scored.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    page = write_report(source)
+    harness = tmp_path / "harness.html"
+    harness.write_text(HARNESS % page.name)
+    # file:// pages may script a same-folder iframe only with this flag
+    dom, console = run_chromium(
+        harness, tmp_path / "profile", "--allow-file-access-from-files", "--dump-dom"
+    )
+    assert not console, console
+    match = re.search(r'<pre id="out">(.*?)</pre>', dom, re.S)
+    assert match, dom[:1000]
+    out = json.loads(html.unescape(match.group(1)))
+    assert "error" not in out, out.get("error")
+    margins = [r["reward_margin"] for r in rows]
+    assert out["state"] == "ready" and out["all"] == 120 == out["reset"]
+    assert out["incorrect"] == sum(m <= 0 for m in margins)
+    assert out["correct"] == sum(m > 0 for m in margins)
+    assert out["math"] == sum(r["subset"] == "math-prm" for r in rows)
+    assert out["truncated"] == sum(bool(r["truncated"]["chosen"]) for r in rows) > 0
+    assert out["range"] == sum(0 <= m <= 5 for m in margins)
+    assert out["top_by_margin"] == max(range(len(rows)), key=lambda i: margins[i])
+    assert out["detail"].startswith("Row ") and out["tokens"] > 0
+    assert out["page2"] == 50
+    assert out["search"] == sum("question 7:" in r["prompt"].lower() for r in rows)

@@ -636,6 +636,7 @@
 
   function main() {
     var t0 = performance.now();
+    document.body.setAttribute("data-start-ms", String(Math.round(t0)));
     D = JSON.parse($("report-data").textContent);
     document.body.setAttribute("data-parse-ms", ms(t0));
     state.scorer = D.scorers.length ? D.scorers[0] : null;
