@@ -358,6 +358,8 @@ def test_eval_folder(tmp_path: Path, with_rows: bool) -> None:
     assert len(rows) == 6
     assert [r["ms"]["density-ratio:sum"] for r in rows] == [1.0, -2.0, 3.0, -4.0, 5.0, -6.0]
     assert {r["g"]["subset"] for r in rows} == {"alpacaeval-easy", "math-prm"}
+    assert {r["g"]["section"] for r in rows} == {"Chat", "Reasoning"}
+    assert data["groups"] == ["subset", "section"]
     assert data["tokens"] is with_rows
     flat = {k: v for section in data["settings"] for k, v in section[1]}
     assert flat["template_sha256"] in ("abababababab", "cdcdcdcdcdcd")

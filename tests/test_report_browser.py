@@ -204,3 +204,32 @@ def test_filters_sorting_and_selection_work(tmp_path: Path) -> None:
     assert out["detail"].startswith("Row ") and out["tokens"] > 0
     assert out["page2"] == 50
     assert out["search"] == sum("question 7:" in r["prompt"].lower() for r in rows)
+
+
+KINDS = {
+    "candidates": [
+        {"prompt": "hi", "responses": ["a", "<b>b</b>", "c"], "rewards": [1.0, -2.0, 0.5]},
+        {"messages": [{"role": "user", "content": "yo"}], "responses": ["x"], "domain": "chat"},
+    ],
+    "relabel": [
+        {
+            "prompt": [{"role": "system", "content": "goal 7"}, {"role": "user", "content": "q"}],
+            "chosen": [{"role": "assistant", "content": "a"}],
+            "rejected": [{"role": "assistant", "content": "b"}],
+            "goal": 7,
+            "reward": 1.0,
+            "swapped": False,
+        }
+    ],
+    "no-tokens": synthetic_rows(7, words=5, tokens=False),
+    "empty": [],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_kind_of_output_renders(tmp_path: Path, kind: str) -> None:
+    rows = KINDS[kind]
+    source = tmp_path / f"{kind}.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dom = dump_dom(write_report(source), tmp_path)
+    assert table_rows(dom) == len(rows)

@@ -77,6 +77,17 @@ def report_data(
     reduction, shared = _reduction_and_sharing(rows, settings, eval_results)
     out_rows = [_row(i, row, reduction, shared, scorers) for i, row in enumerate(rows)]
     kind = _kind(rows, eval_results)
+    if eval_results:  # the RewardBench section of each pair, for filtering
+        sections = {
+            name: info.get("section")
+            for scorer in eval_results.get("scorers") or []
+            for name, info in (scorer.get("subsets") or {}).items()
+            if info.get("section")
+        }
+        for out in out_rows:
+            subset = out["g"].get("subset")
+            if subset in sections and "section" not in out["g"]:
+                out["g"]["section"] = str(sections[subset])
     groups = [g for g in GROUP_FIELDS if any(g in r["g"] for r in out_rows)]
     notes = _notes(out_rows, reduction, shared)
     return {

@@ -520,6 +520,11 @@
     var box = h("div", { cls: "resp " + (r.n === "chosen" || r.n === "rejected" ? r.n : "") });
     var head = h("div", { cls: "rhead" }, h("span", { cls: "rname", text: /^\d+$/.test(r.n) ? "response " + r.n : r.n }),
       r.rw == null ? null : h("span", { cls: "reward", text: "reward " + fmt(r.rw, 4) }));
+    if (!isPairs() && r.rw != null && row.r.length > 1) {
+      var rewards = row.r.map(function (x) { return x.rw; }).filter(function (x) { return x != null; });
+      if (r.rw === Math.max.apply(null, rewards)) head.appendChild(h("span", { cls: "tag ok", text: "best" }));
+      else if (r.rw === Math.min.apply(null, rewards)) head.appendChild(h("span", { cls: "tag bad", text: "worst" }));
+    }
     if (r.tr) head.appendChild(h("span", { cls: "tag tr", text: "truncated: " + r.tr }));
     if (r.nt) head.appendChild(h("span", { cls: "muted", text: r.nt[0] + " strong / " + r.nt[1] + " weak tokens" }));
     box.appendChild(head);
