@@ -404,3 +404,72 @@ def test_cli_prints_the_path(tmp_path: Path) -> None:
     assert (tmp_path / "r.html").exists()
     missing = CliRunner().invoke(app, ["report", str(tmp_path / "none.jsonl")])
     assert missing.exit_code == 2 and "does not exist" in " ".join(missing.output.split())
+
+
+# ---------------------------------------------------------------- real tokenizers, real writer
+
+TEXT = "Rayleigh scattering.\n\nCafé 🙂 naïve—ok\n  indented\tcode();"
+
+
+@pytest.mark.parametrize("name", ["smol_tokenizer", "gemma_tokenizer"])
+def test_raw_pieces_of_real_tokenizers_read_back_as_text(name: str, request) -> None:
+    tokenizer = request.getfixturevalue(name)
+    ids = tokenizer(TEXT, add_special_tokens=False)["input_ids"]
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    detail = {
+        "strong_ids": ids,
+        "strong_tokens": pieces,
+        "strong_logprobs": [-1.0] * len(ids),
+        "weak_ids": ids,
+        "weak_tokens": pieces,
+        "weak_logprobs": [-0.5] * len(ids),
+    }
+    view = token_view(detail)
+    assert view is not None and "".join(view.pieces) == TEXT
+
+
+def test_cross_tokenizer_alignment_with_real_tokenizers(smol_tokenizer, gemma_tokenizer) -> None:
+    rng = np.random.default_rng(0)
+    sides = {}
+    for side, tokenizer, text in (
+        ("strong", smol_tokenizer, TEXT + "<|im_end|>\n"),
+        ("weak", gemma_tokenizer, " " + TEXT + "<eos>\n\n"),
+    ):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        sides[f"{side}_ids"] = ids
+        sides[f"{side}_tokens"] = tokenizer.convert_ids_to_tokens(ids)
+        sides[f"{side}_logprobs"] = (-rng.exponential(2.0, len(ids))).tolist()
+    view = token_view(sides)
+    assert view is not None and not view.shared
+    expected = sum(sides["strong_logprobs"]) - sum(sides["weak_logprobs"])
+    assert abs(view.total - expected) < 1e-9
+    assert "".join(view.pieces) == TEXT + "<|im_end|>\n"
+    assert "<eos>" in view.note and len(TEXT.encode()) <= int(view.note.split(" bytes")[0])
+
+
+def test_report_of_a_real_score_run(tmp_path: Path, tiny_backends) -> None:
+    """Rows written by ``annotate_file`` with token log-probs (tiny models, two tokenizers)."""
+    from prefsmith.rewards.annotate import AnnotateOptions, annotate_file
+    from prefsmith.rewards.density_ratio import DensityRatioScorer, Reduction
+
+    rows = [
+        {"id": "a", "subset": "s", "prompt": "2+2?", "chosen": "4 🙂", "rejected": SCRIPT},
+        {"prompt": "Hi", "responses": ["Hello there.\nBye", "x"]},
+    ]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    scorer = DensityRatioScorer(tiny_backends["chatml-a"], tiny_backends["plain-c"], Reduction.SUM)
+    options = AnnotateOptions(save_token_logprobs=True, progress=False)
+    annotate_file(source, tmp_path / "out.jsonl", scorer, options)
+    html = write_report(tmp_path / "out.jsonl").read_text(encoding="utf-8")
+    assert "<script>alert" not in html
+    data = embedded(html)
+    scored = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    for row, out in zip(scored, data["rows"], strict=True):
+        for k, entry in enumerate(out["r"]):
+            reward = row["rewards"][k] if "rewards" in row else row[f"reward_{entry['n']}"]
+            n_tokens = sum(row["response_tokens"][entry["n"]])
+            # exact with full-precision log-probs; older writers round each one to 1e-6
+            assert abs(entry["sum"] - reward) <= 1e-6 * (1 + n_tokens)
+            assert not entry["sh"]
+            response = row["responses"][k] if "responses" in row else row[entry["n"]]
+            assert "".join(entry["t"]).startswith(response)  # pieces read back as the text
