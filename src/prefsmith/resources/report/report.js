@@ -539,7 +539,7 @@
         if (Math.abs(resid) > 1e-6) sub += " (reward − Σ = " + resid.toExponential(1) + ": saved log-probs were rounded)";
       }
       head.appendChild(h("span", { cls: "rsub", text: sub }));
-      var info = h("div", { cls: "hover-info", text: "hover a token: strong and weak log-probs and its contribution" });
+      var info = h("div", { cls: "hover-info", text: "hover a token for its log-probs" });
       box.appendChild(tokenBody(r, vals, scale, info));
       box.appendChild(info);
       if (r.note) box.appendChild(h("div", { cls: "note", style: "padding:2px 10px", text: r.note }));
