@@ -473,3 +473,17 @@ def test_report_of_a_real_score_run(tmp_path: Path, tiny_backends) -> None:
             assert not entry["sh"]
             response = row["responses"][k] if "responses" in row else row[entry["n"]]
             assert "".join(entry["t"]).startswith(response)  # pieces read back as the text
+
+
+def test_weak_tokens_without_text_pass_their_mass_on() -> None:
+    detail = {
+        "strong_tokens": ["ab", "cd"],
+        "strong_logprobs": [-1.0, -1.0],
+        "weak_tokens": ["", "abc", "d", ""],
+        "weak_logprobs": [-0.5, -3.0, -1.0, -0.25],
+    }
+    view = token_view(detail)
+    assert view is not None
+    # "" passes -0.5 to "abc" (-3.5 over 3 bytes); the trailing "" goes to "d"
+    assert view.weak == pytest.approx([-3.5 * 2 / 3, -3.5 / 3 - 1.25])
+    assert view.total == pytest.approx(-2.0 + 4.75)

@@ -215,16 +215,17 @@ def _aggregate_weak(
         return _spread_evenly(float(weak.sum()), n_strong), note
     # A weak token without bytes (a lone special token) passes its mass to the next one.
     mass = weak.copy()
-    carry = 0.0
-    for i in np.nonzero(w_len == 0)[0].tolist() and range(len(mass)):
-        if w_len[i] == 0:
-            carry += mass[i]
-            mass[i] = 0.0
-        elif carry:
-            mass[i] += carry
-            carry = 0.0
-    if carry:
-        mass[int(np.nonzero(w_len)[0][-1])] += carry
+    if (w_len == 0).any():
+        carry = 0.0
+        for i in range(len(mass)):
+            if w_len[i] == 0:
+                carry += mass[i]
+                mass[i] = 0.0
+            elif carry:
+                mass[i] += carry
+                carry = 0.0
+        if carry:
+            mass[int(np.nonzero(w_len)[0][-1])] += carry
     per_byte = np.repeat(np.divide(mass, w_len, where=w_len > 0, out=np.zeros_like(mass)), w_len)
     owner = np.repeat(np.arange(n_strong), s_len)
     s_text, w_text = b"".join(s_chunks), b"".join(w_chunks)
