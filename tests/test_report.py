@@ -487,3 +487,16 @@ def test_weak_tokens_without_text_pass_their_mass_on() -> None:
     # "" passes -0.5 to "abc" (-3.5 over 3 bytes); the trailing "" goes to "d"
     assert view.weak == pytest.approx([-3.5 * 2 / 3, -3.5 / 3 - 1.25])
     assert view.total == pytest.approx(-2.0 + 4.75)
+
+
+def test_broken_text_and_infinite_logprobs_still_give_a_page(tmp_path: Path) -> None:
+    row = synthetic_rows(1, words=4)[0]
+    row["prompt"] = "half a pair \ud83d here"
+    row["token_logprobs"]["rejected"]["strong_logprobs"][0] = float("-inf")
+    row["reward_rejected"] = float("-inf")
+    source = tmp_path / "s.jsonl"
+    source.write_text(json.dumps(row) + "\n")  # json writes the lone surrogate as \ud83d
+    data = embedded(write_report(source).read_text(encoding="utf-8"))
+    rejected = data["rows"][0]["r"][1]
+    assert rejected["sum"] is None and rejected["rw"] is None
+    assert data["rows"][0]["p"] == [["user", "half a pair \ud83d here"]]

@@ -71,5 +71,7 @@ def write_report(
     if run.skipped_lines:
         data["notes"].append(f"{run.skipped_lines} lines of the source could not be parsed.")
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render_html(data), encoding="utf-8")
+    # A lone surrogate (broken input text) can only sit inside a JSON string, where "\udXXX"
+    # is its valid escape.
+    output.write_bytes(render_html(data).encode("utf-8", errors="backslashreplace"))
     return output

@@ -259,7 +259,7 @@ def _row(
             pairs[0::2], pairs[1::2] = view.strong, view.weak
             entry["t"] = view.pieces
             entry["v"] = base64.b64encode(pairs.tobytes()).decode("ascii")
-            entry["sum"] = view.total
+            entry["sum"] = _float(view.total)  # None when a log-prob was -inf or NaN
             entry["div"] = _divisor(reduction, text, len(view.strong))
             entry["sh"] = view.shared
             if view.note:
