@@ -185,12 +185,12 @@
     if (D.eval && (D.eval.subsets.length || D.eval.plots.length)) {
       var det = h("details", { cls: "card", id: "eval-details" }, h("summary", { text: "Subsets and plots of the evaluation" }));
       var t = h("table", { cls: "grid" });
-      var head = h("tr", null, h("th", { text: "subset" }), h("th", { text: "section" }), h("th", { text: "pairs" }));
+      var head = h("tr", null, h("th", { text: "subset" }), h("th", { cls: "l", text: "section" }), h("th", { text: "pairs" }));
       D.eval.scorers.forEach(function (s) { head.appendChild(h("th", { text: s })); });
       t.appendChild(h("thead", null, head));
       var body = h("tbody");
       D.eval.subsets.forEach(function (s) {
-        var tr = h("tr", null, h("td", { text: s[0] }), h("td", { text: s[1] }), h("td", { text: s[2] == null ? "" : String(s[2]) }));
+        var tr = h("tr", null, h("td", { text: s[0] }), h("td", { cls: "l", text: s[1] }), h("td", { text: s[2] == null ? "" : String(s[2]) }));
         s[3].forEach(function (v) { tr.appendChild(accCell(v)); });
         body.appendChild(tr);
       });
