@@ -408,8 +408,8 @@
     var ms = [];
     view.forEach(function (i) { var m = margin(D.rows[i]); if (m != null && isFinite(m)) ms.push(m); });
     if (!ms.length) { box.appendChild(h("p", { cls: "muted", text: "No margins in the filtered rows." })); return; }
-    var lo = Math.min.apply(null, ms), hi = Math.max.apply(null, ms);
-    if (ms.length > 50000) { lo = ms.reduce(function (a, b) { return Math.min(a, b); }); hi = ms.reduce(function (a, b) { return Math.max(a, b); }); }
+    var lo = Infinity, hi = -Infinity;
+    ms.forEach(function (m) { if (m < lo) lo = m; if (m > hi) hi = m; });
     if (lo === hi) { lo -= 0.5; hi += 0.5; }
     var nb = Math.max(8, Math.min(40, Math.round(Math.sqrt(ms.length) * 2)));
     var width = (hi - lo) / nb;
