@@ -450,6 +450,7 @@ def test_cross_tokenizer_alignment_with_real_tokenizers(smol_tokenizer, gemma_to
 def test_report_of_a_real_score_run(tmp_path: Path, tiny_backends) -> None:
     """Rows written by ``annotate_file`` with token log-probs (tiny models, two tokenizers)."""
     from prefsmith.rewards.annotate import AnnotateOptions, annotate_file
+
     from prefsmith.rewards.density_ratio import DensityRatioScorer, Reduction
 
     rows = [

@@ -138,3 +138,12 @@ def run_step(source: Any, output: Path, step: Any, options: Any) -> Any:
             highlight=False,
         )
     return summary
+
+
+def write_html_report(source: Path) -> None:
+    """Write ``prefsmith report``'s HTML page for ``source`` and print where it went."""
+    from prefsmith.report import write_report
+
+    with user_errors():
+        path = write_report(source)
+    console.print(f"report: {path} (open it in a browser)", highlight=False)

@@ -17,6 +17,7 @@ from prefsmith.cli.common import (
     model_options,
     run_options,
     user_errors,
+    write_html_report,
 )
 from prefsmith.defaults import DEFAULT_DTYPE, DEFAULT_MAX_LENGTH, DEFAULT_STRONG, DEFAULT_WEAK
 
@@ -66,6 +67,7 @@ def evaluate(
     no_cache: o.NoCache = False,
     on_error: o.OnError = "raise",
     progress: o.Progress = True,
+    report: o.WriteReport = True,
 ) -> None:
     """Evaluate scorers as reward models: pairwise accuracy per subset and section."""
     from prefsmith.evaluation.harness import evaluate_file, prepare_pair
@@ -88,6 +90,8 @@ def evaluate(
 
         console.print(confusion_table(result.routing["confusion"]))
     console.print(f"wrote {output}/results.json, report.md, rows.jsonl and plots", highlight=False)
+    if report:
+        write_html_report(output)
 
 
 def eval_table(result: Any) -> Table:

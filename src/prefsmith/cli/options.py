@@ -99,3 +99,9 @@ Cache = Annotated[
 NoCache = Annotated[
     bool, typer.Option("--no-cache", help="Do not read or write the on-disk log-prob cache.")
 ]
+WriteReport = Annotated[
+    bool,
+    typer.Option(
+        "--report/--no-report", help="Write a self-contained HTML report of the output at the end."
+    ),
+]

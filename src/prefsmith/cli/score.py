@@ -18,6 +18,7 @@ from prefsmith.cli.common import (
     run_options,
     run_step,
     user_errors,
+    write_html_report,
 )
 from prefsmith.defaults import (
     DEFAULT_DTYPE,
@@ -64,6 +65,7 @@ def score(
     limit: o.Limit = None,
     on_error: o.OnError = "raise",
     progress: o.Progress = True,
+    report: o.WriteReport = True,
 ) -> None:
     """Score responses with the density ratio log p_strong(y|x) - log p_weak(y|x)."""
     from prefsmith.data.rows import to_scoring_item
@@ -87,6 +89,8 @@ def score(
         reward = DensityRatioReward(strong, weak, reduction, customization=custom, options=models)
     run_step(source, output, ScoreStep(reward, system_prompt, save_token_logprobs), run)
     print_tables(output, f"{reward.name}")
+    if report:
+        write_html_report(output)
 
 
 def print_tables(output: Path, title: str) -> None:
