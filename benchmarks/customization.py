@@ -32,13 +32,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from prefsmith.data.io import read_jsonl_rows
 from prefsmith.data.rows import ScoringItem, to_scoring_item
+from prefsmith.evaluation.routing import confusion_matrix, routing_agreement
 from prefsmith.evaluation.sections import section_of, section_scores, subset_results
-from prefsmith.models.backend import BatchingOptions, ScoreRequest
-from prefsmith.models.loading import LoadOptions
-from prefsmith.rewards.density_ratio import build_density_ratio_scorer
+from prefsmith.models.backend import ScoreRequest
+from prefsmith.models.pool import ModelOptions
+from prefsmith.rewards.density_ratio import DensityRatioReward
 from prefsmith.routing.customize import customize_item
 from prefsmith.routing.domains import load_domains
-from prefsmith.evaluation.routing import confusion_matrix, routing_agreement
 from prefsmith.routing.routers import Route, last_user_text, make_router
 
 PARTS = {"criteria": "none", "exemplars": "system", "turns": "turns"}
@@ -86,13 +86,8 @@ def main() -> None:
     t0 = time.perf_counter()
     scorer = None
     if not args.report_only:
-        scorer = build_density_ratio_scorer(
-            args.strong,
-            args.weak,
-            args.reduction,
-            LoadOptions(dtype=args.dtype, threads=args.threads),  # type: ignore[arg-type]
-            BatchingOptions(),
-        )
+        options = ModelOptions(dtype=args.dtype, threads=args.threads)
+        scorer = DensityRatioReward(args.strong, args.weak, args.reduction, options=options)
         print(f"loaded models in {time.perf_counter() - t0:.0f}s", flush=True)
     prompts = [last_user_text(item.context) for item in items]
     routes: dict[str, list[Route]] = {}
@@ -136,7 +131,7 @@ def main() -> None:
                 t = time.perf_counter()
                 custom = [customize_item(items[i], domains[chosen[i].domain], style) for i in todo]
                 requests = [ScoreRequest(c.context, resp) for c in custom for resp in c.responses]
-                rewards = scorer.score(requests)
+                rewards = scorer.score_requests(requests)
                 for k, i in enumerate(todo):
                     margin = rewards[2 * k].reward - rewards[2 * k + 1].reward
                     key = (ids[i], chosen[i].domain, style)

@@ -22,10 +22,10 @@ from rich.console import Console
 
 from prefsmith.data.io import read_jsonl_rows
 from prefsmith.data.rows import to_scoring_item
+from prefsmith.evaluation.routing import confusion_matrix, confusion_table, routing_agreement
 from prefsmith.evaluation.sections import section_of
 from prefsmith.models.loading import LoadOptions
 from prefsmith.routing.domains import load_domains
-from prefsmith.evaluation.routing import confusion_matrix, confusion_table, routing_agreement
 from prefsmith.routing.routers import last_user_text, make_router
 
 

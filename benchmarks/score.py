@@ -39,8 +39,8 @@ from rich.table import Table
 from prefsmith.data.io import iter_records
 from prefsmith.data.rows import to_scoring_item
 from prefsmith.models.backend import BatchingOptions, ScoreRequest, TransformersBackend
-from prefsmith.models.loading import LoadOptions
-from prefsmith.rewards.density_ratio import DensityRatioScorer, build_density_ratio_scorer
+from prefsmith.models.pool import ModelOptions, ModelPool
+from prefsmith.rewards.density_ratio import DensityRatioReward
 from prefsmith.routing.customize import customize_items
 from prefsmith.routing.domains import load_domains
 from prefsmith.routing.routers import make_router
@@ -116,7 +116,7 @@ def print_flops(counts: dict[str, float], n_pairs: int) -> None:
 
 
 def straightforward_rewards(
-    scorer: DensityRatioScorer, pairs: list[list[ScoreRequest]]
+    scorer: DensityRatioReward, pairs: list[list[ScoreRequest]]
 ) -> list[float]:
     """Density-ratio rewards of the straightforward scorer, one model at a time."""
     totals: dict[str, list[float]] = {"strong": [], "weak": []}
@@ -188,9 +188,15 @@ def main() -> None:
     pairs = [[ScoreRequest(i.context, resp) for resp in i.responses] for i in items]
     requests = [r for pair in pairs for r in pair]
 
-    def scorer_for(dtype: str, batching: BatchingOptions | None = None) -> DensityRatioScorer:
-        options = LoadOptions(dtype=dtype)  # type: ignore[arg-type]
-        return build_density_ratio_scorer(args.strong, args.weak, "sum", options, batching)
+    def scorer_for(dtype: str, batching: BatchingOptions | None = None) -> DensityRatioReward:
+        batching = batching or BatchingOptions()
+        options = ModelOptions(
+            dtype=dtype,
+            max_length=batching.max_length,
+            batch_tokens=batching.max_batch_tokens,
+            max_batch_size=batching.max_batch_size,
+        )
+        return DensityRatioReward(args.strong, args.weak, "sum", pool=ModelPool(options))
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -204,20 +210,20 @@ def main() -> None:
     peak_flops = matmul_flops(dtype)
 
     start = time.perf_counter()
-    engine_rewards = [r.reward for r in scorer.score(requests)]
+    engine_rewards = [r.reward for r in scorer.score_requests(requests)]
     engine_s = time.perf_counter() - start
     rss_engine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     unshared: dict[str, float] = {}
     if args.compare_unshared:
         plain = TransformersBackend.from_loaded
-        scorer_unshared = DensityRatioScorer(
+        scorer_unshared = DensityRatioReward(
             plain(scorer.strong.loaded, BatchingOptions(share_prefix=False)),
             plain(scorer.weak.loaded, BatchingOptions(share_prefix=False)),
             scorer.reduction,
         )
         start = time.perf_counter()
-        unshared_rewards = [r.reward for r in scorer_unshared.score(requests)]
+        unshared_rewards = [r.reward for r in scorer_unshared.score_requests(requests)]
         unshared_s = time.perf_counter() - start
         unshared = {
             "unshared_seconds": unshared_s,

@@ -22,6 +22,25 @@ batch of items into output rows (:meth:`Step.process`). Everything about files i
 
 :func:`run_rows` is the file runner; :func:`process_rows` runs a step on rows in memory (the
 Python API). A distributed runner (Ray) replaces :func:`run_rows` and keeps the steps.
+
+A step of your own:
+
+>>> class Upper(Step):
+...     name, input_columns, output_columns = "upper", "text", ("upper",)
+...     def prepare(self, row):
+...         if not isinstance(row.get("text"), str):
+...             raise ValueError("field 'text' must be a string")
+...         return row["text"]
+...     def process(self, batch, advance):
+...         return [Outcome([{**b.row, "upper": b.item.upper()}]) for b in batch]
+>>> process_rows([{"text": "hi"}], Upper())
+[{'text': 'hi', 'upper': 'HI', 'source_index': 0}]
+>>> import tempfile, pathlib
+>>> out = pathlib.Path(tempfile.mkdtemp()) / "out.jsonl"
+>>> summary = run_rows([{"text": "a"}, {"text": 3}], out, Upper(),
+...                    RunOptions(on_error="skip", progress=False))
+>>> summary.processed, summary.rejected, out.read_text()
+(1, 1, '{"text": "a", "upper": "A", "source_index": 0}\\n')
 """
 
 from __future__ import annotations

@@ -128,6 +128,19 @@ def evaluate_file(
     Scoring runs through :func:`~prefsmith.data.runner.run_rows` into
     ``output_dir/scores/<scorer>.jsonl``, so an interrupted evaluation resumes. Rewards built
     on one :class:`~prefsmith.models.pool.ModelPool` share loaded models and the log-prob cache.
+
+    >>> import json, tempfile, pathlib
+    >>> from prefsmith.data.runner import RunOptions
+    >>> from prefsmith.rewards.density_ratio import DensityRatioReward
+    >>> from prefsmith.testing import tiny_backend
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> pairs = [{"id": "x", "subset": "hep-go", "prompt": "2+2?", "chosen": "4", "rejected": "5"}]
+    >>> _ = (folder / "pairs.jsonl").write_text(json.dumps(pairs[0]) + "\\n")
+    >>> reward = DensityRatioReward(tiny_backend(seed=0), tiny_backend(seed=1))
+    >>> result = evaluate_file(folder / "pairs.jsonl", [reward], folder / "eval",
+    ...                        RunOptions(progress=False))
+    >>> result.pairs, sorted(result.scorers[0].sections)
+    (1, ['Overall', 'Reasoning'])
     """
     if not rewards:
         raise ValueError("give at least one scorer")

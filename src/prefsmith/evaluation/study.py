@@ -90,12 +90,19 @@ def accuracy(
     subsets: Sequence[str],
     rewards: Sequence[float],
 ) -> ScorerResult:
-    """RewardBench accuracy of per-response rewards laid out chosen, rejected, chosen, ..."""
+    """RewardBench accuracy of per-response rewards laid out chosen, rejected, chosen, ...
+
+    Data without RewardBench subsets gets ``Overall`` = the plain pairwise accuracy.
+    """
     rows = [
         {"id": i, "subset": s, "reward_margin": rewards[2 * k] - rewards[2 * k + 1]}
         for k, (i, s) in enumerate(zip(ids, subsets, strict=True))
     ]
-    return evaluate(rows, name)
+    result = evaluate(rows, name)
+    if "Overall" not in result.sections:  # no RewardBench subset: plain pairwise accuracy
+        correct = sum(s["correct"] for s in result.subsets.values())
+        result.sections["Overall"] = correct / max(len(rows), 1)
+    return result
 
 
 def run_study(
@@ -105,7 +112,16 @@ def run_study(
     strengths: Mapping[str, float] | None = None,
     pool: ModelPool | None = None,
 ) -> StudyResult:
-    """Score every response once per model, then evaluate every ordered pair."""
+    """Score every response once per model, then evaluate every ordered pair.
+
+    >>> import json, tempfile, pathlib
+    >>> from prefsmith.testing import tiny_model
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "pairs.jsonl"
+    >>> _ = path.write_text(json.dumps({"prompt": "2+2?", "chosen": "4", "rejected": "5"}) + "\\n")
+    >>> result = run_study(path, [tiny_model(seed=0), tiny_model(seed=1)])
+    >>> len(result.pairs), result.passes
+    (2, 2)
+    """
     reduction = Reduction(reduction)
     if reduction is Reduction.MEAN:
         raise ValueError("the study compares models with different templates; use sum or mean-char")

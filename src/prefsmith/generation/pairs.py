@@ -67,6 +67,9 @@ class PairsOptions:
             left runs with no pairs.
         system_prompt: System turn for scoring; default: the one each row was sampled with
             (``generated_with.system_prompt``), if any.
+
+    >>> PairsOptions(strategy="all-pairs", min_margin=0.5).format
+    'conversational'
     """
 
     strategy: Strategy = "best-worst"
@@ -231,6 +234,14 @@ class PairsStep(Step):
     Args:
         reward: Scores the candidates (any :class:`~prefsmith.rewards.base.Reward`).
         options: Selection and format.
+
+    >>> from prefsmith.data.runner import process_rows
+    >>> from prefsmith.rewards.density_ratio import DensityRatioReward
+    >>> from prefsmith.testing import tiny_backend
+    >>> reward = DensityRatioReward(tiny_backend(seed=0), tiny_backend(seed=1))
+    >>> rows = process_rows([{"prompt": "Pick.", "responses": ["A", "B", "C"]}], PairsStep(reward))
+    >>> len(rows), rows[0]["reward_margin"] > 0, sorted(rows[0])[:3]
+    (1, True, ['candidate_rewards', 'candidate_status', 'chosen'])
     """
 
     name = "pairs"

@@ -67,6 +67,11 @@ class RMBoostConfig:
             ``aspects.txt``; ``None``: prefsmith's own (``resources/rmboost``).
         keep_truncated: Keep pairs where a response hit ``max_new_tokens`` (their
             ``finish_reasons`` say so).
+
+    >>> config = RMBoostConfig(num_aspects=1, seed=3)
+    >>> label, aspects = draw_label_and_aspects(config, 0)
+    >>> label in ("better", "worse"), len(aspects)
+    (True, 1)
     """
 
     aspects: tuple[str, ...] = DEFAULT_ASPECTS
@@ -323,6 +328,13 @@ class RMBoostStep(Step):
         filter_agreement: Keep only pairs the check agrees with.
         max_prompt_tokens: Prompts longer than this are rejected.
         load_options: How the generator's weights load.
+
+    >>> from prefsmith.data.runner import process_rows
+    >>> from prefsmith.testing import tiny_model
+    >>> step = RMBoostStep(tiny_model(seed=0), SamplingConfig(max_new_tokens=6))
+    >>> rows = process_rows([{"prompt": "Name a colour."}, {"prompt": "Name a fruit."}], step)
+    >>> all(r["rmboost_label"] in ("better", "worse") for r in rows)
+    True
     """
 
     name = "rmboost"

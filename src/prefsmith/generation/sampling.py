@@ -55,6 +55,9 @@ class SamplingConfig:
         seed: Base seed; sample ``j`` of a conversation uses :func:`sample_seed`.
         batch_size: Sequences generated together in one ``generate`` call.
         system_prompt: System turn put before conversations that have none.
+
+    >>> SamplingConfig(n=8, temperature=0.7, top_p=0.85).max_new_tokens
+    512
     """
 
     n: int = 4
@@ -412,6 +415,13 @@ class SampleStep(Step):
         max_prompt_tokens: Prompts longer than this (after the chat template) are rejected;
             ``None`` allows what fits the model's context with ``max_new_tokens``.
         load_options: How the weights load (for a model given by name).
+
+    >>> from prefsmith.data.runner import process_rows
+    >>> from prefsmith.testing import tiny_model
+    >>> step = SampleStep(tiny_model(seed=0), SamplingConfig(n=2, max_new_tokens=4))
+    >>> row = process_rows([{"prompt": "Say hi."}], step)[0]
+    >>> len(row["responses"]), set(row["finish_reasons"]) <= {"stop", "length"}
+    (2, True)
     """
 
     name = "sample"

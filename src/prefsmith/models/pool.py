@@ -29,6 +29,9 @@ class ModelOptions:
             tokens from the left.
         batch_tokens: Padded tokens per forward pass.
         max_batch_size: Rows per forward pass at most.
+
+    >>> ModelOptions(dtype="bfloat16").batching().max_length
+    2048
     """
 
     dtype: str = DEFAULT_DTYPE
@@ -53,6 +56,11 @@ class ModelPool:
     Args:
         options: How models are loaded and batched.
         cache: A log-prob cache every backend answers from first (``None``: no cache).
+
+    >>> from prefsmith.testing import tiny_model
+    >>> pool = ModelPool(ModelOptions(max_length=512))
+    >>> pool.backend(tiny_model(seed=0)) is pool.backend(tiny_model(seed=0))
+    True
     """
 
     def __init__(self, options: ModelOptions | None = None, cache: LogProbCache | None = None):

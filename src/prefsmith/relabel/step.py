@@ -47,6 +47,9 @@ class RelabelOptions:
         template: Goal system-prompt template file; ``None`` = the one shipped with prefsmith.
         output_format: ``conversational`` (message lists) or ``standard`` (strings).
         keep_columns: Input columns copied to every output row (e.g. ``subset``).
+
+    >>> RelabelOptions(tie_rule="both").scale.high
+    10.0
     """
 
     chosen_reward: str = "reward_chosen"
@@ -76,6 +79,15 @@ class RelabelStep(Step):
     ``reward`` (the raw reward of this row's preferred response), ``swapped`` (the preferred
     response is the input's rejected one) and the input's ``id`` and ``keep_columns``. The goal
     mapping is fitted on every input reward (:meth:`fit`) and recorded in the settings.
+
+    >>> from prefsmith.data.runner import process_rows
+    >>> pairs = [{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go.", "reward_chosen": 2.0,
+    ...           "reward_rejected": -1.0},
+    ...          {"prompt": "2+2?", "chosen": "4", "rejected": "5", "reward_chosen": 0.5,
+    ...           "reward_rejected": 0.1}]
+    >>> rows = process_rows(pairs, RelabelStep())
+    >>> len(rows), [r["swapped"] for r in rows[:2]]
+    (4, [False, True])
     """
 
     name = "relabel"

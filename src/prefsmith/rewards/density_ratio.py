@@ -178,7 +178,16 @@ class DensityRatioReward(Reward):
 
 class DPOReward(DensityRatioReward):
     """The DPO implicit reward ``beta * (log pi(y|x) - log pi_ref(y|x))``: a summed density
-    ratio of the policy (strong) over the reference (weak), scaled by ``beta``."""
+    ratio of the policy (strong) over the reference (weak), scaled by ``beta``.
+
+    >>> from prefsmith.testing import tiny_backend
+    >>> pair = [{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go."}]
+    >>> policy, reference = tiny_backend(seed=0), tiny_backend(seed=1)
+    >>> dpo = DPOReward(policy, reference, beta=0.1).score(pair)[0]["reward_margin"]
+    >>> ratio = DensityRatioReward(policy, reference).score(pair)[0]["reward_margin"]
+    >>> abs(dpo - 0.1 * ratio) < 1e-9
+    True
+    """
 
     kind = "dpo"
 
@@ -200,6 +209,12 @@ class LogProbReward(Reward):
         reduction: ``sum``, ``mean`` or ``mean-char``.
         customization, options, cache, pool, model_options: as for
             :class:`DensityRatioReward`.
+
+    >>> from prefsmith.testing import tiny_backend
+    >>> reward = LogProbReward(tiny_backend(seed=0), "mean")
+    >>> row = reward.score([{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go."}])[0]
+    >>> row["reward_chosen"] < 0 and row["scored_with"]["reduction"] == "mean"
+    True
     """
 
     kind = "logprob"

@@ -44,6 +44,12 @@ class Reward(ABC):
     Subclasses implement :meth:`score_requests` (rewards of responses in their contexts),
     :meth:`settings` and :attr:`name`; :meth:`score_items` adds the customization and
     :meth:`score` the row handling of the Python API.
+
+    >>> from prefsmith.rewards.density_ratio import DensityRatioReward
+    >>> from prefsmith.testing import tiny_backend
+    >>> reward = DensityRatioReward(tiny_backend(seed=0), tiny_backend(seed=1))
+    >>> isinstance(reward, Reward), reward.passes
+    (True, 2)
     """
 
     customization: Customization | None = None
@@ -151,6 +157,14 @@ class ScoreStep(Step):
         reward: The reward (density ratio, log-prob, DPO; customized or not).
         system_prompt: System turn for both models (rows with their own keep theirs).
         save_token_logprobs: Store per-token log-probs of both models in each row.
+
+    >>> from prefsmith.data.runner import process_rows
+    >>> from prefsmith.rewards.density_ratio import DensityRatioReward
+    >>> from prefsmith.testing import tiny_backend
+    >>> step = ScoreStep(DensityRatioReward(tiny_backend(seed=0), tiny_backend(seed=1)))
+    >>> rows = process_rows([{"prompt": "Pick one.", "responses": ["A", "B", "C"]}], step)
+    >>> len(rows[0]["rewards"]), rows[0]["source_index"]
+    (3, 0)
     """
 
     name = "score"

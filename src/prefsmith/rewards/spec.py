@@ -101,7 +101,13 @@ def parse_scorer(
     pool: ModelPool | None = None,
     customization=None,
 ) -> Reward:
-    """The reward named by scorer spec ``text`` (see the module docstring)."""
+    """The reward named by scorer spec ``text`` (see the module docstring).
+
+    >>> from prefsmith.testing import tiny_model
+    >>> reward = parse_scorer("logprob:mean", strong=tiny_model(seed=0))
+    >>> reward.name == f"logprob:{tiny_model(seed=0)}:mean"
+    True
+    """
     return ScorerSpec.parse(text, strong, weak).build(pool, customization)
 
 

@@ -56,6 +56,9 @@ class TrainConfig:
         max_rows: Use only the first this many rows (0 = all).
         merge_lora: With LoRA, also save the merged full model in ``final/`` (loadable like any
             model folder by ``prefsmith sample``/``judge``); the adapter is in ``adapter/``.
+
+    >>> TrainConfig(method="simpo").model
+    'smollm2-135m-instruct'
     """
 
     data: str = ""
