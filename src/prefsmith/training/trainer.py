@@ -252,7 +252,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     if not resume and latest_checkpoint(output_dir):
         raise FileExistsError(
             f"{output_dir} already holds checkpoints; pass --resume to continue that run"
-            " or choose another --output-dir"
+            " or choose another -o/--output folder"
         )
     if not resume:
         (output_dir / "log.jsonl").unlink(missing_ok=True)
