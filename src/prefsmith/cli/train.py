@@ -83,6 +83,10 @@ def relabel(
     )
 
 
+#: ``train`` options whose config field has another name.
+TRAIN_OPTION_FIELDS = {"epochs": "num_epochs"}
+
+
 def train(
     data: Annotated[
         Path | None,
@@ -114,23 +118,13 @@ def train(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Preference-tune a policy with DPO or SimPO (TRL), full or LoRA; resumable."""
-    from prefsmith.training.config import load_config
+    from prefsmith.training.config import TrainConfig, load_config
 
+    given = {TRAIN_OPTION_FIELDS.get(k, k): v for k, v in locals().items()}
     overrides = {
-        "data": str(data) if data else None,
-        "method": method,
-        "model": model,
-        "output_dir": str(output_dir) if output_dir else None,
-        "finetune": finetune,
-        "max_steps": max_steps,
-        "num_epochs": epochs,
-        "learning_rate": learning_rate,
-        "beta": beta,
-        "batch_size": batch_size,
-        "grad_accum": grad_accum,
-        "max_length": max_length,
-        "device": device,
-        "threads": threads,
+        k: str(v) if isinstance(v, Path) else v
+        for k, v in given.items()
+        if k in TrainConfig.__dataclass_fields__
     }
     with user_errors():
         cfg = load_config(config, set_, overrides)
