@@ -39,6 +39,7 @@ from prefsmith.data.runner import Advance, Outcome, RowItem, Step
 from prefsmith.defaults import DEFAULT_SEED
 from prefsmith.models.encoding import Message, adds_bos, ensure_chat_template
 from prefsmith.models.loading import LazyModel, LoadedModel, LoadOptions
+from prefsmith.rewards.score import short_hash
 
 
 @dataclass(frozen=True)
@@ -365,7 +366,7 @@ def generator_settings(model: LazyModel, config: SamplingConfig) -> dict[str, An
     return {
         "model": model.name,
         "fingerprint": model.fingerprint,
-        "template": hashlib.sha256(str(template).encode()).hexdigest()[:12],
+        "template": short_hash(str(template)),
         **asdict(config),
     }
 
