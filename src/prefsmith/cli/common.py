@@ -86,9 +86,13 @@ def customization(domains: Path | None, router: str | None, exemplars: str) -> A
     """The customization asked for by ``--domains``/``--router``, or ``None``."""
     if domains is None and router is None:
         return None
-    from prefsmith.routing.customize import Customization
+    from prefsmith.routing.customize import EXEMPLAR_STYLES, Customization
+    from prefsmith.routing.routers import ROUTERS
 
-    return Customization(domains, router or "embedding", exemplars)  # type: ignore[arg-type]
+    check_choice("--router", router or "embedding", ROUTERS)
+    check_choice("--exemplars", exemplars, EXEMPLAR_STYLES)
+    with user_errors():
+        return Customization(domains, router or "embedding", exemplars)  # type: ignore[arg-type]
 
 
 def run_options(on_error: str, chunk_size: int, limit: int | None, progress: bool) -> Any:
