@@ -1,7 +1,8 @@
 """Shared fixtures: small real tokenizers shipped in the repo, tiny random models built in code.
 
 Nothing here downloads: the two tokenizers are trained BPE tokenizers that mirror the packaged
-models' (``tests/fixtures/tokenizers/build.py`` rebuilds them), and the models are random.
+models' (in ``src/prefsmith/resources/testing/tokenizers``, so doctests use them too;
+``tests/fixtures/build_tokenizers.py`` rebuilds them), and the models are random.
 Real-model tests are marked ``slow``.
 """
 
@@ -14,60 +15,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 
+from prefsmith.testing import build_tiny_model
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY_SET = Path(__file__).resolve().parents[1] / "src/prefsmith/resources/rewardbench-tiny.jsonl"
-TOKENIZERS = Path(__file__).resolve().parent / "fixtures" / "tokenizers"
 
 collect_ignore = ["fixtures"]  # the tokenizer build script is not a test module
 
 
 def shipped_tokenizer(name: str):
-    """Tokenizer ``chatml`` (like SmolLM2's) or ``plain`` (like Gemma 3's) from tests/fixtures."""
-    from transformers import AutoTokenizer
+    """Tokenizer ``chatml`` (like SmolLM2's) or ``plain`` (like Gemma 3's) from the package."""
+    from prefsmith.testing import tiny_tokenizer
 
-    return AutoTokenizer.from_pretrained(str(TOKENIZERS / name))
-
-
-def build_tiny_model(
-    tokenizer,
-    folder: Path,
-    arch: str = "llama",
-    seed: int = 0,
-    scale: float = 8.0,
-    **config_overrides,
-) -> Path:
-    """Save a 2-layer random causal LM using ``tokenizer``'s vocabulary into ``folder``.
-
-    ``arch`` is ``llama``, ``qwen2`` or ``gemma3`` (text); ``config_overrides`` go to its config.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig, Qwen2Config
-
-    config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config, "gemma3": Gemma3TextConfig}[arch]
-    config = config_class(
-        **{
-            "vocab_size": len(tokenizer),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 1024,
-            "tie_word_embeddings": True,
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-            **config_overrides,
-        }
-    )
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
-    with torch.no_grad():  # larger weights than the default init, so log-probs vary a lot
-        for p in model.parameters():
-            p.mul_(scale)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return tiny_tokenizer(name)
 
 
 def build_tiny_gemma3(
