@@ -365,29 +365,72 @@ class HFEngine:
     # ---------------------------------------------------------------------------------------
     # Sampling
 
+    #: Sample with prefsmith's own decode loop (one prefill per distinct prompt, finished rows
+    #: dropped from the batch); ``False`` uses ``transformers``' ``generate`` for every row.
+    shared_prefill: bool = True
+
     def sample(
         self,
         requests: Sequence[SampleRequest],
         options: SampleOptions,
         on_progress: Progress = None,
     ) -> list[list[Completion]]:
-        """Seeded, batch-invariant sampling with ``transformers``' ``generate``.
+        """Seeded, batch-invariant sampling.
 
         Jobs (request, completion) are sorted longest prompt first and generated
-        ``options.batch_size`` at a time, left-padded, each with its own generator.
+        ``options.batch_size`` at a time, left-padded, each with its own generator. With
+        :attr:`shared_prefill` (the default, when the model's cache passes the probe of
+        :meth:`_check_prefix_path`), each distinct prompt of a batch is prefilled once and its
+        key/value cache copied to its completions, and rows that finished leave the batch;
+        otherwise ``transformers``' ``generate`` runs every row to the end.
         """
+        jobs = [(r, j) for r in range(len(requests)) for j in range(requests[r].n)]
+        jobs.sort(key=lambda job: -len(requests[job[0]].prompt_ids))
+        results: list[list[Completion | None]] = [[None] * r.n for r in requests]
+        if self.shared_prefill and self._prefix_path is None:
+            self._prefix_path = self._check_prefix_path()
+        run = self._sample_shared if self.shared_prefill and self._prefix_path else self._generate
+        for first in range(0, len(jobs), options.batch_size):
+            batch = jobs[first : first + options.batch_size]
+            prompts = [requests[r].prompt_ids for r, _ in batch]
+            seeds = [requests[r].seeds[j] for r, j in batch]
+            for (r, j), completion in zip(batch, run(prompts, seeds, options), strict=True):
+                results[r][j] = completion
+            if on_progress:
+                on_progress(len(batch))
+        return [[c for c in per if c is not None] for per in results]
+
+    def _pad_id(self, options: SampleOptions) -> int:
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else options.stop_ids[0]
+
+    def _generators(self, seeds: Sequence[int]) -> list[Any]:
+        import torch
+
+        generators = []
+        for seed in seeds:
+            g = torch.Generator()
+            g.manual_seed(seed)
+            generators.append(g)
+        return generators
+
+    def _keeps_last_logits(self) -> bool:
+        """Whether the model's forward takes ``logits_to_keep`` (output layer on one position)."""
+        import inspect
+
+        return "logits_to_keep" in inspect.signature(self.model.forward).parameters
+
+    def _generate(
+        self, prompts: Sequence[Sequence[int]], seeds: Sequence[int], options: SampleOptions
+    ) -> list[Completion]:
+        """One batch through ``transformers``' ``generate`` with the seeded sampler."""
         import torch
         from transformers import GenerationConfig, LogitsProcessorList
 
         from prefsmith.generation.sampling import SeededSampler
 
-        tokenizer, model = self.tokenizer, self.model
         stops = list(options.stop_ids)
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-        jobs = [(r, j) for r in range(len(requests)) for j in range(requests[r].n)]
-        jobs.sort(key=lambda job: -len(requests[job[0]].prompt_ids))
-        results: list[list[Completion | None]] = [[None] * r.n for r in requests]
-        device = self.device
+        pad_id = self._pad_id(options)
         generation_config = GenerationConfig(
             do_sample=False,
             num_beams=1,
@@ -397,35 +440,121 @@ class HFEngine:
             repetition_penalty=1.0,
             no_repeat_ngram_size=0,
         )
-        for first in range(0, len(jobs), options.batch_size):
-            batch = jobs[first : first + options.batch_size]
-            width = max(len(requests[r].prompt_ids) for r, _ in batch)
-            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, (r, _) in enumerate(batch):
-                prompt = requests[r].prompt_ids
-                ids[row, width - len(prompt) :] = torch.tensor(prompt)
-                mask[row, width - len(prompt) :] = 1
-            generators = []
-            for r, j in batch:
-                g = torch.Generator()
-                g.manual_seed(requests[r].seeds[j])
-                generators.append(g)
-            sampler = SeededSampler(
-                generators, options.temperature, options.top_p, record_logprobs=options.logprobs
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            ids[row, width - len(prompt) :] = torch.tensor(prompt)
+            mask[row, width - len(prompt) :] = 1
+        sampler = SeededSampler(
+            self._generators(seeds),
+            options.temperature,
+            options.top_p,
+            record_logprobs=options.logprobs,
+        )
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                generation_config=generation_config,
+                logits_processor=LogitsProcessorList([sampler]),
             )
-            with torch.inference_mode():
-                out = model.generate(
-                    input_ids=ids.to(device),
-                    attention_mask=mask.to(device),
-                    generation_config=generation_config,
-                    logits_processor=LogitsProcessorList([sampler]),
-                )
-            new_tokens = out[:, width:].cpu().tolist()
+        new_tokens = out[:, width:].cpu().tolist()
+        recorded = sampler.recorded_logprobs()
+        return [
+            finish_completion(
+                self.tokenizer, new_tokens[row], stops, None if recorded is None else recorded[row]
+            )
+            for row in range(len(prompts))
+        ]
+
+    def _sample_shared(
+        self, prompts: Sequence[Sequence[int]], seeds: Sequence[int], options: SampleOptions
+    ) -> list[Completion]:
+        """One batch with a prefill per distinct prompt and a plain decode loop.
+
+        The distinct prompts are left-padded to one width and run once; their caches and
+        last-position logits are copied to the rows that sample from them. Each step samples
+        every active row with its own generator (:class:`SeededSampler`), feeds the chosen
+        tokens back, and drops rows that produced a stop token, so a row's tokens depend only on
+        its prompt and seed (up to floating-point rounding of batches of other shapes).
+        """
+        import torch
+        from transformers import DynamicCache
+
+        from prefsmith.generation.sampling import SeededSampler
+
+        device, stops = self.device, set(options.stop_ids)
+        distinct: dict[tuple[int, ...], int] = {}
+        owner = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
+        unique = list(distinct)
+        width = max(len(p) for p in unique)
+        ids = torch.full((len(unique), width), self._pad_id(options), dtype=torch.long)
+        mask = torch.zeros((len(unique), width), dtype=torch.long)
+        for row, prompt in enumerate(unique):
+            ids[row, width - len(prompt) :] = torch.tensor(prompt)
+            mask[row, width - len(prompt) :] = 1
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as generate does
+        cache = DynamicCache(config=self.model.config)
+        extra = {"logits_to_keep": 1} if self._keeps_last_logits() else {}
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=positions.to(device),
+                past_key_values=cache,
+                use_cache=True,
+                **extra,
+            )
+            index = torch.tensor(owner, device=device)
+            logits = out.logits[:, -1, :].float()[index]
+            cache.batch_select_indices(index)
+        mask = mask[owner].to(device)
+        next_position = positions[owner, -1].to(device) + 1
+        generators = self._generators(seeds)
+        active = list(range(len(prompts)))
+        tokens: list[list[int]] = [[] for _ in prompts]
+        logprobs: list[list[float]] = [[] for _ in prompts]
+        for step in range(options.max_new_tokens):
+            sampler = SeededSampler(
+                [generators[i] for i in active],
+                options.temperature,
+                options.top_p,
+                record_logprobs=options.logprobs,
+            )
+            chosen = sampler(None, logits).argmax(dim=-1)
             recorded = sampler.recorded_logprobs()
-            for row, (r, j) in enumerate(batch):
-                lp = None if recorded is None else recorded[row]
-                results[r][j] = finish_completion(tokenizer, new_tokens[row], stops, lp)
-            if on_progress:
-                on_progress(len(batch))
-        return [[c for c in per if c is not None] for per in results]
+            keep = []
+            for k, (row, token) in enumerate(zip(active, chosen.tolist(), strict=True)):
+                tokens[row].append(token)
+                if recorded is not None:
+                    logprobs[row].append(recorded[k][0])
+                if token not in stops:
+                    keep.append(k)
+            if not keep or step == options.max_new_tokens - 1:
+                break
+            with torch.inference_mode():
+                if len(keep) < len(active):
+                    kept = torch.tensor(keep, device=device)
+                    cache.batch_select_indices(kept)
+                    mask, next_position, chosen = mask[kept], next_position[kept], chosen[kept]
+                    active = [active[k] for k in keep]
+                mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=-1)
+                out = self.model(
+                    input_ids=chosen[:, None],
+                    attention_mask=mask,
+                    position_ids=next_position[:, None],
+                    past_key_values=cache,
+                    use_cache=True,
+                )
+                logits = out.logits[:, -1, :].float()
+                next_position = next_position + 1
+        return [
+            finish_completion(
+                self.tokenizer,
+                tokens[row],
+                options.stop_ids,
+                logprobs[row] if options.logprobs else None,
+            )
+            for row in range(len(prompts))
+        ]
