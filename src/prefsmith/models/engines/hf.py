@@ -19,6 +19,8 @@ samples do not depend on batch size, order or neighbours.
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +44,18 @@ from prefsmith.models.loading import (
     resolve_device,
     resolve_dtype,
 )
+
+
+@functools.cache
+def _cache_argument_of(forward: Any) -> str:
+    parameters = inspect.signature(forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def cache_argument(module: Any) -> str:
+    """The name ``module.forward`` takes its key/value cache under: ``cache`` in recent
+    transformers 5.x (``past_key_values`` is deprecated there), ``past_key_values`` before."""
+    return _cache_argument_of(type(module).forward)
 
 
 @dataclass(frozen=True)
@@ -246,7 +260,8 @@ class HFEngine:
         ids = torch.tensor([list(prefix)], device=self.device)
         cache = DynamicCache(config=self.model.config)
         with torch.inference_mode():
-            self._decoder_or_model()(input_ids=ids, past_key_values=cache, use_cache=True)
+            module = self._decoder_or_model()
+            module(input_ids=ids, use_cache=True, **{cache_argument(module): cache})
         return cache
 
     def _decoder_or_model(self) -> Any:
@@ -289,8 +304,9 @@ class HFEngine:
             "use_cache": cache is not None,
         }
         if cache is not None:
-            inputs["past_key_values"] = copy.deepcopy(cache)
-            inputs["past_key_values"].batch_repeat_interleave(len(rows))
+            copied = copy.deepcopy(cache)
+            copied.batch_repeat_interleave(len(rows))
+            inputs[cache_argument(model)] = copied
         with torch.inference_mode():
             if self._head_path:
                 hidden = model(**inputs).last_hidden_state[rows_ix, pos_ix]
@@ -502,8 +518,8 @@ class HFEngine:
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
                 position_ids=positions.to(device),
-                past_key_values=cache,
                 use_cache=True,
+                **{cache_argument(self.model): cache},
                 **extra,
             )
             index = torch.tensor(owner, device=device)
@@ -544,8 +560,8 @@ class HFEngine:
                     input_ids=chosen[:, None],
                     attention_mask=mask,
                     position_ids=next_position[:, None],
-                    past_key_values=cache,
                     use_cache=True,
+                    **{cache_argument(self.model): cache},
                 )
                 logits = out.logits[:, -1, :].float()
                 next_position = next_position + 1
