@@ -35,5 +35,7 @@ GENERATION_DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
 #: Reductions of token log-ratios.
 REDUCTIONS = ("sum", "mean", "mean-char")
+#: Engines that score (and sample): transformers in process, or vLLM.
+ENGINES = ("hf", "vllm")
 #: How bad input rows are handled.
 ON_ERROR = ("raise", "skip")

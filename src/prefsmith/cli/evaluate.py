@@ -36,10 +36,13 @@ Scorers = Annotated[
 ]
 
 
-def _pool(dtype: str, device: str, threads: int | None, max_length: int, cache: Any) -> Any:
+def _pool(
+    dtype: str, device: str, threads: int | None, max_length: int, cache: Any, engine: str = "hf"
+) -> Any:
     from prefsmith.models.pool import ModelPool
 
-    return ModelPool(model_options(dtype, device, threads, max_length=max_length), cache)
+    options = model_options(dtype, device, threads, max_length=max_length, engine=engine)
+    return ModelPool(options, cache)
 
 
 def _cache(no_cache: bool, path: Path | None) -> Any:
@@ -63,6 +66,7 @@ def evaluate(
     device: o.Device = "auto",
     threads: o.Threads = None,
     max_length: o.MaxLength = DEFAULT_MAX_LENGTH,
+    engine: o.Engine = "hf",
     cache_path: o.Cache = None,
     no_cache: o.NoCache = False,
     on_error: o.OnError = "raise",
@@ -77,7 +81,7 @@ def evaluate(
     run = run_options(on_error, 64, None, progress)
     check_rows(data, lambda row: prepare_pair(row, system_prompt), run)
     with user_errors():
-        pool = _pool(dtype, device, threads, max_length, _cache(no_cache, cache_path))
+        pool = _pool(dtype, device, threads, max_length, _cache(no_cache, cache_path), engine)
         specs = [ScorerSpec.parse(s, strong, weak) for s in scorer or ["density-ratio:sum"]]
         rewards = [spec.build(pool) for spec in specs]
         if custom := customization(domains, router, exemplars):
