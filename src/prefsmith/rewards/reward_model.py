@@ -114,6 +114,14 @@ class RewardModelReward(Reward):
         options: Device, dtype, threads, ``max_length`` and batching (as for other scorers).
 
     See the module docstring for the rendering; :func:`rm_input_ids` is shared with training.
+
+    >>> from prefsmith.testing import tiny_reward_model
+    >>> reward = RewardModelReward(tiny_reward_model(seed=0))
+    >>> reward.name.startswith("rm:"), reward.passes
+    (True, 1)
+    >>> rows = reward.score([{"prompt": "Hi", "responses": ["Hello!", "Go away."]}])
+    >>> len(rows[0]["rewards"])
+    2
     """
 
     kind = "rm"
