@@ -109,7 +109,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.method not in ("dpo", "simpo", "rm"):
-            raise ValueError(f"method must be dpo, simpo or rm, not {self.method!r}")
+            raise ValueError(
+                f"method must be dpo or simpo (preference tuning) or rm (a reward model),"
+                f" not {self.method!r}"
+            )
         if self.margin and self.method != "rm":
             raise ValueError("margin is an option of method rm (the reward-model loss)")
         if self.on_error not in ("raise", "skip"):
