@@ -56,6 +56,7 @@ from prefsmith.generation.baselines import PairwiseJudge, RLAIFStep, RLCDStep, W
 from prefsmith.generation.pairs import PairsOptions
 from prefsmith.generation.rmboost import RMBoostStep
 from prefsmith.generation.sampling import SamplingConfig
+from prefsmith.models.cache import LogProbCache
 from prefsmith.models.loading import LazyModel, LoadOptions
 from prefsmith.models.pool import ModelOptions, ModelPool
 from prefsmith.rewards.density_ratio import DensityRatioReward
@@ -220,6 +221,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-cache", action="store_true", help="no on-disk log-prob cache (judge, scorers)"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/rm-data"))
     args = parser.parse_args()
 
@@ -228,8 +232,9 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+    cache = LogProbCache(":memory:" if args.no_cache else None)
     pool = ModelPool(
-        ModelOptions(dtype=args.dtype, threads=args.threads, max_length=args.max_length)
+        ModelOptions(dtype=args.dtype, threads=args.threads, max_length=args.max_length), cache
     )
     policy = LazyModel(args.policy, LoadOptions(dtype=args.dtype, threads=args.threads))
     stages = {m: generate_data(m, args, policy, pool) for m in args.methods}
@@ -241,7 +246,7 @@ def main() -> None:
 
     eval_data = eval_subset(args.eval_data, args.eval_per_subset, args.out)
     trained = [m for m in args.methods if "training" in stages[m]]
-    eval_pool = ModelPool(pool.options)
+    eval_pool = ModelPool(pool.options, cache)
     rewards: list[Any] = [
         RewardModelReward(stages[m]["training"]["model"], eval_pool.options) for m in trained
     ]
