@@ -170,3 +170,16 @@ def test_train_cli_rm_skips_bad_rows_and_resumes(tmp_path):
     assert more.exit_code == 0, more.output
     assert "resumed from" in more.output and "3 steps" in more.output
     assert (out / "final" / "config.json").exists() and (out / "adapter").is_dir()
+
+
+def test_eval_cli_with_rm_scorer(trained, tmp_path):
+    from prefsmith.cli.main import app
+
+    data, result = trained
+    ratio = f"density-ratio:{tiny_model(seed=0)},{tiny_model(seed=1)}:sum"
+    args = ["eval", str(data), "-o", str(tmp_path / "eval"), "--scorer", f"rm:{result.final_model}"]
+    args += ["--scorer", ratio, "--no-cache", "--no-report", "--no-progress"]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    scorers = json.loads((tmp_path / "eval" / "results.json").read_text())["settings"]["scorers"]
+    assert scorers == [f"rm:{result.final_model}", ratio]
