@@ -30,7 +30,8 @@ Scorers = Annotated[
     typer.Option(
         "--scorer",
         help="KIND[:STRONG,WEAK][:OPTION]: density-ratio[:sum|mean|mean-char],"
-        " logprob[:MODEL][:sum|mean|mean-char], dpo[:POLICY,REF][:BETA]; repeatable."
+        " logprob[:MODEL][:sum|mean|mean-char], dpo[:POLICY,REF][:BETA], rm:PATH (a trained"
+        " reward model, e.g. `train --method rm`'s final/); repeatable."
         " Models left out are --strong/--weak.",
     ),
 ]
@@ -85,7 +86,7 @@ def evaluate(
         specs = [ScorerSpec.parse(s, strong, weak) for s in scorer or ["density-ratio:sum"]]
         rewards = [spec.build(pool) for spec in specs]
         if custom := customization(domains, router, exemplars):
-            rewards += [spec.build(pool, custom) for spec in specs]
+            rewards += [spec.build(pool, custom) for spec in specs if spec.kind != "rm"]
         result = evaluate_file(data, rewards, output, run, system_prompt, save_token_logprobs)
     console.print(eval_table(result))
     console.print(scorer_legend(result), highlight=False, soft_wrap=True)
