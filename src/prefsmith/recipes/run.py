@@ -311,7 +311,7 @@ def run_recipe(
         output = context.output(stage)
         if previous and previous["key"] == key and previous["done"] and output.exists():
             result = StageResult(**previous["result"])
-            result.status = "skipped"
+            result.status, result.reason = "skipped", ""
             say(f"{label}: done earlier with the same settings, skipped -> {_rel(output, run_dir)}")
             results.append(result)
             continue
