@@ -246,3 +246,19 @@ def test_killed_run_resumes_to_the_same_outputs(models, prompts, tmp_path):
         assert (run_dir / name).read_bytes() == (reference / name).read_bytes(), name
     summary = json.loads((run_dir / "summary.json").read_text())
     assert [s["status"] for s in summary["stages"]] == ["resumed", "ran", "ran"]
+
+
+def test_cli_check_validates_and_names_bad_keys():
+    from typer.testing import CliRunner
+
+    from prefsmith.cli.main import app
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["run", "dr-sow", "--check", "--set", "sample.sampling.n=2"])
+    assert ok.exit_code == 0, ok.output
+    assert "recipe dr-sow is valid" in ok.output and "n: 2" in ok.output
+    bad = runner.invoke(app, ["run", "dr-sow", "--check", "--set", "pairs.pairs.min_margn=1"])
+    assert bad.exit_code == 2
+    assert "stages[1].pairs.min_margn: unknown key" in " ".join(bad.output.split())
+    missing = runner.invoke(app, ["run", "no-such-recipe"])
+    assert missing.exit_code == 2 and "shipped: cdr-eval" in " ".join(missing.output.split())
