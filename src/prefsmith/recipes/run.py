@@ -539,6 +539,10 @@ def _run_train(context: _Context, stage: Stage) -> StageResult:
         model=context.model(config.train.model),
     )
     pairs = len(load_preference_rows(train_config.data, train_config.max_rows))
+    if not context.progress:  # TRL's dataset preparation prints bars of its own
+        import datasets
+
+        datasets.disable_progress_bars()
     resume = latest_checkpoint(output) is not None
     if not resume and output.exists():
         shutil.rmtree(output)
