@@ -55,6 +55,10 @@ _EXPORTS = {
     "GoalScale": "prefsmith.relabel.scale",
     # training
     "TrainConfig": "prefsmith.training.config",
+    # recipes
+    "run_recipe": "prefsmith.recipes.run",
+    "load_recipe": "prefsmith.recipes.load",
+    "RecipeResult": "prefsmith.recipes.run",
     # the row runner
     "run_rows": "prefsmith.data.runner",
     "process_rows": "prefsmith.data.runner",
@@ -80,6 +84,8 @@ if TYPE_CHECKING:
     from prefsmith.generation.sampling import SampleStep, SamplingConfig
     from prefsmith.models.cache import LogProbCache
     from prefsmith.models.pool import ModelOptions, ModelPool
+    from prefsmith.recipes.load import load_recipe
+    from prefsmith.recipes.run import RecipeResult, run_recipe
     from prefsmith.relabel.scale import GoalScale
     from prefsmith.relabel.step import RelabelOptions, RelabelStep
     from prefsmith.rewards.density_ratio import DensityRatioReward, DPOReward, LogProbReward

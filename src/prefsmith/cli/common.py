@@ -106,19 +106,6 @@ def run_options(on_error: str, chunk_size: int, limit: int | None, progress: boo
     return RunOptions(on_error, chunk_size, limit, progress)  # type: ignore[arg-type]
 
 
-#: When a stage keeps less than this share of its input, the summary says how to keep more.
-MOSTLY_DROPPED = 0.5
-
-#: What changes each drop reason.
-DROP_ADVICE = {
-    "truncated": "--keep-truncated keeps responses that hit --max-new-tokens (or raise it)",
-    "fewer than 2 usable candidates": "--keep-truncated, a larger -n, or a larger"
-    " --max-new-tokens when sampling",
-    "tie": "--ties both or --ties chosen",
-    "scorer disagrees": "leave out --filter-agreement",
-}
-
-
 def check_rows(source: Path, prepare: Any, options: Any) -> None:
     """Validate every input row before any model loads (``--on-error raise`` stops here)."""
     from prefsmith.data.runner import first_error, read_items
@@ -135,15 +122,12 @@ def run_step(source: Any, output: Path, step: Any, options: Any) -> Any:
 
     with user_errors():
         summary = run_rows(source, output, step, options)
+    from prefsmith.data.advice import drop_warning
+
     console.print(summary.describe(), highlight=False)
-    dropped = sum(summary.dropped.values())
-    if summary.inputs and dropped / summary.inputs > MOSTLY_DROPPED:
-        advice = {a for why in summary.dropped for k, a in DROP_ADVICE.items() if k in why}
-        console.print(
-            f"[yellow]warning:[/] {dropped} of {summary.inputs} rows gave no output"
-            + (f"; {'; '.join(sorted(advice))}" if advice else ""),
-            highlight=False,
-        )
+    warning = drop_warning(summary.inputs, summary.dropped, "cli")
+    if warning:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     return summary
 
 

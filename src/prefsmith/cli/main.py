@@ -21,6 +21,7 @@ from prefsmith.cli.baselines import rlaif, rlcd, west_of_n
 from prefsmith.cli.evaluate import evaluate, study
 from prefsmith.cli.generate import pairs, rmboost, sample
 from prefsmith.cli.models import models_app
+from prefsmith.cli.recipe import run
 from prefsmith.cli.report import report
 from prefsmith.cli.score import score
 from prefsmith.cli.train import judge, relabel, train
@@ -43,6 +44,7 @@ app.command()(relabel)
 app.command()(train)
 app.command()(judge)
 app.command()(report)
+app.command("run")(run)
 app.add_typer(models_app, name="models")
 
 if __name__ == "__main__":
