@@ -59,7 +59,9 @@ INSTALL_HINT = (
 
 def import_vllm() -> Any:
     """Import and return the ``vllm`` module, or raise :class:`EngineNotInstalledError` naming
-    the extra to install."""
+    the extra to install. vLLM's own INFO logging is turned down to warnings unless
+    ``VLLM_LOGGING_LEVEL`` says otherwise: prefsmith prints its own progress."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     try:
         import vllm
     except ImportError as err:
