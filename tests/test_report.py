@@ -448,19 +448,19 @@ def test_cross_tokenizer_alignment_with_real_tokenizers(smol_tokenizer, gemma_to
 
 
 def test_report_of_a_real_score_run(tmp_path: Path, tiny_backends) -> None:
-    """Rows written by ``annotate_file`` with token log-probs (tiny models, two tokenizers)."""
-    from prefsmith.rewards.annotate import AnnotateOptions, annotate_file
-
-    from prefsmith.rewards.density_ratio import DensityRatioScorer, Reduction
+    """Rows written by the score step with token log-probs (tiny models, two tokenizers)."""
+    from prefsmith.data.runner import RunOptions, run_rows
+    from prefsmith.rewards.density_ratio import DensityRatioReward, Reduction
+    from prefsmith.rewards.score import ScoreStep
 
     rows = [
         {"id": "a", "subset": "s", "prompt": "2+2?", "chosen": "4 🙂", "rejected": SCRIPT},
         {"prompt": "Hi", "responses": ["Hello there.\nBye", "x"]},
     ]
     source = write_jsonl(tmp_path / "in.jsonl", rows)
-    scorer = DensityRatioScorer(tiny_backends["chatml-a"], tiny_backends["plain-c"], Reduction.SUM)
-    options = AnnotateOptions(save_token_logprobs=True, progress=False)
-    annotate_file(source, tmp_path / "out.jsonl", scorer, options)
+    reward = DensityRatioReward(tiny_backends["chatml-a"], tiny_backends["plain-c"], Reduction.SUM)
+    step = ScoreStep(reward, save_token_logprobs=True)
+    run_rows(source, tmp_path / "out.jsonl", step, RunOptions(progress=False))
     html = write_report(tmp_path / "out.jsonl").read_text(encoding="utf-8")
     assert "<script>alert" not in html
     data = embedded(html)
@@ -469,8 +469,8 @@ def test_report_of_a_real_score_run(tmp_path: Path, tiny_backends) -> None:
         for k, entry in enumerate(out["r"]):
             reward = row["rewards"][k] if "rewards" in row else row[f"reward_{entry['n']}"]
             n_tokens = sum(row["response_tokens"][entry["n"]])
-            # exact with full-precision log-probs; older writers round each one to 1e-6
-            assert abs(entry["sum"] - reward) <= 1e-6 * (1 + n_tokens)
+            # exact: the writer keeps full-precision log-probs
+            assert abs(entry["sum"] - reward) <= 1e-6, (entry["sum"], reward, n_tokens)
             assert not entry["sh"]
             response = row["responses"][k] if "responses" in row else row[entry["n"]]
             assert "".join(entry["t"]).startswith(response)  # pieces read back as the text

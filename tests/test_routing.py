@@ -302,7 +302,7 @@ def test_score_cli_with_router_records_domains(tmp_path, tiny_models):
     assert all(r["domain"] in names and 0 <= r["router_confidence"] <= 1 for r in rows)
     assert {r["domain"] for r in rows if r["subset"].startswith("hep-")} == {"code"}
     settings = json.loads((tmp_path / "out.jsonl.settings.json").read_text())
-    assert settings["customization"]["router"] == "rules"
+    assert settings["settings"]["reward"]["customization"]["router"] == "rules"
 
 
 def test_score_cli_reports_bad_domains_file_before_loading_models(tmp_path):

@@ -23,6 +23,7 @@ _EXPORTS = {
     "DensityRatioReward": "prefsmith.rewards.density_ratio",
     "DPOReward": "prefsmith.rewards.density_ratio",
     "LogProbReward": "prefsmith.rewards.density_ratio",
+    "RewardModelReward": "prefsmith.rewards.reward_model",
     "Reward": "prefsmith.rewards.score",
     "parse_scorer": "prefsmith.rewards.spec",
     "ScoreStep": "prefsmith.rewards.score",
@@ -43,6 +44,11 @@ _EXPORTS = {
     "select_pairs": "prefsmith.generation.pairs",
     "RMBoostConfig": "prefsmith.generation.rmboost",
     "RMBoostStep": "prefsmith.generation.rmboost",
+    "PairwiseJudge": "prefsmith.generation.baselines",
+    "RLAIFStep": "prefsmith.generation.baselines",
+    "RLCDConfig": "prefsmith.generation.baselines",
+    "RLCDStep": "prefsmith.generation.baselines",
+    "WestOfNStep": "prefsmith.generation.baselines",
     # relabeling
     "RelabelOptions": "prefsmith.relabel.step",
     "RelabelStep": "prefsmith.relabel.step",
@@ -66,6 +72,13 @@ if TYPE_CHECKING:
     from prefsmith.data.runner import RunOptions, Step, process_rows, run_rows
     from prefsmith.evaluation.harness import evaluate, evaluate_file
     from prefsmith.evaluation.study import run_study
+    from prefsmith.generation.baselines import (
+        PairwiseJudge,
+        RLAIFStep,
+        RLCDConfig,
+        RLCDStep,
+        WestOfNStep,
+    )
     from prefsmith.generation.pairs import PairsOptions, PairsStep, select_pairs
     from prefsmith.generation.rmboost import RMBoostConfig, RMBoostStep
     from prefsmith.generation.sampling import SampleStep, SamplingConfig
@@ -76,6 +89,7 @@ if TYPE_CHECKING:
     from prefsmith.relabel.scale import GoalScale
     from prefsmith.relabel.step import RelabelOptions, RelabelStep
     from prefsmith.rewards.density_ratio import DensityRatioReward, DPOReward, LogProbReward
+    from prefsmith.rewards.reward_model import RewardModelReward
     from prefsmith.rewards.score import Reward, ScoreStep
     from prefsmith.rewards.spec import parse_scorer
     from prefsmith.routing.customize import Customization

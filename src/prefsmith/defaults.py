@@ -16,6 +16,10 @@ DEFAULT_STRONG = "smollm2-135m-instruct"
 DEFAULT_WEAK = "gemma3-270m"
 #: The default policy for sampling, RMBoost and judging.
 DEFAULT_GENERATOR = DEFAULT_STRONG
+#: The default pairwise judge of ``prefsmith rlaif``.
+DEFAULT_JUDGE = DEFAULT_STRONG
+#: The default base of ``prefsmith train --method rm`` (a one-output head on it).
+DEFAULT_RM_BASE = DEFAULT_STRONG
 #: Default reduction of token log-ratios (RewardBench's DPO scoring).
 DEFAULT_REDUCTION = "sum"
 #: Default seed of every random draw (sampling, RMBoost labels, bootstrap intervals).
@@ -35,5 +39,7 @@ GENERATION_DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
 #: Reductions of token log-ratios.
 REDUCTIONS = ("sum", "mean", "mean-char")
+#: Engines that score (and sample): transformers in process, or vLLM.
+ENGINES = ("hf", "vllm")
 #: How bad input rows are handled.
 ON_ERROR = ("raise", "skip")

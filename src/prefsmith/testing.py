@@ -95,3 +95,19 @@ def tiny_backend(seed: int = 0, tokenizer: str = "chatml", arch: str = "llama") 
     from prefsmith.models.backend import load_backend
 
     return load_backend(tiny_model(seed, tokenizer, arch))
+
+
+@functools.cache
+def tiny_reward_model(seed: int = 0, tokenizer: str = "chatml") -> str:
+    """Folder of a tiny random reward model (a one-output sequence classifier), built once."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    folder = _root() / f"rm-{tokenizer}-{seed}"
+    base = tiny_model(seed, tokenizer)
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
+    model.config.pad_token_id = model.config.pad_token_id or model.config.eos_token_id
+    model.save_pretrained(folder)
+    tiny_tokenizer(tokenizer).save_pretrained(folder)
+    return str(folder)

@@ -37,6 +37,7 @@ def user_errors() -> Iterator[None]:
     """Turn the errors a user can fix (bad rows, missing models, bad settings) into messages."""
     from prefsmith.data.rows import RowError
     from prefsmith.data.runner import RunSettingsError
+    from prefsmith.models.engines.base import EngineNotInstalledError
     from prefsmith.models.loading import ModelNotFoundError
     from prefsmith.rewards.base import IncompatibleModelsError
     from prefsmith.routing.domains import DomainsError
@@ -47,6 +48,7 @@ def user_errors() -> Iterator[None]:
         ModelNotFoundError,
         IncompatibleModelsError,
         DomainsError,
+        EngineNotInstalledError,
         FileNotFoundError,
         FileExistsError,
         ValueError,
@@ -64,11 +66,12 @@ def default_output(kind: str, source: Path, suffix: str = ".jsonl") -> Path:
 
 def model_options(dtype: str, device: str, threads: int | None, **batching: Any) -> Any:
     """A :class:`~prefsmith.models.pool.ModelOptions` from the shared options."""
-    from prefsmith.defaults import SCORING_DTYPES
+    from prefsmith.defaults import ENGINES, SCORING_DTYPES
     from prefsmith.models.pool import ModelOptions
 
     check_choice("--dtype", dtype, SCORING_DTYPES)
     check_choice("--device", device, DEVICES)
+    check_choice("--engine", batching.get("engine", "hf"), ENGINES)
     return ModelOptions(dtype=dtype, device=device, threads=threads, **batching)
 
 
@@ -86,9 +89,13 @@ def customization(domains: Path | None, router: str | None, exemplars: str) -> A
     """The customization asked for by ``--domains``/``--router``, or ``None``."""
     if domains is None and router is None:
         return None
-    from prefsmith.routing.customize import Customization
+    from prefsmith.routing.customize import EXEMPLAR_STYLES, Customization
+    from prefsmith.routing.routers import ROUTERS
 
-    return Customization(domains, router or "embedding", exemplars)  # type: ignore[arg-type]
+    check_choice("--router", router or "embedding", ROUTERS)
+    check_choice("--exemplars", exemplars, EXEMPLAR_STYLES)
+    with user_errors():
+        return Customization(domains, router or "embedding", exemplars)  # type: ignore[arg-type]
 
 
 def run_options(on_error: str, chunk_size: int, limit: int | None, progress: bool) -> Any:

@@ -30,16 +30,20 @@ Scorers = Annotated[
     typer.Option(
         "--scorer",
         help="KIND[:STRONG,WEAK][:OPTION]: density-ratio[:sum|mean|mean-char],"
-        " logprob[:MODEL][:sum|mean|mean-char], dpo[:POLICY,REF][:BETA]; repeatable."
+        " logprob[:MODEL][:sum|mean|mean-char], dpo[:POLICY,REF][:BETA], rm:PATH (a trained"
+        " reward model, e.g. `train --method rm`'s final/); repeatable."
         " Models left out are --strong/--weak.",
     ),
 ]
 
 
-def _pool(dtype: str, device: str, threads: int | None, max_length: int, cache: Any) -> Any:
+def _pool(
+    dtype: str, device: str, threads: int | None, max_length: int, cache: Any, engine: str = "hf"
+) -> Any:
     from prefsmith.models.pool import ModelPool
 
-    return ModelPool(model_options(dtype, device, threads, max_length=max_length), cache)
+    options = model_options(dtype, device, threads, max_length=max_length, engine=engine)
+    return ModelPool(options, cache)
 
 
 def _cache(no_cache: bool, path: Path | None) -> Any:
@@ -63,6 +67,7 @@ def evaluate(
     device: o.Device = "auto",
     threads: o.Threads = None,
     max_length: o.MaxLength = DEFAULT_MAX_LENGTH,
+    engine: o.Engine = "hf",
     cache_path: o.Cache = None,
     no_cache: o.NoCache = False,
     on_error: o.OnError = "raise",
@@ -77,11 +82,11 @@ def evaluate(
     run = run_options(on_error, 64, None, progress)
     check_rows(data, lambda row: prepare_pair(row, system_prompt), run)
     with user_errors():
-        pool = _pool(dtype, device, threads, max_length, _cache(no_cache, cache_path))
+        pool = _pool(dtype, device, threads, max_length, _cache(no_cache, cache_path), engine)
         specs = [ScorerSpec.parse(s, strong, weak) for s in scorer or ["density-ratio:sum"]]
         rewards = [spec.build(pool) for spec in specs]
         if custom := customization(domains, router, exemplars):
-            rewards += [spec.build(pool, custom) for spec in specs]
+            rewards += [spec.build(pool, custom) for spec in specs if spec.kind != "rm"]
         result = evaluate_file(data, rewards, output, run, system_prompt, save_token_logprobs)
     console.print(eval_table(result))
     console.print(scorer_legend(result), highlight=False, soft_wrap=True)

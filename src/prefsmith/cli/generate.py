@@ -45,10 +45,10 @@ def _sampling(n, temperature, top_p, max_new_tokens, seed, batch_size, system_pr
         )
 
 
-def _reward(strong: str, weak: str, reduction: str, max_length: int, dtype, device, threads):
+def _reward(strong, weak, reduction, max_length, dtype, device, threads, engine="hf"):
     from prefsmith.rewards.density_ratio import DensityRatioReward
 
-    options = model_options(dtype, device, threads, max_length=max_length)
+    options = model_options(dtype, device, threads, max_length=max_length, engine=engine)
     with user_errors(), console.status(f"preparing {strong} over {weak}"):
         return DensityRatioReward(strong, weak, reduction, options=options)
 
@@ -116,6 +116,7 @@ def pairs(
     dtype: o.DType = DEFAULT_DTYPE,
     device: o.Device = "auto",
     threads: o.Threads = None,
+    engine: o.Engine = "hf",
     chunk_size: o.ChunkSize = 64,
     limit: o.Limit = None,
     on_error: o.OnError = "raise",
@@ -129,7 +130,7 @@ def pairs(
     options = PairsOptions(strategy, min_margin, fmt, keep_truncated, system_prompt)  # type: ignore[arg-type]
     run = run_options(on_error, chunk_size, limit, progress)
     check_rows(candidates, lambda row: prepare_candidates(row, options), run)
-    reward = _reward(strong, weak, reduction, max_length, dtype, device, threads)
+    reward = _reward(strong, weak, reduction, max_length, dtype, device, threads, engine)
     output = output or default_output("pairs", candidates)
     summary = run_step(candidates, output, PairsStep(reward, options), run)
     statuses = {k.removeprefix("candidates "): v for k, v in summary.counts.items()}

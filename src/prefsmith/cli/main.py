@@ -17,6 +17,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import typer
 
+from prefsmith.cli.baselines import rlaif, rlcd, west_of_n
 from prefsmith.cli.evaluate import evaluate, study
 from prefsmith.cli.generate import pairs, rmboost, sample
 from prefsmith.cli.models import models_app
@@ -36,6 +37,9 @@ app.command()(study)
 app.command()(sample)
 app.command()(pairs)
 app.command()(rmboost)
+app.command()(rlaif)
+app.command()(rlcd)
+app.command("west-of-n")(west_of_n)
 app.command()(relabel)
 app.command()(train)
 app.command()(judge)

@@ -105,3 +105,10 @@ WriteReport = Annotated[
         "--report/--no-report", help="Write a self-contained HTML report of the output at the end."
     ),
 ]
+Engine = Annotated[
+    str,
+    typer.Option(
+        help="hf (transformers in process; exact reference) | vllm (pip install"
+        " 'prefsmith[vllm]'; see docs/engines.md)."
+    ),
+]

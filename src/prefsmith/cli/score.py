@@ -61,6 +61,7 @@ def score(
     max_length: o.MaxLength = DEFAULT_MAX_LENGTH,
     batch_tokens: o.BatchTokens = 8192,
     max_batch_size: o.MaxBatchSize = 64,
+    engine: o.Engine = "hf",
     chunk_size: o.ChunkSize = 64,
     limit: o.Limit = None,
     on_error: o.OnError = "raise",
@@ -82,6 +83,7 @@ def score(
         threads,
         max_length=max_length,
         batch_tokens=batch_tokens,
+        engine=engine,
         max_batch_size=max_batch_size,
     )
     with user_errors(), console.status(f"preparing {strong} over {weak}"):

@@ -99,8 +99,13 @@ def train(
         list[str] | None,
         typer.Option("--set", help="Override any option: --set key=value (repeatable)."),
     ] = None,
-    method: Annotated[str | None, typer.Option(help="dpo | simpo")] = None,
-    model: Annotated[str | None, typer.Option(help="Policy to tune.")] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(help="dpo | simpo | rm (a Bradley-Terry reward model; --set margin=true)."),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Policy to tune (rm: base of the reward model).")
+    ] = None,
     output_dir: Annotated[Path | None, typer.Option("--output", "-o", help="Run folder.")] = None,
     finetune: Annotated[str | None, typer.Option(help="lora | full")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (-1: epochs).")] = None,
@@ -116,8 +121,12 @@ def train(
         bool, typer.Option(help="Continue from the newest checkpoint in the run folder.")
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    on_error: Annotated[
+        str | None,
+        typer.Option(help="rm: raise | skip (bad pairs go to <output>/rejected.jsonl)."),
+    ] = None,
 ) -> None:
-    """Preference-tune a policy with DPO or SimPO (TRL), full or LoRA; resumable."""
+    """Preference-tune a policy with DPO or SimPO, or train a reward model (TRL); resumable."""
     from prefsmith.training.config import TrainConfig, load_config
 
     given = {TRAIN_OPTION_FIELDS.get(k, k): v for k, v in locals().items()}
@@ -133,7 +142,15 @@ def train(
         from prefsmith.training.trainer import load_preference_rows
         from prefsmith.training.trainer import train as run_training
 
-        n_rows = len(load_preference_rows(cfg.data, cfg.max_rows))  # fail before loading models
+        if cfg.method == "rm":  # fail before loading models
+            from prefsmith.training.reward_model import load_reward_pairs
+
+            good, bad = load_reward_pairs(cfg.data, cfg.max_rows, cfg.margin, cfg.on_error)
+            n_rows = len(good)
+            if bad:
+                console.print(f"{len(bad)} bad pairs set aside (first: {bad[0]})", highlight=False)
+        else:
+            n_rows = len(load_preference_rows(cfg.data, cfg.max_rows))
         console.print(
             f"{cfg.method} ({cfg.finetune}) on {n_rows} pairs from {cfg.data}; model {cfg.model}"
             f" -> {cfg.output_dir}"
@@ -142,6 +159,9 @@ def train(
     if result.log:
         first, last = result.log[0]["loss"], result.log[-1]["loss"]
         console.print(f"loss {first:.4f} (first log) -> {last:.4f} (last log)")
+    if result.eval:
+        shown = {k: v for k, v in result.eval.items() if k in ("eval_loss", "eval_accuracy")}
+        console.print("held-out: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
     resumed = f", resumed from {result.resumed_from}" if result.resumed_from else ""
     console.print(
         f"{result.steps} steps in {result.seconds:.0f}s{resumed}; model -> {result.final_model};"

@@ -190,7 +190,7 @@ class RunSummary:
 
     def describe(self) -> str:
         """One line for people: what was done and where it went."""
-        rate = f" ({self.processed / self.seconds:.2f} rows/s)" if self.seconds > 0 else ""
+        rate = f" ({self.processed / self.seconds:.2f} rows/s)" if self.processed else ""
         parts = [
             f"{self.step}: {self.processed} rows processed in {self.seconds:.1f}s{rate}",
             f"{self.already_done} already done",
@@ -458,13 +458,14 @@ class _Checkpoint:
             state.bytes, state.written = journal.stat().st_size, len(rows)
         if state.last_key >= 0:
             _check_settings(output, settings)
-        if state.bytes is None:  # a finished Parquet output: its rows go back into the journal
+        if journal != output and not journal.exists() and output.exists():
+            # A finished Parquet output: its rows go back into the journal to go on.
             restore_journal(output)
-            state.bytes = journal.stat().st_size if journal.exists() else 0
+            state.bytes = journal.stat().st_size
         elif journal.exists():
-            # Cut what a killed run wrote after its last checkpoint.
-            with journal.open("rb+") as handle:
-                handle.truncate(state.bytes)
+            if state.bytes is not None:  # cut what a killed run wrote after its checkpoint
+                with journal.open("rb+") as handle:
+                    handle.truncate(state.bytes)
         elif state.last_key >= 0:
             raise RunSettingsError(
                 f"{path} says rows were written but {journal} is missing; delete {path} to start"

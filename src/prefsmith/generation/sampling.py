@@ -38,7 +38,10 @@ from prefsmith.data.rows import to_prompt
 from prefsmith.data.runner import Advance, Outcome, RowItem, Step
 from prefsmith.defaults import DEFAULT_SEED
 from prefsmith.models.encoding import Message, adds_bos, ensure_chat_template
+from prefsmith.models.engines.base import Engine, SampleOptions, SampleRequest, finish_completion
+from prefsmith.models.engines.hf import HFEngine
 from prefsmith.models.loading import LazyModel, LoadedModel, LoadOptions
+from prefsmith.rewards.score import short_hash
 
 
 @dataclass(frozen=True)
@@ -234,12 +237,22 @@ class SeededSampler:
         generators: One ``torch.Generator`` per row of the batch.
         temperature: Softmax temperature (``0``: argmax).
         top_p: Nucleus mass.
+        record_logprobs: Keep ``log p`` of every chosen token under the unmodified
+            distribution (see :meth:`recorded_logprobs`).
     """
 
-    def __init__(self, generators: Sequence[Any], temperature: float, top_p: float) -> None:
+    def __init__(
+        self,
+        generators: Sequence[Any],
+        temperature: float,
+        top_p: float,
+        record_logprobs: bool = False,
+    ) -> None:
         self.generators = list(generators)
         self.temperature = temperature
         self.top_p = top_p
+        self.record_logprobs = record_logprobs
+        self._steps: list[Any] = []
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
@@ -253,9 +266,22 @@ class SeededSampler:
                 [torch.rand(1, generator=g, dtype=torch.float64) for g in self.generators]
             ).to(probs.device)
             chosen = nucleus_choice(probs, uniforms, self.top_p)
+        if self.record_logprobs:
+            picked = logits.gather(-1, chosen[:, None]).squeeze(-1)
+            self._steps.append((picked - torch.logsumexp(logits, dim=-1)).cpu())
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(-1, chosen[:, None], 0.0)
         return out
+
+    def recorded_logprobs(self) -> list[list[float]] | None:
+        """Per row, ``log p`` of the token chosen at each step (``None`` unless recorded)."""
+        import torch
+
+        if not self.record_logprobs:
+            return None
+        if not self._steps:
+            return [[] for _ in self.generators]
+        return torch.stack(self._steps, dim=1).tolist()
 
 
 class PromptTooLongError(ValueError):
@@ -268,88 +294,82 @@ def context_length(model: Any) -> int | None:
 
 
 def generate(
-    loaded: LoadedModel,
+    loaded: LoadedModel | Engine,
     conversations: Sequence[Sequence[Message]],
     config: SamplingConfig,
     on_progress: Callable[[int], None] | None = None,
 ) -> list[list[Generation]]:
     """Sample ``config.n`` responses for each conversation (each ends with a user turn).
 
+    ``loaded`` is a model in memory (sampled with the ``hf`` engine) or any engine
+    (:mod:`prefsmith.models.engines`, e.g. ``vllm``). The conversations are rendered here, with
+    the model's chat template, and the engine gets token ids: prompt ids and one seed per
+    sample, :func:`sample_seed` of ``(config.seed, conversation, j)``.
+
     Returns one list of ``n`` :class:`Generation` per conversation, in input order.
     ``on_progress(k)`` is called as ``k`` more sequences finish.
     """
-    import torch
-    from transformers import GenerationConfig, LogitsProcessorList
-
-    tokenizer, model = loaded.tokenizer, loaded.model
+    engine = as_engine(loaded)
+    tokenizer = engine.tokenizer
     convs = [with_system_prompt(c, config.system_prompt) for c in conversations]
     for i, conv in enumerate(convs):
         if not conv or conv[-1]["role"] != "user":
             raise ValueError(f"conversation {i} must end with a user turn")
     encoded = [prompt_ids(tokenizer, conv) for conv in convs]
-    limit = context_length(model)
+    limit = engine.max_positions
     for i, ids in enumerate(encoded):
         if limit is not None and len(ids) + config.max_new_tokens > limit:
             raise PromptTooLongError(
                 f"conversation {i}: {len(ids)} prompt tokens + max_new_tokens"
                 f" {config.max_new_tokens} exceed the model's {limit} positions"
             )
+    model = engine.model if isinstance(engine, HFEngine) else _generation_config(engine)
     stops = stop_token_ids(tokenizer, model)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    # Jobs (conversation, sample), longest prompt first so batches pad little.
-    jobs = [(c, j) for c in range(len(convs)) for j in range(config.n)]
-    jobs.sort(key=lambda job: -len(encoded[job[0]]))
-    results: list[list[Generation | None]] = [[None] * config.n for _ in convs]
-    device = next(model.parameters()).device
-    generation_config = GenerationConfig(
-        do_sample=False,
-        num_beams=1,
+    requests = [
+        SampleRequest(tuple(ids), tuple(sample_seed(config.seed, conv, j) for j in range(config.n)))
+        for conv, ids in zip(convs, encoded, strict=True)
+    ]
+    options = SampleOptions(
         max_new_tokens=config.max_new_tokens,
-        eos_token_id=stops,
-        pad_token_id=pad_id,
-        repetition_penalty=1.0,
-        no_repeat_ngram_size=0,
+        stop_ids=tuple(stops),
+        temperature=config.temperature,
+        top_p=config.top_p,
+        batch_size=config.batch_size,
     )
-    for first in range(0, len(jobs), config.batch_size):
-        batch = jobs[first : first + config.batch_size]
-        width = max(len(encoded[c]) for c, _ in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (c, _) in enumerate(batch):
-            prompt = encoded[c]
-            ids[row, width - len(prompt) :] = torch.tensor(prompt)
-            mask[row, width - len(prompt) :] = 1
-        generators = []
-        for c, j in batch:
-            g = torch.Generator()
-            g.manual_seed(sample_seed(config.seed, convs[c], j))
-            generators.append(g)
-        sampler = SeededSampler(generators, config.temperature, config.top_p)
-        with torch.inference_mode():
-            out = model.generate(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                generation_config=generation_config,
-                logits_processor=LogitsProcessorList([sampler]),
-            )
-        new_tokens = out[:, width:].cpu().tolist()
-        for row, (c, j) in enumerate(batch):
-            results[c][j] = decode_generation(tokenizer, new_tokens[row], stops)
-        if on_progress:
-            on_progress(len(batch))
-    return [[g for g in per if g is not None] for per in results]
+    completions = engine.sample(requests, options, on_progress)
+    return [[Generation(c.text, c.finish_reason, c.n_tokens) for c in per] for per in completions]
+
+
+def as_engine(loaded: LoadedModel | Engine) -> Engine:
+    """``loaded`` itself when it is an engine, else the ``hf`` engine over the loaded model."""
+    if isinstance(loaded, LoadedModel):
+        return HFEngine.from_loaded(loaded)
+    return loaded
+
+
+class _ConfigHolder:
+    def __init__(self, generation_config: Any) -> None:
+        self.generation_config = generation_config
+
+
+def _generation_config(engine: Engine) -> Any:
+    """An object whose ``generation_config`` is the one transformers would give the model
+    (its EOS ids), for engines that do not load a transformers model."""
+    files = getattr(engine, "files", None)
+    if not files:
+        return None
+    from transformers import AutoConfig, GenerationConfig
+
+    try:
+        return _ConfigHolder(GenerationConfig.from_pretrained(files))
+    except OSError:
+        return _ConfigHolder(GenerationConfig.from_model_config(AutoConfig.from_pretrained(files)))
 
 
 def decode_generation(tokenizer: Any, new_ids: Sequence[int], stops: Sequence[int]) -> Generation:
     """Cut generated ids at the first stop token and decode them."""
-    stop_set = set(stops)
-    end = next((k for k, t in enumerate(new_ids) if t in stop_set), None)
-    if end is None:
-        body, reason, n_tokens = list(new_ids), "length", len(new_ids)
-    else:
-        body, reason, n_tokens = list(new_ids[:end]), "stop", end + 1
-    text = tokenizer.decode(body, skip_special_tokens=True).strip()
-    return Generation(text, reason, n_tokens)
+    c = finish_completion(tokenizer, new_ids, stops)
+    return Generation(c.text, c.finish_reason, c.n_tokens)
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,7 +385,7 @@ def generator_settings(model: LazyModel, config: SamplingConfig) -> dict[str, An
     return {
         "model": model.name,
         "fingerprint": model.fingerprint,
-        "template": hashlib.sha256(str(template).encode()).hexdigest()[:12],
+        "template": short_hash(str(template)),
         **asdict(config),
     }
 

@@ -1,7 +1,14 @@
 """Log-prob backends: given conversations and responses, return per-token log-probabilities.
 
-The rest of prefsmith only talks to :class:`LogProbBackend`; :class:`TransformersBackend` is the
-in-process implementation (CPU or one GPU). A vLLM or Ray backend implements the same protocol.
+The rest of prefsmith only talks to :class:`LogProbBackend`. A backend renders each request
+with the model's chat template (:class:`~prefsmith.models.encoding.ConversationEncoder`, the one
+place where the exact prompt/response token boundary is found) and hands the token ids to an
+*engine* (:mod:`prefsmith.models.engines`), which returns the response tokens' log-probs:
+
+* :class:`TransformersBackend`: the ``hf`` engine, transformers in this process (CPU or one
+  GPU); the reference and the default;
+* :class:`EngineBackend` over any engine, e.g. ``vllm`` (``load_backend(name, engine="vllm")``,
+  optional extra ``prefsmith[vllm]``).
 """
 
 from __future__ import annotations
@@ -12,18 +19,33 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-from transformers import AutoConfig, AutoTokenizer
 
 from prefsmith.models.encoding import ConversationEncoder, EncodedResponse, Message
-from prefsmith.models.loading import (
-    LoadedModel,
-    LoadOptions,
-    fingerprint_directory,
-    load_model,
-    model_files,
-    resolve_device,
-    resolve_dtype,
+from prefsmith.models.engines.base import Engine
+from prefsmith.models.engines.hf import (
+    HEAD_CHUNK_BYTES,
+    BatchingOptions,
+    HFEngine,
+    _gather_logprobs,
+    plan_batches,
+    shared_prefix_groups,
 )
+from prefsmith.models.loading import LoadedModel, LoadOptions
+
+__all__ = [
+    "HEAD_CHUNK_BYTES",
+    "BatchingOptions",
+    "EngineBackend",
+    "LogProbBackend",
+    "ResponseLogProbs",
+    "ScoreRequest",
+    "TransformersBackend",
+    "_gather_logprobs",
+    "load_backend",
+    "plan_batches",
+    "shared_prefix_groups",
+    "tokenizer_fingerprint",
+]
 
 
 @dataclass(frozen=True)
@@ -108,92 +130,77 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 _TOKENIZER_PROBE = "Hello, world!\n\nÜnïcödé 123 4567 {\n    def f(x): return x**2  # 数学 🙂"
 
 
-@dataclass(frozen=True)
-class BatchingOptions:
-    """How sequences are grouped into forward passes.
+class EngineBackend:
+    """A :class:`LogProbBackend` over any engine: chat-template encoding here, numbers there.
 
     Attributes:
-        max_length: Longest sequence in tokens; longer rows are truncated (prompt first).
-        max_batch_tokens: Budget of padded tokens per forward pass (batch size x longest row).
-        max_batch_size: Upper bound on rows per forward pass.
-        share_prefix: Run the context shared by several responses (chosen and rejected of a
-            pair, the candidates of a prompt, a long customization context) once, and score
-            the responses on its key/value cache instead of recomputing it for each.
-        min_shared_prefix: Shortest shared context (tokens) worth a forward pass of its own;
-            shorter ones are scored with the rest in length-sorted buckets.
+        engine: The engine that computes log-probs (``hf``, ``vllm``).
+        engine_kind: Its kind, ``"hf"`` or ``"vllm"`` (numbers of different engines agree to
+            about 1e-3 nats, not bit for bit, so caches should keep them apart).
+        name: The model name as given.
+        fingerprint: Hash of the weights.
+        tokenizer: The model's tokenizer.
+        tokenizer_fingerprint: See :func:`tokenizer_fingerprint`.
+        template: The chat template in use.
+        dtype: Compute dtype name.
+        encoder: Renders requests to token ids and finds the response boundary.
     """
 
-    max_length: int = 2048
-    max_batch_tokens: int = 8192
-    max_batch_size: int = 64
-    share_prefix: bool = True
-    min_shared_prefix: int = 32
+    def __init__(self, engine: Engine, fingerprint: str, max_length: int) -> None:
+        self.engine = engine
+        self.engine_kind = engine.kind
+        self.name = engine.name
+        self.fingerprint = fingerprint
+        self.tokenizer = engine.tokenizer
+        self.dtype = engine.dtype
+        self.encoder = ConversationEncoder(self.tokenizer, max_length)
+        self.template = self.encoder.template
+        self.tokenizer_fingerprint = tokenizer_fingerprint(self.tokenizer)
+
+    def set_template(self, template: str) -> None:
+        self.tokenizer.chat_template = template
+        self.encoder = ConversationEncoder(self.tokenizer, self.encoder.max_length)
+        self.template = template
+
+    def encode(self, request: ScoreRequest) -> EncodedResponse:
+        """Token ids and response boundary of one request under this model's template."""
+        return self.encoder.encode(request.messages, request.response)
+
+    def release(self) -> None:
+        """Drop the weights from memory (they load again on next use)."""
+        self.engine.release()
+
+    def score(
+        self,
+        requests: Sequence[ScoreRequest],
+        on_progress: Callable[[int], None] | None = None,
+    ) -> list[ResponseLogProbs]:
+        encoded = [self.encode(r) for r in requests]
+        logprobs = self.engine.score_tokens(encoded, on_progress)
+        return [
+            ResponseLogProbs(
+                token_ids=e.input_ids[e.response_start :],
+                logprobs=lp,
+                n_chars=len(r.response),
+                truncated=e.truncated,
+                boundary_merged=e.boundary_merged,
+            )
+            for r, e, lp in zip(requests, encoded, logprobs, strict=True)
+        ]
 
 
-def shared_prefix_groups(
-    contexts: Sequence[Sequence[int]], min_length: int = 1
-) -> tuple[list[tuple[int, list[int]]], list[int]]:
-    """Group rows that share their whole context (the tokens before their responses).
+def _max_length(batching: BatchingOptions, max_positions: int | None) -> int:
+    return min(batching.max_length, max_positions or batching.max_length)
 
-    ``contexts[i]`` holds the tokens of row ``i`` that precede the position predicting its
-    first response token. Rows with identical contexts form a group; groups of two or more rows
-    whose context has at least ``min_length`` tokens are returned as ``(context_length, rows)``,
-    every other row in the second list. (Rows of one prompt whose template re-tokenized the
-    boundary differently end up in different groups: they are still scored, just not shared.)
 
-    >>> shared_prefix_groups([[1, 2, 3], [1, 2, 3], [9], [1, 2, 3]], min_length=2)
-    ([(3, [0, 1, 3])], [2])
-    >>> shared_prefix_groups([[1, 2, 3], [1, 2, 3]], min_length=4)
-    ([], [0, 1])
+class TransformersBackend(EngineBackend):
+    """Teacher-forced log-probs from a ``transformers`` causal LM (the ``hf`` engine).
+
+    Batched and padding-safe, with a shared-context key/value cache and a memory-bounded output
+    layer: see :mod:`prefsmith.models.engines.hf`.
     """
-    by_context: dict[tuple[int, ...], list[int]] = {}
-    for index, context in enumerate(contexts):
-        by_context.setdefault(tuple(context), []).append(index)
-    groups, single = [], []
-    for context, members in by_context.items():
-        if len(members) >= 2 and len(context) >= min_length:
-            groups.append((len(context), members))
-        else:
-            single.extend(members)
-    return groups, sorted(single)
 
-
-def plan_batches(lengths: Sequence[int], options: BatchingOptions) -> list[list[int]]:
-    """Group row indices into length-sorted buckets within the token budget.
-
-    Rows are sorted longest first, so every batch pads to the length of its first row.
-
-    >>> plan_batches([5, 1, 4, 2], BatchingOptions(max_batch_tokens=10, max_batch_size=8))
-    [[0, 2], [3, 1]]
-    """
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for index in order:
-        width = lengths[current[0]] if current else lengths[index]
-        fits = (len(current) + 1) * width <= options.max_batch_tokens
-        if current and (not fits or len(current) >= options.max_batch_size):
-            batches.append(current)
-            current = []
-        current.append(index)
-    if current:
-        batches.append(current)
-    return batches
-
-
-class TransformersBackend:
-    """Teacher-forced log-probs from a ``transformers`` causal LM, batched and padding-safe.
-
-    Rows are right-padded inside length-sorted buckets; with causal attention and an attention
-    mask, padding after a row cannot change that row's logits. Only the hidden states of
-    positions that predict response tokens go through the output layer, in memory-bounded
-    chunks, and log-softmax is taken in float32. (If the decoder-plus-output-layer path does not
-    reproduce ``model.forward`` on a probe, full logits from ``model.forward`` are used.)
-
-    Responses to one context (see :func:`shared_prefix_groups`) are scored on a key/value cache
-    of that context, computed once: the context tokens cost one forward pass, not one per
-    response. The cache path is used only if it reproduces an uncached forward on a probe.
-    """
+    engine: HFEngine
 
     def __init__(
         self,
@@ -204,23 +211,12 @@ class TransformersBackend:
     ) -> None:
         """Prepare scoring with model ``name``; the weights load on first use (or pass
         ``loaded`` to reuse a model already in memory)."""
-        self.name = name
-        self.load_options = load_options or LoadOptions()
-        self.batching = batching or BatchingOptions()
-        self._loaded = loaded
-        files = model_files(name) if loaded is None else loaded.model.name_or_path
-        self.fingerprint = loaded.fingerprint if loaded else fingerprint_directory(files)
-        self.tokenizer = loaded.tokenizer if loaded else AutoTokenizer.from_pretrained(files)
-        config = AutoConfig.from_pretrained(files) if loaded is None else loaded.model.config
-        device = resolve_device(self.load_options.device)
-        self.dtype = str(resolve_dtype(self.load_options.dtype, device)).removeprefix("torch.")
-        max_positions = getattr(config, "max_position_embeddings", None)
-        max_length = min(self.batching.max_length, max_positions or self.batching.max_length)
-        self.encoder = ConversationEncoder(self.tokenizer, max_length)
-        self.template = self.encoder.template
-        self.tokenizer_fingerprint = tokenizer_fingerprint(self.tokenizer)
-        self._head_path: bool | None = None
-        self._prefix_path: bool | None = None
+        engine = HFEngine(name, load_options, batching, loaded)
+        self.load_options = engine.load_options
+        self.batching = engine.batching
+        super().__init__(
+            engine, engine.fingerprint, _max_length(self.batching, engine.max_positions)
+        )
 
     @classmethod
     def from_loaded(
@@ -232,224 +228,70 @@ class TransformersBackend:
     @property
     def loaded(self) -> LoadedModel:
         """The model and tokenizer, loaded on first access."""
-        if self._loaded is None:
-            self._loaded = load_model(self.name, self.load_options)
-            self._loaded.tokenizer = self.tokenizer  # keep the template in use
-        return self._loaded
+        return self.engine.loaded
 
     @property
     def model(self) -> Any:
-        return self.loaded.model
-
-    def release(self) -> None:
-        """Drop the weights from memory (they load again on the next miss)."""
-        self._loaded = None
-        self._head_path = None
-        self._prefix_path = None
-
-    def set_template(self, template: str) -> None:
-        self.tokenizer.chat_template = template
-        self.encoder = ConversationEncoder(self.tokenizer, self.encoder.max_length)
-        self.template = template
+        return self.engine.model
 
     @property
     def device(self) -> Any:
-        return next(self.model.parameters()).device
+        return self.engine.device
 
-    def encode(self, request: ScoreRequest) -> EncodedResponse:
-        """Token ids and response boundary of one request under this model's template."""
-        return self.encoder.encode(request.messages, request.response)
+    # Internals of the hf engine, kept reachable under their old names.
+    @property
+    def _head_path(self) -> bool | None:
+        return self.engine._head_path
 
-    def score(
-        self,
-        requests: Sequence[ScoreRequest],
-        on_progress: Callable[[int], None] | None = None,
-    ) -> list[ResponseLogProbs]:
-        encoded = [self.encode(r) for r in requests]
-        results: list[ResponseLogProbs | None] = [None] * len(requests)
+    @_head_path.setter
+    def _head_path(self, value: bool | None) -> None:
+        self.engine._head_path = value
 
-        def done(batch: list[int], logprobs: list[np.ndarray]) -> None:
-            for i, lp in zip(batch, logprobs, strict=True):
-                e = encoded[i]
-                results[i] = ResponseLogProbs(
-                    token_ids=e.input_ids[e.response_start :],
-                    logprobs=lp,
-                    n_chars=len(requests[i].response),
-                    truncated=e.truncated,
-                    boundary_merged=e.boundary_merged,
-                )
-            if on_progress:
-                on_progress(len(batch))
+    @property
+    def _prefix_path(self) -> bool | None:
+        return self.engine._prefix_path
 
-        groups, single = self._plan_sharing(encoded)
-        for prefix_length, members in groups:
-            prefix = encoded[members[0]].input_ids[:prefix_length]
-            cache = self._prefill(prefix)
-            suffixes = [len(encoded[i].input_ids) - prefix_length for i in members]
-            for part in plan_batches(suffixes, self.batching):
-                batch = [members[k] for k in part]
-                done(batch, self._forward([encoded[i] for i in batch], prefix_length, cache))
-        lengths = [len(encoded[i].input_ids) for i in single]
-        for part in plan_batches(lengths, self.batching):
-            batch = [single[k] for k in part]
-            done(batch, self._forward([encoded[i] for i in batch]))
-        return [r for r in results if r is not None]
+    @_prefix_path.setter
+    def _prefix_path(self, value: bool | None) -> None:
+        self.engine._prefix_path = value
 
     def _plan_sharing(
         self, encoded: Sequence[EncodedResponse]
     ) -> tuple[list[tuple[int, list[int]]], list[int]]:
-        """Groups of rows scored on a shared context cache, and the rows scored on their own."""
-        everything = list(range(len(encoded)))
-        if not self.batching.share_prefix or len(encoded) < 2:
-            return [], everything
-        contexts = [e.input_ids[: e.response_start - 1] for e in encoded]
-        groups, single = shared_prefix_groups(contexts, max(1, self.batching.min_shared_prefix))
-        if groups and self._prefix_path is None:
-            self._prefix_path = self._check_prefix_path()
-        return (groups, single) if self._prefix_path else ([], everything)
-
-    def _prefill(self, prefix: Sequence[int]) -> Any:
-        """Key/value cache of ``prefix`` (one row)."""
-        import torch
-        from transformers import DynamicCache
-
-        ids = torch.tensor([list(prefix)], device=self.device)
-        cache = DynamicCache(config=self.model.config)
-        with torch.inference_mode():
-            self._decoder_or_model()(input_ids=ids, past_key_values=cache, use_cache=True)
-        return cache
-
-    def _decoder_or_model(self) -> Any:
-        if self._head_path is None:
-            self._head_path = self._check_head_path()
-        return self._decoder if self._head_path else self.model
+        return self.engine._plan_sharing(encoded)
 
     def _forward(
         self, rows: list[EncodedResponse], prefix_length: int = 0, cache: Any = None
     ) -> list[np.ndarray]:
-        """Log-probs of the response tokens of ``rows``.
+        return self.engine._forward(rows, prefix_length, cache)
 
-        With ``cache`` (from :meth:`_prefill`), the first ``prefix_length`` tokens of every row
-        are that cache's tokens and only the rest of each row runs through the model.
-        """
-        import copy
-
-        import torch
-
-        model = self._decoder_or_model()
-        width = max(len(r.input_ids) for r in rows) - prefix_length
-        ids = torch.zeros((len(rows), width), dtype=torch.long)
-        mask = torch.zeros((len(rows), prefix_length + width), dtype=torch.long)
-        mask[:, :prefix_length] = 1
-        for b, row in enumerate(rows):
-            suffix = row.input_ids[prefix_length:]
-            ids[b, : len(suffix)] = torch.tensor(suffix)
-            mask[b, prefix_length : prefix_length + len(suffix)] = 1
-        # Position p predicts token p + 1: gather (row, position) of every response token.
-        batch_index, positions, sizes = [], [], []
-        for b, row in enumerate(rows):
-            span = torch.arange(row.response_start - 1, len(row.input_ids) - 1) - prefix_length
-            batch_index.append(torch.full_like(span, b))
-            positions.append(span)
-            sizes.append(len(span))
-        rows_ix, pos_ix = torch.cat(batch_index), torch.cat(positions)
-        targets = ids[rows_ix, pos_ix + 1].to(self.device)
-        rows_ix, pos_ix = rows_ix.to(self.device), pos_ix.to(self.device)
-        inputs: dict[str, Any] = {
-            "input_ids": ids.to(self.device),
-            "attention_mask": mask.to(self.device),
-            "use_cache": cache is not None,
-        }
-        if cache is not None:
-            inputs["past_key_values"] = copy.deepcopy(cache)
-            inputs["past_key_values"].batch_repeat_interleave(len(rows))
-        with torch.inference_mode():
-            if self._head_path:
-                hidden = model(**inputs).last_hidden_state[rows_ix, pos_ix]
-                logprobs = self._head_logprobs(hidden, targets)
-            else:
-                logits = model(**inputs).logits[rows_ix, pos_ix]
-                logprobs = _gather_logprobs(logits, targets)
-        return [t.numpy() for t in logprobs.double().cpu().split(sizes)]
-
-    def _head_logprobs(self, hidden: Any, targets: Any) -> Any:
-        """Output layer + log-softmax over selected positions, in chunks bounded in memory."""
-        import torch
-
-        logit_bytes = max(4, hidden.element_size())  # log-softmax runs in float32 or wider
-        chunk = max(1, HEAD_CHUNK_BYTES // (logit_bytes * self._vocab_size))
-        parts = [
-            _gather_logprobs(self._head_logits(hidden[i : i + chunk]), targets[i : i + chunk])
-            for i in range(0, hidden.shape[0], chunk)
-        ]
-        return torch.cat(parts) if parts else hidden.new_zeros(0)
-
-    def _head_logits(self, hidden: Any) -> Any:
-        """What ``model.forward`` does after the decoder: output layer and known rescalings."""
-        import torch
-
-        logits = self.model.get_output_embeddings()(hidden)
-        config = self.model.config
-        if getattr(config, "logit_scale", None):  # Cohere
-            logits = logits * config.logit_scale
-        if getattr(config, "logits_scaling", None):  # Granite
-            logits = logits / config.logits_scaling
-        if getattr(config, "final_logit_softcapping", None):  # Gemma 2/3
-            cap = config.final_logit_softcapping
-            logits = torch.tanh(logits / cap) * cap
-        return logits
-
-    def _check_head_path(self) -> bool:
-        """Use decoder + own output layer only if it reproduces ``model.forward`` exactly."""
-        import torch
-
-        try:
-            self._decoder = self.model.get_decoder()
-            self._vocab_size = self.model.get_output_embeddings().weight.shape[0]
-            probe = torch.arange(1, 9, device=self.device)[None, :] % self._vocab_size
-            with torch.inference_mode():
-                want = self.model(input_ids=probe, use_cache=False).logits
-                hidden = self._decoder(input_ids=probe, use_cache=False).last_hidden_state
-                got = self._head_logits(hidden)
-            return bool(torch.allclose(want.float(), got.float(), atol=1e-4, rtol=1e-4))
-        except (AttributeError, TypeError, NotImplementedError):
-            return False
-
-    def _check_prefix_path(self) -> bool:
-        """Use context caches only if they reproduce an uncached forward on a probe.
-
-        A model whose attention is not causal (e.g. bidirectional), or whose cache does not
-        support continuing a batch, fails the probe and is scored without sharing.
-        """
-        import torch
-
-        weights = self.model.get_input_embeddings().weight
-        probe = EncodedResponse(tuple(i % weights.shape[0] for i in range(1, 13)), response_start=5)
-        # Rounding differs between the two paths; a wrong cache differs by far more.
-        tolerance = max(1e-4, 8 * torch.finfo(weights.dtype).eps)
-        try:
-            want = self._forward([probe])[0]
-            got = self._forward([probe, probe], 3, self._prefill(probe.input_ids[:3]))
-            return all(np.allclose(g, want, atol=tolerance, rtol=tolerance) for g in got)
-        except (AttributeError, TypeError, ValueError, NotImplementedError, RuntimeError):
-            return False
-
-
-#: Memory allowed for one chunk of logits in the output layer.
-HEAD_CHUNK_BYTES = 256 * 2**20
-
-
-def _gather_logprobs(logits: Any, targets: Any) -> Any:
-    """``log_softmax(logits)[targets]`` computed in float32 (or float64 for float64 models)."""
-    import torch
-
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    picked = logits.gather(-1, targets[:, None]).squeeze(-1)
-    return picked - torch.logsumexp(logits, dim=-1)
+    def _prefill(self, prefix: Sequence[int]) -> Any:
+        return self.engine._prefill(prefix)
 
 
 def load_backend(
-    name: str, options: LoadOptions | None = None, batching: BatchingOptions | None = None
-) -> TransformersBackend:
-    """A backend for model ``name`` (see :mod:`prefsmith.models.loading`); weights load lazily."""
-    return TransformersBackend(name, options, batching)
+    name: str,
+    options: LoadOptions | None = None,
+    batching: BatchingOptions | None = None,
+    *,
+    engine: str = "hf",
+    vllm_options: Any = None,
+) -> EngineBackend:
+    """A backend for model ``name`` (see :mod:`prefsmith.models.loading`); weights load lazily.
+
+    ``engine`` is ``hf`` (transformers, the default; a :class:`TransformersBackend`) or
+    ``vllm`` (needs ``pip install "prefsmith[vllm]"``; ``vllm_options`` is a
+    :class:`prefsmith.models.engines.vllm.VLLMOptions`, and ``options.dtype`` applies when it
+    leaves ``dtype`` at ``auto``). ``batching.max_length`` bounds the encoded rows for both.
+    """
+    if engine == "hf":
+        return TransformersBackend(name, options, batching)
+    if engine == "vllm":
+        from prefsmith.models.engines.vllm import VLLMEngine, VLLMOptions
+
+        batching = batching or BatchingOptions()
+        vllm_engine = VLLMEngine(
+            name, vllm_options or VLLMOptions(), options, max_length=batching.max_length
+        )
+        return EngineBackend(vllm_engine, vllm_engine.fingerprint, vllm_engine.max_sequence)
+    raise ValueError(f"engine must be one of hf, vllm; got {engine!r}")

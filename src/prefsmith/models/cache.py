@@ -27,11 +27,13 @@ def default_cache_path() -> Path:
 
 
 def cache_key(backend: LogProbBackend, request: ScoreRequest) -> str:
-    """Key of one response under one backend's settings."""
+    """Key of one response under one backend's settings (and engine: numbers of two engines
+    agree only to rounding, so each keeps its own; hf keys are unchanged)."""
     template = hashlib.sha256(backend.template.encode()).hexdigest()
     max_length = getattr(getattr(backend, "encoder", None), "max_length", None)
     payload = [
         backend.fingerprint,
+        *([] if getattr(backend, "engine_kind", "hf") == "hf" else [backend.engine_kind]),
         backend.dtype,
         template,
         max_length,

@@ -40,6 +40,7 @@ class ModelOptions:
     max_length: int = DEFAULT_MAX_LENGTH
     batch_tokens: int = 8192
     max_batch_size: int = 64
+    engine: str = "hf"
 
     def load_options(self) -> LoadOptions:
         """The loading part."""
@@ -73,7 +74,12 @@ class ModelPool:
         if not isinstance(model, str):
             return model
         if model not in self._backends:
-            backend: Any = load_backend(model, self.options.load_options(), self.options.batching())
+            backend: Any = load_backend(
+                model,
+                self.options.load_options(),
+                self.options.batching(),
+                engine=self.options.engine,
+            )
             if self.cache is not None:
                 backend = CachedBackend(backend, self.cache)
             self._backends[model] = backend

@@ -256,7 +256,8 @@ class LogProbReward(Reward):
     def score_requests(
         self, requests: Sequence[ScoreRequest], on_progress: Callable[[int], None] | None = None
     ) -> list[ScoredResponse]:
-        return [ScoredResponse(self.reward_of(lp), lp) for lp in self.strong.score(requests)]
+        scored = self.strong.score(requests, on_progress)
+        return [ScoredResponse(self.reward_of(lp), lp) for lp in scored]
 
     def settings(self) -> dict[str, Any]:
         settings: dict[str, Any] = {

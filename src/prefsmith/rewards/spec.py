@@ -4,7 +4,9 @@ Grammar: ``KIND[:MODELS][:OPTION]``
 
 * ``density-ratio[:STRONG,WEAK][:sum|mean|mean-char]``: the density ratio;
 * ``logprob[:MODEL][:sum|mean|mean-char]``: one model's own log-likelihood;
-* ``dpo[:POLICY,REFERENCE][:BETA]``: the DPO implicit reward.
+* ``dpo[:POLICY,REFERENCE][:BETA]``: the DPO implicit reward;
+* ``rm:PATH``: a sequence-classification reward model's logit (e.g. ``prefsmith train --method
+  rm``'s ``final/`` folder); everything after ``rm:`` is the path.
 
 Models left out are the run's ``--strong`` / ``--weak`` (by default the embedded pair). Strong
 and weak are separated by a comma; ``STRONG/WEAK`` also works when each name has no slash.
@@ -22,7 +24,7 @@ from prefsmith.rewards.base import Reduction
 from prefsmith.rewards.density_ratio import DensityRatioReward, DPOReward, LogProbReward
 from prefsmith.rewards.score import Reward
 
-KINDS = ("density-ratio", "logprob", "dpo")
+KINDS = ("density-ratio", "logprob", "dpo", "rm")
 
 
 @dataclass(frozen=True)
@@ -30,9 +32,9 @@ class ScorerSpec:
     """A parsed scorer spec.
 
     Attributes:
-        kind: ``density-ratio``, ``logprob`` or ``dpo``.
-        models: Strong and weak (or the one model of ``logprob``).
-        option: The reduction, or DPO's beta.
+        kind: ``density-ratio``, ``logprob``, ``dpo`` or ``rm``.
+        models: Strong and weak (or the one model of ``logprob``, or the ``rm`` folder).
+        option: The reduction, or DPO's beta (empty for ``rm``).
     """
 
     kind: str
@@ -51,14 +53,21 @@ class ScorerSpec:
         ('a', 'b')
         >>> ScorerSpec.parse("logprob:qwen:mean").name
         'logprob:qwen:mean'
+        >>> ScorerSpec.parse("rm:runs/rm/final").name
+        'rm:runs/rm/final'
         >>> ScorerSpec.parse("ratio")
         Traceback (most recent call last):
         ...
-        ValueError: unknown scorer 'ratio'; choose from density-ratio, logprob, dpo
+        ValueError: unknown scorer 'ratio'; choose from density-ratio, logprob, dpo, rm
         """
         kind, *rest = text.split(":")
         if kind not in KINDS:
             raise ValueError(f"unknown scorer {kind!r}; choose from {', '.join(KINDS)}")
+        if kind == "rm":
+            path = ":".join(rest)
+            if not path:
+                raise ValueError(f"{text!r}: give the reward model's folder, e.g. rm:runs/rm/final")
+            return cls(kind, (path,), "")
         models_text, option = "", ""
         if len(rest) == 1:
             (models_text, option) = ("", rest[0]) if _is_option(kind, rest[0]) else (rest[0], "")
@@ -77,11 +86,19 @@ class ScorerSpec:
     @property
     def name(self) -> str:
         """The spec written out in full."""
+        if self.kind == "rm":
+            return f"rm:{self.models[0]}"
         return f"{self.kind}:{','.join(self.models)}:{self.option}"
 
     def build(self, pool: ModelPool | None = None, customization=None) -> Reward:
         """The reward this spec names (models from ``pool``, loaded lazily)."""
         pool = pool or ModelPool()
+        if self.kind == "rm":
+            if customization is not None:
+                raise ValueError("rm: scorers read no context customization (--domains/--router)")
+            from prefsmith.rewards.reward_model import RewardModelReward
+
+            return RewardModelReward(self.models[0], pool.options)
         if self.kind == "logprob":
             return LogProbReward(
                 self.models[0], self.option, customization=customization, pool=pool

@@ -10,7 +10,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-Method = Literal["dpo", "simpo"]
+Method = Literal["dpo", "simpo", "rm"]
 Finetune = Literal["lora", "full"]
 
 
@@ -25,7 +25,9 @@ class TrainConfig:
         model: Policy to tune: packaged model name, model folder, .gguf file or hub id.
         method: ``dpo`` (TRL ``DPOTrainer``, sigmoid loss, frozen reference = starting policy)
             or ``simpo`` (TRL ``CPOTrainer`` with ``loss_type="simpo"`` and ``cpo_alpha=0``:
-            length-normalized, reference-free, no NLL term).
+            length-normalized, reference-free, no NLL term) or ``rm`` (a Bradley-Terry reward
+            model: TRL ``RewardTrainer`` on a one-output classifier head over ``model``; see
+            :mod:`prefsmith.training.reward_model`).
         output_dir: Where checkpoints, logs, the loss curve and the final model go.
         finetune: ``lora`` (peft adapters; the final model is also saved merged) or ``full``.
         lora_r: LoRA rank.
@@ -54,6 +56,14 @@ class TrainConfig:
         threads: Torch CPU threads; ``None`` leaves torch's default.
         gradient_checkpointing: Trade compute for memory.
         max_rows: Use only the first this many rows (0 = all).
+        margin: ``rm`` only: subtract each pair's ``reward_margin`` column (e.g. the
+            density-ratio margin of ``pairs``/``rmboost --check``) inside the Bradley-Terry loss
+            (TRL's ``margin``); off by default.
+        eval_fraction: Hold out this share of the pairs (seeded) as an evaluation split,
+            evaluated every ``save_steps`` and at the end (0 = none).
+        on_error: ``rm`` only: ``raise`` stops at the first bad pair (missing column, empty
+            response, identical chosen and rejected); ``skip`` sets bad pairs aside in
+            ``<output_dir>/rejected.jsonl`` and trains on the rest.
         merge_lora: With LoRA, also save the merged full model in ``final/`` (loadable like any
             model folder by ``prefsmith sample``/``judge``); the adapter is in ``adapter/``.
 
@@ -90,13 +100,25 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     max_rows: int = 0
     merge_lora: bool = True
+    margin: bool = False
+    eval_fraction: float = 0.0
+    on_error: str = "raise"
 
     extra: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments passed verbatim to TRL's ``DPOConfig``/``CPOConfig``."""
 
     def __post_init__(self) -> None:
-        if self.method not in ("dpo", "simpo"):
-            raise ValueError(f"method must be dpo or simpo, not {self.method!r}")
+        if self.method not in ("dpo", "simpo", "rm"):
+            raise ValueError(
+                f"method must be dpo or simpo (preference tuning) or rm (a reward model),"
+                f" not {self.method!r}"
+            )
+        if self.margin and self.method != "rm":
+            raise ValueError("margin is an option of method rm (the reward-model loss)")
+        if self.on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be raise or skip, not {self.on_error!r}")
+        if not 0 <= self.eval_fraction < 1:
+            raise ValueError(f"eval_fraction must be in [0, 1), not {self.eval_fraction}")
         if self.finetune not in ("lora", "full"):
             raise ValueError(f"finetune must be lora or full, not {self.finetune!r}")
         if self.dtype not in ("auto", "float32", "bfloat16"):

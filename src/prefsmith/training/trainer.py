@@ -1,11 +1,13 @@
-"""Preference tuning with TRL: DPO (``DPOTrainer``) and SimPO (``CPOTrainer``, SimPO loss).
+"""Preference tuning with TRL: DPO (``DPOTrainer``), SimPO (``CPOTrainer``, SimPO loss) and
+Bradley-Terry reward models (``RewardTrainer``, :mod:`prefsmith.training.reward_model`).
 
 Output folder layout (``TrainConfig.output_dir``):
 
 * ``checkpoint-<step>/``: transformers checkpoints (model or adapter, optimizer, scheduler, RNG
   and trainer state), every ``save_steps``; ``resume=True`` continues from the newest one;
 * ``train_config.yaml``: the resolved configuration;
-* ``log.jsonl``: one line per logging step (loss, rewards/accuracies, margins, learning rate);
+* ``log.jsonl``: one line per logging step (loss, rewards/accuracies, margins, learning rate)
+  and per evaluation (``eval_*``, with ``eval_fraction``);
 * ``loss.png``: the training loss curve (redrawn at every save and at the end);
 * ``final/``: the tuned model with tokenizer (LoRA merged into the weights unless
   ``merge_lora`` is off), loadable by ``prefsmith sample``/``judge`` as a model folder;
@@ -38,6 +40,7 @@ class TrainResult:
         log: Logged metrics, one dict per logging step.
         seconds: Wall time of this invocation's training.
         resumed_from: Checkpoint this invocation resumed from, if any.
+        eval: Metrics on the held-out split at the end (``eval_fraction`` > 0), else ``None``.
     """
 
     output_dir: Path
@@ -46,6 +49,7 @@ class TrainResult:
     log: list[dict[str, Any]]
     seconds: float
     resumed_from: str | None
+    eval: dict[str, Any] | None = None
 
 
 def _check_messages(value: Any, field: str) -> None:
@@ -154,6 +158,14 @@ def trl_args(config: TrainConfig, device: str) -> Any:
     # TRL turns gradient checkpointing on by default; it costs a second forward pass per step,
     # so it follows our config (off unless asked for) instead.
     common.setdefault("gradient_checkpointing", config.gradient_checkpointing)
+    if config.eval_fraction > 0:
+        common.setdefault("eval_strategy", "steps")
+        common.setdefault("eval_steps", config.save_steps)
+    if config.method == "rm":
+        from trl import RewardConfig
+
+        common.pop("beta")
+        return RewardConfig(**common)
     if config.method == "dpo":
         from trl import DPOConfig
 
@@ -190,10 +202,14 @@ def build_trainer(config: TrainConfig, callbacks: list[Any] | None = None) -> An
 
     if config.threads:
         torch.set_num_threads(config.threads)
-    rows = load_preference_rows(config.data, config.max_rows)
     device = resolve_device(config.device)  # type: ignore[arg-type]
-    model, tokenizer, _ = load_policy(config)
     args = trl_args(config, device)
+    if config.method == "rm":
+        from prefsmith.training.reward_model import build_reward_trainer
+
+        return build_reward_trainer(config, args, callbacks)
+    rows = load_preference_rows(config.data, config.max_rows)
+    model, tokenizer, _ = load_policy(config)
     peft_config = None
     if config.finetune == "lora":
         from peft import LoraConfig
@@ -205,7 +221,9 @@ def build_trainer(config: TrainConfig, callbacks: list[Any] | None = None) -> An
             target_modules=config.lora_target_modules,
             task_type="CAUSAL_LM",
         )
-    dataset = Dataset.from_list(rows)
+    from prefsmith.training.reward_model import split_rows
+
+    train_rows, eval_rows = split_rows(rows, config.eval_fraction, config.seed)
     if config.method == "dpo":
         from trl import DPOTrainer as trainer_class
     else:  # SimPO: CPO trainer with the SimPO loss (its args are set above)
@@ -213,7 +231,8 @@ def build_trainer(config: TrainConfig, callbacks: list[Any] | None = None) -> An
     return trainer_class(
         model=model,
         args=args,
-        train_dataset=dataset,
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=callbacks,
@@ -228,7 +247,7 @@ def _log_callback(output_dir: Path) -> Any:
 
     class PrefsmithLog(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[override]
-            if not logs or "loss" not in logs:
+            if not logs or ("loss" not in logs and "eval_loss" not in logs):
                 return
             entry = {"step": state.global_step, "epoch": state.epoch, **logs}
             with (output_dir / "log.jsonl").open("a", encoding="utf-8") as handle:
@@ -264,10 +283,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - start
+    metrics = trainer.evaluate() if trainer.eval_dataset is not None else None
     log = [e for e in trainer.state.log_history if "loss" in e]
     plot_loss(trainer.state.log_history, output_dir / "loss.png")
     final = save_final(trainer, config)
-    return TrainResult(output_dir, final, trainer.state.global_step, log, seconds, checkpoint)
+    steps = trainer.state.global_step
+    return TrainResult(output_dir, final, steps, log, seconds, checkpoint, metrics)
 
 
 def _truncate_log(path: Path, step: int) -> None:

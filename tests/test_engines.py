@@ -1,0 +1,197 @@
+"""The engine interface (token ids in, log-probs or completions out) with the hf engine.
+
+These run everywhere; the vLLM engine's own tests are in ``test_vllm.py``.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+import numpy as np
+import pytest
+import torch
+
+from prefsmith.generation.sampling import (
+    SamplingConfig,
+    generate,
+    prompt_ids,
+    sample_seed,
+    stop_token_ids,
+)
+from prefsmith.models.backend import (
+    BatchingOptions,
+    EngineBackend,
+    ScoreRequest,
+    TransformersBackend,
+    load_backend,
+)
+from prefsmith.models.encoding import EncodedResponse
+from prefsmith.models.engines import (
+    Completion,
+    EngineNotInstalledError,
+    SampleOptions,
+    SampleRequest,
+    finish_completion,
+    load_engine,
+)
+from prefsmith.models.engines.hf import HFEngine
+
+REQUESTS = [
+    ScoreRequest(({"role": "user", "content": "Say hi."},), "Hi there!"),
+    ScoreRequest(({"role": "user", "content": "Say hi."},), "Hello, friend. How are you?"),
+    ScoreRequest(
+        ({"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}), "4"
+    ),
+    ScoreRequest(({"role": "user", "content": "Count to five " * 8},), "One, two, three, four."),
+    ScoreRequest(({"role": "user", "content": "Count to five " * 8},), "1 2 3 4 5"),
+]
+
+CONVS = [[{"role": "user", "content": text}] for text in ("Hi!", "Tell me a story.", "2+2?")]
+
+
+def reference(model, row: EncodedResponse) -> np.ndarray:
+    """One row, no padding, no cache, full logits, float64 log-softmax."""
+    with torch.no_grad():
+        logits = model(torch.tensor([row.input_ids])).logits[0].double()
+    logp = torch.log_softmax(logits, dim=-1)
+    targets = torch.tensor(row.input_ids[row.response_start :])
+    return logp[row.response_start - 1 : -1].gather(-1, targets[:, None]).squeeze(-1).numpy()
+
+
+@pytest.mark.parametrize("name", ["chatml-a", "plain-c"])
+def test_hf_engine_scores_token_rows_like_the_backend(tiny_backends, name):
+    backend = tiny_backends[name]
+    rows = [backend.encode(r) for r in REQUESTS]
+    engine = HFEngine.from_loaded(backend.loaded)
+    seen: list[int] = []
+    got = engine.score_tokens(rows, seen.append)
+    assert sum(seen) == len(rows)
+    # The backend is the engine plus the encoder: bit-identical numbers.
+    for lp, result, row in zip(got, backend.score(REQUESTS), rows, strict=True):
+        assert lp.dtype == np.float64
+        assert np.array_equal(lp, result.logprobs)
+        assert result.token_ids == row.input_ids[row.response_start :]
+        np.testing.assert_allclose(lp, reference(backend.model, row), atol=1e-4)
+
+
+def test_hf_engine_shares_prefixes_and_is_batch_invariant(tiny_backends):
+    backend = tiny_backends["chatml-a"]
+    rows = [backend.encode(r) for r in REQUESTS]
+    shared = HFEngine.from_loaded(backend.loaded, BatchingOptions(min_shared_prefix=4))
+    assert shared._plan_sharing(rows)[0]  # the two pairs share their contexts
+    plain = HFEngine.from_loaded(
+        backend.loaded, BatchingOptions(share_prefix=False, max_batch_size=1)
+    )
+    for a, b in zip(shared.score_tokens(rows), plain.score_tokens(rows[::-1])[::-1], strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_backend_keeps_its_public_surface(tiny_models, tiny_backends):
+    backend = load_backend(tiny_models["chatml-a"])
+    assert isinstance(backend, TransformersBackend) and isinstance(backend, EngineBackend)
+    assert backend.engine_kind == "hf" and backend.engine.kind == "hf"
+    assert backend.dtype == "float32" and backend.encoder.max_length == 1024
+    same = load_backend(tiny_models["chatml-a"], engine="hf")
+    assert same.fingerprint == backend.fingerprint
+    assert same.tokenizer_fingerprint == tiny_backends["chatml-a"].tokenizer_fingerprint
+    with pytest.raises(ValueError, match="engine must be one of hf, vllm"):
+        load_backend(tiny_models["chatml-a"], engine="tgi")
+    with pytest.raises(ValueError, match="engine must be one of hf, vllm"):
+        load_engine(tiny_models["chatml-a"], "tgi")
+
+
+def test_generate_through_the_engine_equals_generate_on_the_model(tiny_backends):
+    loaded = tiny_backends["chatml-a"].loaded
+    config = SamplingConfig(n=3, max_new_tokens=6, batch_size=4)
+    via_model = generate(loaded, CONVS, config)
+    via_engine = generate(HFEngine.from_loaded(loaded), CONVS, config)
+    assert via_engine == via_model
+    assert [len(p) for p in via_model] == [3, 3, 3]
+
+
+def test_engine_sampling_is_seeded_per_completion(tiny_backends):
+    loaded = tiny_backends["chatml-a"].loaded
+    engine = HFEngine.from_loaded(loaded)
+    tok = engine.tokenizer
+    stops = tuple(stop_token_ids(tok, loaded.model))
+    requests = [
+        SampleRequest(tuple(prompt_ids(tok, c)), tuple(sample_seed(0, c, j) for j in range(3)))
+        for c in CONVS
+    ]
+    options = SampleOptions(max_new_tokens=6, stop_ids=stops, top_p=0.85, logprobs=True)
+    seen: list[int] = []
+    out = engine.sample(requests, options, seen.append)
+    assert sum(seen) == 9
+    for per in out:
+        assert len(per) == 3
+        for c in per:
+            assert isinstance(c, Completion) and 1 <= c.n_tokens <= 6
+            assert c.finish_reason in ("stop", "length")
+            assert c.logprobs is not None and c.logprobs.shape == (c.n_tokens,)
+            assert (c.logprobs <= 0).all()
+    # One completion alone, in another batch, with one seed: the same tokens.
+    alone = engine.sample(
+        [SampleRequest(requests[1].prompt_ids, requests[1].seeds[2:])],
+        SampleOptions(max_new_tokens=6, stop_ids=stops, top_p=0.85, batch_size=1),
+    )
+    assert alone[0][0].token_ids == out[1][2].token_ids
+    assert alone[0][0].logprobs is None
+
+
+def test_engine_logprobs_of_samples_match_teacher_forced_scores(tiny_backends):
+    backend = tiny_backends["chatml-a"]
+    engine = HFEngine.from_loaded(backend.loaded)
+    ids = tuple(prompt_ids(engine.tokenizer, CONVS[1]))
+    stops = tuple(stop_token_ids(engine.tokenizer, backend.model))
+    options = SampleOptions(max_new_tokens=8, stop_ids=stops, temperature=1.0, logprobs=True)
+    (completion,) = engine.sample([SampleRequest(ids, (7,))], options)[0]
+    row = EncodedResponse(ids + completion.token_ids, len(ids))
+    (scored,) = engine.score_tokens([row])
+    np.testing.assert_allclose(completion.logprobs, scored, atol=1e-4)
+
+
+def test_finish_completion_cuts_after_the_first_stop(smol_tokenizer):
+    stop = smol_tokenizer.convert_tokens_to_ids("<|im_end|>")
+    hello = smol_tokenizer("Hello", add_special_tokens=False)["input_ids"]
+    c = finish_completion(smol_tokenizer, [*hello, stop, *hello], [stop], [-1.0] * 10)
+    assert (c.text, c.finish_reason, c.token_ids) == ("Hello", "stop", (*hello, stop))
+    assert c.n_tokens == len(hello) + 1 and c.logprobs.shape == (c.n_tokens,)
+    c = finish_completion(smol_tokenizer, hello, [stop])
+    assert (c.text, c.finish_reason, c.n_tokens) == ("Hello", "length", len(hello))
+    assert c.logprobs is None
+
+
+def test_sample_request_and_options_validate():
+    assert SampleRequest.consecutive([1, 2], 2, 5) == SampleRequest((1, 2), (5, 6))
+    assert SampleRequest((1,), (3, 4, 5)).n == 3
+    with pytest.raises(ValueError, match="top_p"):
+        SampleOptions(max_new_tokens=4, stop_ids=(1,), top_p=0)
+    with pytest.raises(ValueError, match="stop_ids"):
+        SampleOptions(max_new_tokens=4, stop_ids=())
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        SampleOptions(max_new_tokens=0, stop_ids=(1,))
+
+
+def test_vllm_options_validate_without_vllm():
+    from prefsmith.models.engines.vllm import VLLMOptions
+
+    assert VLLMOptions().tensor_parallel_size == 1
+    with pytest.raises(ValueError, match="use the hf engine for float64"):
+        VLLMOptions(dtype="float64")
+    with pytest.raises(ValueError, match="gpu_memory_utilization"):
+        VLLMOptions(gpu_memory_utilization=1.5)
+
+
+def test_missing_vllm_names_the_extra(monkeypatch, tiny_models):
+    real_import = builtins.__import__
+
+    def no_vllm(name, *args, **kwargs):
+        if name == "vllm" or name.startswith("vllm."):
+            raise ModuleNotFoundError("No module named 'vllm'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_vllm)
+    with pytest.raises(EngineNotInstalledError, match=r'pip install "prefsmith\[vllm\]"'):
+        load_backend(tiny_models["chatml-a"], engine="vllm")
+    with pytest.raises(ImportError, match=r"prefsmith\[vllm\]"):
+        load_engine(tiny_models["chatml-a"], "vllm")
