@@ -13,7 +13,8 @@ from prefsmith.data.rows import RowError
 from prefsmith.models.backend import ScoreRequest, load_backend
 from prefsmith.relabel.pairs import load_template, relabel_pair, to_trl_row
 from prefsmith.training.config import TrainConfig, load_config
-from prefsmith.training.trainer import latest_checkpoint, load_preference_rows, train
+from prefsmith.training.rows import load_preference_rows
+from prefsmith.training.trainer import latest_checkpoint, train
 
 FACTS = [
     ("What is 2+2?", "2+2 is 4.", "I refuse to answer that."),

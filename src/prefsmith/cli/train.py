@@ -139,7 +139,7 @@ def train(
         cfg = load_config(config, set_, overrides)
         if not cfg.data:
             fail("no training data: pass DATA or set `data:` in --config")
-        from prefsmith.training.trainer import load_preference_rows
+        from prefsmith.training.rows import load_preference_rows
         from prefsmith.training.trainer import train as run_training
 
         if cfg.method == "rm":  # fail before loading models

@@ -528,7 +528,8 @@ def _run_relabel(context: _Context, stage: Stage) -> StageResult:
 
 
 def _run_train(context: _Context, stage: Stage) -> StageResult:
-    from prefsmith.training.trainer import latest_checkpoint, load_preference_rows, train
+    from prefsmith.training.rows import load_preference_rows
+    from prefsmith.training.trainer import latest_checkpoint, train
 
     config = stage.config
     output = context.output(stage)

@@ -35,7 +35,7 @@ from typing import Any
 from prefsmith.data.io import INDEX_FIELD
 from prefsmith.data.rows import RowError
 from prefsmith.training.config import TrainConfig
-from prefsmith.training.trainer import validate_preference_row
+from prefsmith.training.rows import split_rows, validate_preference_row
 
 
 def _text(value: Any) -> str:
@@ -157,25 +157,6 @@ def write_rejected(output_dir: Path, bad: Sequence[RowError]) -> Path | None:
             entry = {INDEX_FIELD: getattr(err, "key", None), "location": err.location}
             handle.write(json.dumps({**entry, "reason": err.reason}) + "\n")
     return path
-
-
-def split_rows(rows: list[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
-    """A seeded train/eval split; ``fraction`` of the rows (at least one) are held out.
-
-    >>> split_rows(list(range(10)), 0.2, 0)[1]
-    [6, 9]
-    >>> split_rows([1, 2], 0.0, 0)
-    ([1, 2], [])
-    """
-    import random
-
-    if fraction <= 0 or len(rows) < 2:
-        return rows, []
-    n_eval = min(len(rows) - 1, max(1, round(len(rows) * fraction)))
-    held = set(random.Random(seed).sample(range(len(rows)), n_eval))
-    return [r for i, r in enumerate(rows) if i not in held], [
-        r for i, r in enumerate(rows) if i in held
-    ]
 
 
 def build_reward_trainer(config: TrainConfig, args: Any, callbacks: list[Any] | None) -> Any:

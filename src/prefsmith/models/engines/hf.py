@@ -11,7 +11,7 @@ Rows that share their whole context (see :func:`shared_prefix_groups`) are score
 key/value cache of that context, computed once: the context tokens cost one forward pass, not
 one per response. The cache path is used only if it reproduces an uncached forward on a probe.
 
-Sampling uses prefsmith's seeded sampler (:class:`prefsmith.generation.sampling.SeededSampler`):
+Sampling uses prefsmith's seeded sampler (:class:`prefsmith.models.sampler.SeededSampler`):
 every completion has its own ``torch.Generator`` seeded from :attr:`SampleRequest.seeds`, so the
 samples do not depend on batch size, order or neighbours.
 """
@@ -443,7 +443,7 @@ class HFEngine:
         import torch
         from transformers import GenerationConfig, LogitsProcessorList
 
-        from prefsmith.generation.sampling import SeededSampler
+        from prefsmith.models.sampler import SeededSampler
 
         stops = list(options.stop_ids)
         pad_id = self._pad_id(options)
@@ -498,7 +498,7 @@ class HFEngine:
         import torch
         from transformers import DynamicCache
 
-        from prefsmith.generation.sampling import SeededSampler
+        from prefsmith.models.sampler import SeededSampler
 
         device, stops = self.device, set(options.stop_ids)
         distinct: dict[tuple[int, ...], int] = {}
