@@ -195,3 +195,42 @@ def test_missing_vllm_names_the_extra(monkeypatch, tiny_models):
         load_backend(tiny_models["chatml-a"], engine="vllm")
     with pytest.raises(ImportError, match=r"prefsmith\[vllm\]"):
         load_engine(tiny_models["chatml-a"], "vllm")
+
+
+def test_the_policy_engine_is_recorded_and_hf_settings_are_unchanged(tiny_models):
+    from prefsmith.generation.sampling import generator_settings, sampler
+    from prefsmith.models.loading import LazyModel, LoadedModel
+
+    config = SamplingConfig(n=2, max_new_tokens=4)
+    hf = LazyModel(tiny_models["chatml-a"])
+    assert hf.engine == "hf" and "engine" not in generator_settings(hf, config)
+    assert isinstance(sampler(hf), LoadedModel)  # the hf engine samples the model in memory
+    vllm = LazyModel(tiny_models["chatml-a"], engine="vllm")
+    settings = generator_settings(vllm, config)
+    assert settings["engine"] == "vllm"  # a resumed run cannot mix the two engines' samples
+    assert {k: v for k, v in settings.items() if k != "engine"} == generator_settings(hf, config)
+    with pytest.raises(ValueError, match="pass its name"):
+        LazyModel(hf.loaded, engine="vllm")
+
+
+@pytest.mark.parametrize("command", ["sample", "rmboost", "rlcd"])
+def test_sampling_commands_name_the_vllm_extra(monkeypatch, tmp_path, tiny_models, command):
+    from typer.testing import CliRunner
+
+    from prefsmith.cli.main import app
+
+    real_import = builtins.__import__
+
+    def no_vllm(name, *args, **kwargs):
+        if name == "vllm" or name.startswith("vllm."):
+            raise ModuleNotFoundError("No module named 'vllm'")
+        return real_import(name, *args, **kwargs)
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "Say hi."}\n')
+    monkeypatch.setattr(builtins, "__import__", no_vllm)
+    args = [command, str(prompts), "-o", str(tmp_path / "out.jsonl"), "--engine", "vllm"]
+    result = CliRunner().invoke(app, [*args, "-m", tiny_models["chatml-a"], "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert 'pip install "prefsmith[vllm]"' in " ".join(result.output.split())
+    assert not (tmp_path / "out.jsonl").exists()

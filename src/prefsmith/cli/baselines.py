@@ -13,7 +13,7 @@ from prefsmith.cli.common import (
     check_rows,
     console,
     default_output,
-    load_options,
+    generator,
     model_options,
     run_options,
     run_step,
@@ -66,6 +66,7 @@ def rlaif(
     dtype: o.GenDType = DEFAULT_DTYPE,
     device: o.Device = "auto",
     threads: o.Threads = None,
+    engine: o.Engine = "hf",
     chunk_size: o.ChunkSize = 16,
     limit: o.Limit = None,
     on_error: o.OnError = "raise",
@@ -81,18 +82,19 @@ def rlaif(
     check_rows(prompts, to_prompt, run)
     sampling = _sampling(2, temperature, top_p, max_new_tokens, seed, batch_size, system_prompt)
     with user_errors():
-        pool = ModelPool(model_options(dtype, device, threads, max_length=max_length))
+        pool = ModelPool(
+            model_options(dtype, device, threads, max_length=max_length, engine=engine)
+        )
         pair = tuple(label.strip() for label in labels.split(","))
         template = _read_text(judge_prompt) or JUDGE_PROMPT
         judge_ = PairwiseJudge(judge, template, pair, judge_system_prompt, pool)  # type: ignore[arg-type]
         step = RLAIFStep(
-            model,
+            generator(model, dtype, device, threads, engine),
             judge_,
             sampling,
             fmt,  # type: ignore[arg-type]
             keep_truncated,
             max_prompt_tokens,
-            load_options(dtype, device, threads),
         )
     output = output or default_output("rlaif", prompts)
     summary = run_step(prompts, output, step, run)
@@ -133,6 +135,7 @@ def rlcd(
     dtype: o.GenDType = DEFAULT_DTYPE,
     device: o.Device = "auto",
     threads: o.Threads = None,
+    engine: o.Engine = "hf",
     chunk_size: o.ChunkSize = 16,
     limit: o.Limit = None,
     on_error: o.OnError = "raise",
@@ -154,13 +157,12 @@ def rlcd(
             router,
         )
         step = RLCDStep(
-            model,
+            generator(model, dtype, device, threads, engine),
             config,
             sampling,
             fmt,  # type: ignore[arg-type]
             keep_truncated,
             max_prompt_tokens,
-            load_options(dtype, device, threads),
         )
     output = output or default_output("rlcd", prompts)
     summary = run_step(prompts, output, step, run)
@@ -198,6 +200,7 @@ def west_of_n(
     dtype: o.GenDType = DEFAULT_DTYPE,
     device: o.Device = "auto",
     threads: o.Threads = None,
+    engine: o.Engine = "hf",
     chunk_size: o.ChunkSize = 16,
     limit: o.Limit = None,
     on_error: o.OnError = "raise",
@@ -217,15 +220,16 @@ def west_of_n(
     sampling = _sampling(n, temperature, top_p, max_new_tokens, seed, batch_size, system_prompt)
     options = PairsOptions(strategy, min_margin, fmt, keep_truncated)  # type: ignore[arg-type]
     with user_errors():
-        pool = ModelPool(model_options(dtype, device, threads, max_length=max_length))
+        pool = ModelPool(
+            model_options(dtype, device, threads, max_length=max_length, engine=engine)
+        )
         reward = ScorerSpec.parse(scorer, strong, weak).build(pool)
         step = WestOfNStep(
-            model,
+            generator(model, dtype, device, threads, engine),
             reward,
             sampling,
             options,
             max_prompt_tokens,
-            load_options(dtype, device, threads),
         )
     output = output or default_output("west-of-n", prompts)
     summary = run_step(prompts, output, step, run)

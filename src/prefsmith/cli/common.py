@@ -20,8 +20,10 @@ console = Console()
 
 
 def fail(message: str) -> None:
-    """Print ``message`` as an error and exit with status 2."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    """Print ``message`` as an error (as plain text: ``[vllm]`` stays) and exit with status 2."""
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(2)
 
 
@@ -75,14 +77,21 @@ def model_options(dtype: str, device: str, threads: int | None, **batching: Any)
     return ModelOptions(dtype=dtype, device=device, threads=threads, **batching)
 
 
-def load_options(dtype: str, device: str, threads: int | None) -> Any:
-    """A :class:`~prefsmith.models.loading.LoadOptions` for generation (no float64)."""
-    from prefsmith.defaults import GENERATION_DTYPES
-    from prefsmith.models.loading import LoadOptions
+def generator(model: str, dtype: str, device: str, threads: int | None, engine: str) -> Any:
+    """The policy to sample from: a :class:`~prefsmith.models.loading.LazyModel` (no float64)."""
+    from prefsmith.defaults import ENGINES, GENERATION_DTYPES
+    from prefsmith.models.loading import LazyModel, LoadOptions
 
     check_choice("--dtype", dtype, GENERATION_DTYPES)
     check_choice("--device", device, DEVICES)
-    return LoadOptions(dtype=dtype, device=device, threads=threads)  # type: ignore[arg-type]
+    check_choice("--engine", engine, ENGINES)
+    if engine == "vllm":
+        from prefsmith.models.engines.vllm import import_vllm
+
+        with user_errors():
+            import_vllm()  # before any row is read: the error names the extra to install
+    options = LoadOptions(dtype=dtype, device=device, threads=threads)  # type: ignore[arg-type]
+    return LazyModel(model, options, engine)
 
 
 def customization(domains: Path | None, router: str | None, exemplars: str) -> Any:

@@ -14,7 +14,7 @@ from prefsmith.cli.common import (
     console,
     default_output,
     fail,
-    load_options,
+    generator,
     model_options,
     run_options,
     run_step,
@@ -73,6 +73,7 @@ def sample(
     dtype: o.GenDType = DEFAULT_DTYPE,
     device: o.Device = "auto",
     threads: o.Threads = None,
+    engine: o.Engine = "hf",
     chunk_size: o.ChunkSize = 16,
     limit: o.Limit = None,
     on_error: o.OnError = "raise",
@@ -89,7 +90,8 @@ def sample(
         if goal is not None:
             system_prompt = goal_system_prompt(goal, goal_template, system_prompt)
         config = _sampling(n, temperature, top_p, max_new_tokens, seed, batch_size, system_prompt)
-        step = SampleStep(model, config, max_prompt_tokens, load_options(dtype, device, threads))
+        policy = generator(model, dtype, device, threads, engine)
+        step = SampleStep(policy, config, max_prompt_tokens)
     output = output or default_output("sample", prompts)
     summary = run_step(prompts, output, step, run)
     tokens, truncated = summary.counts.get("tokens", 0), summary.counts.get("truncated samples", 0)
@@ -168,6 +170,7 @@ def rmboost(
     dtype: o.GenDType = DEFAULT_DTYPE,
     device: o.Device = "auto",
     threads: o.Threads = None,
+    engine: o.Engine = "hf",
     chunk_size: o.ChunkSize = 16,
     limit: o.Limit = None,
     on_error: o.OnError = "raise",
@@ -184,20 +187,21 @@ def rmboost(
     check_rows(prompts, to_prompt, run)
     names = tuple(a.strip() for a in aspects.split(",") if a.strip())
     sampling = _sampling(1, temperature, top_p, max_new_tokens, seed, batch_size, system_prompt)
-    scorer = _reward(strong, weak, reduction, 2048, "auto", device, threads) if check else None
+    scorer = (
+        _reward(strong, weak, reduction, 2048, "auto", device, threads, engine) if check else None
+    )
     with user_errors():
         config = RMBoostConfig(
             names, num_aspects, p_better, seed, templates and str(templates), keep_truncated
         )
         step = RMBoostStep(
-            model,
+            generator(model, dtype, device, threads, engine),
             sampling,
             config,
             fmt,
             scorer,
             filter_agreement,  # type: ignore[arg-type]
             max_prompt_tokens,
-            load_options(dtype, device, threads),
         )
     output = output or default_output("rmboost", prompts)
     summary = run_step(prompts, output, step, run)

@@ -51,6 +51,7 @@ from prefsmith.generation.sampling import (
     generate,
     generator_settings,
     prompt_room,
+    sampler,
 )
 from prefsmith.models.backend import LogProbBackend, ScoreRequest
 from prefsmith.models.loading import LazyModel, LoadedModel, LoadOptions
@@ -336,7 +337,7 @@ class RLAIFStep(_PromptStep):
 
     def process(self, batch: Sequence[RowItem], advance: Advance) -> list[Outcome]:
         settings = generator_settings(self.model, self.sampling)
-        samples = generate(self.model.loaded, [b.item for b in batch], self.sampling)
+        samples = generate(sampler(self.model), [b.item for b in batch], self.sampling)
         advance(len(batch) / 2)
         ok = [k for k, (a, b) in enumerate(samples) if not self._problem(a, b)]
         verdicts = self.judge.compare(
@@ -557,7 +558,7 @@ class RLCDStep(_PromptStep):
                 with_rlcd_system(b.item, positive),
                 with_rlcd_system(b.item, negative),
             ]
-        gens = [g[0] for g in generate(self.model.loaded, conversations, self.sampling)]
+        gens = [g[0] for g in generate(sampler(self.model), conversations, self.sampling)]
         outcomes = []
         for k, b in enumerate(batch):
             pos, neg = gens[2 * k], gens[2 * k + 1]

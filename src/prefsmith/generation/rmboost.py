@@ -43,6 +43,7 @@ from prefsmith.generation.sampling import (
     generate,
     generator_settings,
     prompt_room,
+    sampler,
 )
 from prefsmith.models.loading import LazyModel, LoadedModel, LoadOptions
 from prefsmith.rewards.score import Reward, scored_with, short_hash
@@ -374,7 +375,7 @@ class RMBoostStep(Step):
         }
 
     def process(self, batch: Sequence[RowItem], advance: Advance) -> list[Outcome]:
-        loaded = self.model.loaded
+        loaded = sampler(self.model)
         settings = {k: v for k, v in self.settings().items() if k not in ("check",)}
         firsts = [g[0] for g in generate(loaded, [b.item for b in batch], self.sampling)]
         advance(len(batch) / 2)

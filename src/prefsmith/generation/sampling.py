@@ -221,6 +221,18 @@ def generate(
     return [[Generation(c.text, c.finish_reason, c.n_tokens) for c in per] for per in completions]
 
 
+def sampler(model: LazyModel) -> LoadedModel | Engine:
+    """What :func:`generate` samples ``model`` with: its ``transformers`` model in this process
+    (engine ``hf``) or an engine of ``model.engine``'s kind, created once per model."""
+    if model.engine == "hf":
+        return model.loaded
+    if model.engine not in model.engines:
+        from prefsmith.models.engines import load_engine
+
+        model.engines[model.engine] = load_engine(model.name, model.engine, model.options)
+    return model.engines[model.engine]
+
+
 def as_engine(loaded: LoadedModel | Engine) -> Engine:
     """``loaded`` itself when it is an engine, else the ``hf`` engine over the loaded model."""
     if isinstance(loaded, LoadedModel):
@@ -263,12 +275,15 @@ def generator_settings(model: LazyModel, config: SamplingConfig) -> dict[str, An
     The chat template is recorded by hash (the full text goes to ``<output>.settings.json``).
     """
     template = ensure_chat_template(model.tokenizer)
-    return {
+    settings = {
         "model": model.name,
         "fingerprint": model.fingerprint,
         "template": short_hash(str(template)),
         **asdict(config),
     }
+    if model.engine != "hf":  # engines draw different samples from the same seeds
+        settings["engine"] = model.engine
+    return settings
 
 
 #: Input fields not copied to sample rows (they would clash with the fields written).
@@ -311,7 +326,7 @@ class SampleStep(Step):
 
     Args:
         model: The generator (a name, a :class:`~prefsmith.models.loading.LazyModel` or a
-            loaded model).
+            loaded model); ``LazyModel(name, engine="vllm")`` samples with vLLM.
         config: How to sample.
         max_prompt_tokens: Prompts longer than this (after the chat template) are rejected;
             ``None`` allows what fits the model's context with ``max_new_tokens``.
@@ -353,7 +368,7 @@ class SampleStep(Step):
         settings = {k: v for k, v in self.settings().items() if k != "template_text"}
         n = self.config.n
         generations = generate(
-            self.model.loaded, [b.item for b in batch], self.config, lambda k: advance(k / n)
+            sampler(self.model), [b.item for b in batch], self.config, lambda k: advance(k / n)
         )
         outcomes = []
         for b, gens in zip(batch, generations, strict=True):

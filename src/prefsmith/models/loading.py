@@ -320,10 +320,20 @@ class LazyModel:
     Args:
         model: A model name (see :func:`resolve_model`) or a model already loaded.
         options: How the weights load.
+        engine: What samples from it: ``hf`` (this process's ``transformers`` model) or
+            ``vllm`` (:func:`prefsmith.generation.sampling.sampler` builds it on first use;
+            ``prefsmith[vllm]``).
     """
 
-    def __init__(self, model: str | LoadedModel, options: LoadOptions | None = None) -> None:
+    def __init__(
+        self, model: str | LoadedModel, options: LoadOptions | None = None, engine: str = "hf"
+    ) -> None:
+        if isinstance(model, LoadedModel) and engine != "hf":
+            raise ValueError("a model already loaded samples with the hf engine; pass its name")
         self.options = options or LoadOptions()
+        self.engine = engine
+        #: Engines other than ``hf`` built over this model, by kind (created on first use).
+        self.engines: dict[str, Any] = {}
         self._loaded = model if isinstance(model, LoadedModel) else None
         self.name = model.source.name if isinstance(model, LoadedModel) else model
 

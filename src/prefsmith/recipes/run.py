@@ -439,15 +439,20 @@ def _tokens_per_second(result: StageResult, summary: RunSummary) -> None:
         result.details["tokens_per_second"] = round(tokens / summary.seconds, 2)
 
 
+def _policy(context: _Context, stage: Stage, model: str) -> Any:
+    """The stage's policy, loaded and sampled with the stage's engine options."""
+    from prefsmith.models.loading import LazyModel
+
+    options = stage.engine
+    return LazyModel(context.model(model), options.load_options(), options.engine)
+
+
 def _run_sample(context: _Context, stage: Stage) -> StageResult:
     from prefsmith.generation.sampling import SampleStep
 
     config = stage.config
     step = SampleStep(
-        context.model(config.model),
-        config.sampling,
-        config.max_prompt_tokens,
-        stage.engine.load_options(),
+        _policy(context, stage, config.model), config.sampling, config.max_prompt_tokens
     )
     summary = run_rows(
         context.source(config.input), context.output(stage), step, context.run_options(stage)
@@ -480,14 +485,13 @@ def _run_rmboost(context: _Context, stage: Stage) -> StageResult:
     config = stage.config
     check = context.reward(stage, config.check) if config.check else None
     step = RMBoostStep(
-        context.model(config.model),
+        _policy(context, stage, config.model),
         config.sampling,
         config.rmboost,
         config.format,
         check,
         config.filter_agreement,
         config.max_prompt_tokens,
-        stage.engine.load_options(),
     )
     summary = run_rows(
         context.source(config.input), context.output(stage), step, context.run_options(stage)
