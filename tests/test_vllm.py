@@ -19,11 +19,12 @@ except ImportError as err:  # EngineNotInstalledError
     pytest.skip(f"vLLM does not import here: {err}", allow_module_level=True)
 
 from conftest import TINY_SET, build_tiny_model
+from prefsmith.defaults import DEFAULT_STRONG, DEFAULT_WEAK
 from prefsmith.generation.sampling import SamplingConfig, generate, prompt_ids
 from prefsmith.models.backend import ScoreRequest, load_backend
 from prefsmith.models.engines import SampleOptions, SampleRequest, load_engine
 from prefsmith.models.engines.vllm import VLLMOptions
-from prefsmith.rewards.density_ratio import DensityRatioScorer, Reduction
+from prefsmith.rewards.density_ratio import DensityRatioReward
 
 pytestmark = pytest.mark.vllm
 
@@ -81,9 +82,13 @@ def test_vllm_logprobs_and_rewards_equal_hf(engines):
             assert got.token_ids == want.token_ids
             np.testing.assert_allclose(got.logprobs, want.logprobs, atol=1e-3)
             assert abs(got.total - want.total) <= TOLERANCE
-    hf_rewards = DensityRatioScorer(engines[("hf", "a")], engines[("hf", "b")], Reduction.SUM)
-    vllm_rewards = DensityRatioScorer(engines[("vllm", "a")], engines[("vllm", "b")], Reduction.SUM)
-    for want, got in zip(hf_rewards.score(REQUESTS), vllm_rewards.score(REQUESTS), strict=True):
+    hf_rewards = DensityRatioReward(engines[("hf", "a")], engines[("hf", "b")], "sum")
+    vllm_rewards = DensityRatioReward(engines[("vllm", "a")], engines[("vllm", "b")], "sum")
+    hf_scored, vllm_scored = (
+        hf_rewards.score_requests(REQUESTS),
+        vllm_rewards.score_requests(REQUESTS),
+    )
+    for want, got in zip(hf_scored, vllm_scored, strict=True):
         assert abs(got.reward - want.reward) <= TOLERANCE
 
 
@@ -165,7 +170,7 @@ def packaged_totals() -> dict[tuple[str, str], list[float]]:
     with each engine; one model in memory at a time."""
     from prefsmith.data.io import iter_records
     from prefsmith.data.rows import to_scoring_item
-    from prefsmith.models.registry import DEFAULT_STRONG, DEFAULT_WEAK, fetch_packaged_model
+    from prefsmith.models.registry import fetch_packaged_model
 
     items = [to_scoring_item(r.value) for r in iter_records(TINY_SET)]
     requests = [ScoreRequest(i.context, resp) for i in items for resp in i.responses]
@@ -182,8 +187,6 @@ def packaged_totals() -> dict[tuple[str, str], list[float]]:
 @pytest.mark.slow
 def test_packaged_smollm2_on_the_tiny_set_equals_hf(packaged_totals):
     """SmolLM2-135M-Instruct (the default strong model), fp32, 48 responses: within 5e-3."""
-    from prefsmith.models.registry import DEFAULT_STRONG
-
     hf, vllm = packaged_totals[("hf", DEFAULT_STRONG)], packaged_totals[("vllm", DEFAULT_STRONG)]
     assert len(hf) == 48
     diff = np.abs(np.subtract(vllm, hf))
@@ -193,8 +196,6 @@ def test_packaged_smollm2_on_the_tiny_set_equals_hf(packaged_totals):
 @pytest.mark.slow
 def test_packaged_pair_rewards_on_the_tiny_set_equal_hf(packaged_totals):
     """The default pair (SmolLM2 over Gemma3, two tokenizers: each scores its own tokens)."""
-    from prefsmith.models.registry import DEFAULT_STRONG, DEFAULT_WEAK
-
     weak = np.abs(
         np.subtract(packaged_totals[("vllm", DEFAULT_WEAK)], packaged_totals[("hf", DEFAULT_WEAK)])
     )
@@ -210,7 +211,7 @@ def test_packaged_pair_rewards_on_the_tiny_set_equal_hf(packaged_totals):
 
 @pytest.mark.slow
 def test_load_engine_samples_the_packaged_model():
-    from prefsmith.models.registry import DEFAULT_STRONG, fetch_packaged_model
+    from prefsmith.models.registry import fetch_packaged_model
 
     fetch_packaged_model(DEFAULT_STRONG)
     engine = load_engine(DEFAULT_STRONG, "vllm", vllm_options=SMALL)

@@ -34,6 +34,7 @@ from typing import Any, Literal
 from prefsmith.data.messages import Message
 from prefsmith.data.rows import ScoringItem
 from prefsmith.data.runner import Advance, Outcome, RowItem, Step
+from prefsmith.data.templates import check_placeholders
 from prefsmith.defaults import DEFAULT_SEED
 from prefsmith.generation.pairs import PairFormat, carried_fields, format_pair
 from prefsmith.generation.sampling import (
@@ -152,20 +153,7 @@ def check_template(text: str, where: str) -> None:
     ...
     ValueError: t: unknown placeholder $respons (known: $prompt, $response, $aspects)
     """
-    found = set()
-    for match in string.Template.pattern.finditer(text):
-        name = match.group("named") or match.group("braced")
-        if match.group("invalid") is not None:
-            raise ValueError(f"{where}: a lone '$' (write $$ for a literal dollar sign)")
-        if name is None:
-            continue
-        if name not in PLACEHOLDERS:
-            known = ", ".join("$" + p for p in PLACEHOLDERS)
-            raise ValueError(f"{where}: unknown placeholder ${name} (known: {known})")
-        found.add(name)
-    missing = [p for p in PLACEHOLDERS if p not in found]
-    if missing:
-        raise ValueError(f"{where}: missing placeholder(s) {', '.join('$' + p for p in missing)}")
+    check_placeholders(text, PLACEHOLDERS, PLACEHOLDERS, where)
 
 
 def load_templates(folder: str | Path | None = None) -> Templates:

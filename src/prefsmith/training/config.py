@@ -135,6 +135,21 @@ class TrainConfig:
             return self.beta
         return 0.1 if self.method == "dpo" else 2.0
 
+    def peft_config(self, task_type: str) -> Any:
+        """The ``peft.LoraConfig`` of a LoRA run (``task_type`` ``CAUSAL_LM`` or ``SEQ_CLS``),
+        ``None`` for full fine-tuning."""
+        if self.finetune != "lora":
+            return None
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=self.lora_target_modules,
+            task_type=task_type,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (saved as ``train_config.yaml`` in the output folder)."""
         return asdict(self)

@@ -169,17 +169,7 @@ def build_reward_trainer(config: TrainConfig, args: Any, callbacks: list[Any] | 
     model, tokenizer = load_reward_base(config)
     rows = tokenize_pairs(tokenizer, pairs, config.max_length)
     train_rows, eval_rows = split_rows(rows, config.eval_fraction, config.seed)
-    peft_config = None
-    if config.finetune == "lora":
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=config.lora_target_modules,
-            task_type="SEQ_CLS",
-        )
+    peft_config = config.peft_config("SEQ_CLS")
     return RewardTrainer(
         model=model,
         args=args,

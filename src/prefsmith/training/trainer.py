@@ -153,17 +153,7 @@ def build_trainer(config: TrainConfig, callbacks: list[Any] | None = None) -> An
         return build_reward_trainer(config, args, callbacks)
     rows = load_preference_rows(config.data, config.max_rows)
     model, tokenizer, _ = load_policy(config)
-    peft_config = None
-    if config.finetune == "lora":
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=config.lora_target_modules,
-            task_type="CAUSAL_LM",
-        )
+    peft_config = config.peft_config("CAUSAL_LM")
 
     train_rows, eval_rows = split_rows(rows, config.eval_fraction, config.seed)
     if config.method == "dpo":
