@@ -4,7 +4,11 @@
   SmolLM2-135M-Instruct, fp32): response tokens/s, peak RSS, load time, and the largest
   difference between the engines' per-response totals;
 * sampling: ``--n`` completions for the first ``--prompts`` MT-Bench prompts, ``--max-new-tokens``
-  new tokens, seeded (temperature 0.7, top-p 0.85): generated tokens/s, peak RSS.
+  new tokens, seeded (temperature 0.7, top-p 0.85): generated tokens/s, peak RSS;
+* ray (``--tasks ray``): ``prefsmith score`` of the tiny set with the default pair (both
+  models, the real command) in this process and on 1 and 2 Ray workers (``--ray-workers``):
+  wall time from start to exit, including Ray's start and each worker's model load, and
+  whether the outputs are byte-identical.
 
 Every (engine, task) runs in a fresh subprocess, so peak RSS is that task's alone and vLLM's
 thread binding does not leak into the hf run. The machine's load average is recorded before
@@ -13,17 +17,20 @@ and after each; on a shared machine, quote it with every figure. vLLM needs its 
 
     python benchmarks/engines.py --vllm-python /work/venv-vllm/bin/python \\
         --out benchmarks/results/engines-tiny48-fp32.json
+    python benchmarks/engines.py --tasks ray --out benchmarks/results/ray-tiny24.json
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -172,6 +179,34 @@ def run_worker(python: str, args: argparse.Namespace, engine: str, task: str, **
     return {"engine": engine, "task": task, "error": f"exit {proc.returncode}: {tail}"}
 
 
+def ray_run(workers: int, out: Path, chunk_size: int) -> dict:
+    """``prefsmith score`` of the tiny set on ``workers`` Ray workers (0: this process)."""
+    cmd = [
+        sys.executable, "-m", "prefsmith.cli.main", "score", str(TINY_SET), "-o", str(out),
+        "--chunk-size", str(chunk_size), "--workers", str(workers), "--no-progress",
+        "--no-report", "--dtype", "float32",
+    ]  # fmt: skip
+    for path in out.parent.glob(out.name + "*"):
+        path.unlink()
+    load_before = os.getloadavg()[0]
+    start = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    seconds = time.perf_counter() - start
+    result = {"engine": f"hf, {workers} Ray workers" if workers else "hf, in process"}
+    result.update(task="ray", workers=workers, seconds=seconds)
+    if proc.returncode != 0:
+        return {**result, "error": f"exit {proc.returncode}: {proc.stderr[-2000:]}"}
+    rows = out.read_text().splitlines()
+    tokens = sum(sum(c[0] for c in json.loads(r)["response_tokens"].values()) for r in rows)
+    result.update(rows=len(rows), tokens=tokens, tokens_per_s=tokens / seconds, load_s=0.0)
+    result.update(
+        peak_rss_mib=peak_rss_mib(), output_sha=hashlib.sha256(out.read_bytes()).hexdigest()
+    )
+    result.update(load_avg_before=load_before, load_avg_after=os.getloadavg()[0])
+    return result
+
+
 def has_vllm(python: str) -> bool:
     code = "from prefsmith.models.engines.vllm import import_vllm; import_vllm()"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -206,7 +241,9 @@ def main() -> None:
     eager.add_argument("--vllm-eager", dest="vllm_eager", action="store_true", default=None)
     eager.add_argument("--vllm-compiled", dest="vllm_eager", action="store_false")
     parser.add_argument("--vllm-python", default=sys.executable)
-    parser.add_argument("--tasks", default="score,sample")
+    parser.add_argument("--tasks", default="score,sample", help="score, sample and/or ray")
+    parser.add_argument("--ray-workers", default="0,1,2", help="ray task: worker counts")
+    parser.add_argument("--ray-chunk-size", type=int, default=4, help="ray task: rows per chunk")
     parser.add_argument("--engines", default="hf,vllm")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -222,11 +259,19 @@ def main() -> None:
     from rich.table import Table
 
     engines = args.engines.split(",")
-    if "vllm" in engines and not has_vllm(args.vllm_python):
+    engine_tasks = set(args.tasks.split(",")) - {"ray"}
+    if "vllm" in engines and engine_tasks and not has_vllm(args.vllm_python):
         print(f"vLLM does not import with {args.vllm_python}: skipping the vllm rows")
         engines.remove("vllm")
     results = []
+    folder = Path(tempfile.mkdtemp(prefix="engines-bench-"))
     for task in args.tasks.split(","):
+        if task == "ray":
+            for workers in map(int, args.ray_workers.split(",")):
+                r = ray_run(workers, folder / f"ray-{workers}.jsonl", args.ray_chunk_size)
+                print(json.dumps(r)[:400], flush=True)
+                results.append(r)
+            continue
         for engine in engines:
             python = args.vllm_python if engine == "vllm" else sys.executable
             variants = args.hf_variants.split(",") if engine == "hf" and task == "sample" else [""]
@@ -270,19 +315,24 @@ def main() -> None:
             str(r["tokens"]),
             f"{r['seconds']:.1f}",
             f"{r['tokens_per_s']:.1f}",
-            f"{r['peak_rss_mib']:.0f}",
-            f"{r['load_s']:.0f} s",
+            f"{r['peak_rss_mib']:.0f}" if "peak_rss_mib" in r else "-",
+            f"{r['load_s']:.0f} s" if r["task"] != "ray" else "-",
             f"{r['load_avg_before']:.1f}-{r['load_avg_after']:.1f}",
         )
     Console(width=160).print(table)
     if diff is not None:
         print(f"largest |hf - vllm| per-response log-prob total: {diff:.2e} nats")
+    ray_outputs = {r["output_sha"] for r in results if r.get("task") == "ray" and "output_sha" in r}
+    if ray_outputs:
+        same = "identical" if len(ray_outputs) == 1 else "DIFFERENT"
+        print(f"ray task: outputs of every worker count are {same}")
     summary = {
         "model": args.model,
         "dtype": args.dtype,
         "machine": {"node": platform.node(), "cpus": os.cpu_count()},
         "scoring_rows": args.rows or "tiny set (48 responses)",
         "sampling": {"prompts": args.prompts, "n": args.n, "max_new_tokens": args.max_new_tokens},
+        "ray_outputs_identical": len(ray_outputs) == 1 if ray_outputs else None,
         "max_abs_total_diff_hf_vllm": diff,
         "results": [{k: v for k, v in r.items() if k != "totals"} for r in results],
     }

@@ -71,6 +71,9 @@ def rlaif(
     limit: o.Limit = None,
     on_error: o.OnError = "raise",
     progress: o.Progress = True,
+    workers: o.Workers = 0,
+    ray_address: o.RayAddress = None,
+    gpus_per_worker: o.GpusPerWorker = 0.0,
 ) -> None:
     """RLAIF: two samples per prompt, judged in both orders by label log-probs; agreeing kept."""
     from prefsmith.data.rows import to_prompt
@@ -78,7 +81,7 @@ def rlaif(
     from prefsmith.models.pool import ModelPool
 
     check_choice("--format", fmt, FORMATS)
-    run = run_options(on_error, chunk_size, limit, progress)
+    run = run_options(on_error, chunk_size, limit, progress, workers, ray_address, gpus_per_worker)
     check_rows(prompts, to_prompt, run)
     sampling = _sampling(2, temperature, top_p, max_new_tokens, seed, batch_size, system_prompt)
     with user_errors():
@@ -140,13 +143,16 @@ def rlcd(
     limit: o.Limit = None,
     on_error: o.OnError = "raise",
     progress: o.Progress = True,
+    workers: o.Workers = 0,
+    ray_address: o.RayAddress = None,
+    gpus_per_worker: o.GpusPerWorker = 0.0,
 ) -> None:
     """RLCD: one response under a positive, one under a negative system prompt; positive chosen."""
     from prefsmith.data.rows import to_prompt
     from prefsmith.generation.baselines import RLCD_NEGATIVE, RLCD_POSITIVE, RLCDConfig, RLCDStep
 
     check_choice("--format", fmt, FORMATS)
-    run = run_options(on_error, chunk_size, limit, progress)
+    run = run_options(on_error, chunk_size, limit, progress, workers, ray_address, gpus_per_worker)
     check_rows(prompts, to_prompt, run)
     sampling = _sampling(1, temperature, top_p, max_new_tokens, seed, batch_size, None)
     with user_errors():
@@ -205,6 +211,9 @@ def west_of_n(
     limit: o.Limit = None,
     on_error: o.OnError = "raise",
     progress: o.Progress = True,
+    workers: o.Workers = 0,
+    ray_address: o.RayAddress = None,
+    gpus_per_worker: o.GpusPerWorker = 0.0,
 ) -> None:
     """West-of-N: N samples per prompt, best vs. worst under a reward (sample + pairs)."""
     from prefsmith.data.rows import to_prompt
@@ -215,7 +224,7 @@ def west_of_n(
 
     check_choice("--strategy", strategy, ("best-worst", "all-pairs"))
     check_choice("--format", fmt, FORMATS)
-    run = run_options(on_error, chunk_size, limit, progress)
+    run = run_options(on_error, chunk_size, limit, progress, workers, ray_address, gpus_per_worker)
     check_rows(prompts, to_prompt, run)
     sampling = _sampling(n, temperature, top_p, max_new_tokens, seed, batch_size, system_prompt)
     options = PairsOptions(strategy, min_margin, fmt, keep_truncated)  # type: ignore[arg-type]

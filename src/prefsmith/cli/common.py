@@ -37,6 +37,7 @@ def check_choice(option: str, value: str, choices: tuple[str, ...]) -> str:
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Turn the errors a user can fix (bad rows, missing models, bad settings) into messages."""
+    from prefsmith.data.ray_executor import RayNotInstalledError
     from prefsmith.data.rows import RowError
     from prefsmith.data.runner import RunSettingsError
     from prefsmith.models.engines.base import EngineNotInstalledError
@@ -51,6 +52,7 @@ def user_errors() -> Iterator[None]:
         IncompatibleModelsError,
         DomainsError,
         EngineNotInstalledError,
+        RayNotInstalledError,
         FileNotFoundError,
         FileExistsError,
         ValueError,
@@ -66,32 +68,50 @@ def default_output(kind: str, source: Path, suffix: str = ".jsonl") -> Path:
     return Path("runs") / f"{kind}-{source.name.split('.')[0]}{suffix}"
 
 
+def engine_spec(engine: str) -> tuple[str, Any]:
+    """``--engine`` (``hf``, ``vllm``, ``vllm:KEY=VALUE,...``) as (kind, vLLM options).
+
+    For ``vllm`` the extra is checked now, before any row is read: the error names it.
+    """
+    from prefsmith.models.engines import parse_engine
+
+    with user_errors():
+        kind, vllm_options = parse_engine(engine)
+        if kind == "vllm":
+            from prefsmith.models.engines.vllm import import_vllm
+
+            import_vllm()
+    return kind, vllm_options
+
+
 def model_options(dtype: str, device: str, threads: int | None, **batching: Any) -> Any:
     """A :class:`~prefsmith.models.pool.ModelOptions` from the shared options."""
-    from prefsmith.defaults import ENGINES, SCORING_DTYPES
+    from prefsmith.defaults import SCORING_DTYPES
     from prefsmith.models.pool import ModelOptions
 
     check_choice("--dtype", dtype, SCORING_DTYPES)
     check_choice("--device", device, DEVICES)
-    check_choice("--engine", batching.get("engine", "hf"), ENGINES)
-    return ModelOptions(dtype=dtype, device=device, threads=threads, **batching)
+    kind, vllm_options = engine_spec(batching.pop("engine", "hf"))
+    return ModelOptions(
+        dtype=dtype,
+        device=device,
+        threads=threads,
+        engine=kind,
+        vllm_options=vllm_options,
+        **batching,
+    )
 
 
 def generator(model: str, dtype: str, device: str, threads: int | None, engine: str) -> Any:
     """The policy to sample from: a :class:`~prefsmith.models.loading.LazyModel` (no float64)."""
-    from prefsmith.defaults import ENGINES, GENERATION_DTYPES
+    from prefsmith.defaults import GENERATION_DTYPES
     from prefsmith.models.loading import LazyModel, LoadOptions
 
     check_choice("--dtype", dtype, GENERATION_DTYPES)
     check_choice("--device", device, DEVICES)
-    check_choice("--engine", engine, ENGINES)
-    if engine == "vllm":
-        from prefsmith.models.engines.vllm import import_vllm
-
-        with user_errors():
-            import_vllm()  # before any row is read: the error names the extra to install
+    kind, vllm_options = engine_spec(engine)
     options = LoadOptions(dtype=dtype, device=device, threads=threads)  # type: ignore[arg-type]
-    return LazyModel(model, options, engine)
+    return LazyModel(model, options, kind, vllm_options)
 
 
 def customization(domains: Path | None, router: str | None, exemplars: str) -> Any:
@@ -107,12 +127,38 @@ def customization(domains: Path | None, router: str | None, exemplars: str) -> A
         return Customization(domains, router or "embedding", exemplars)  # type: ignore[arg-type]
 
 
-def run_options(on_error: str, chunk_size: int, limit: int | None, progress: bool) -> Any:
-    """A :class:`~prefsmith.data.runner.RunOptions` from the shared options."""
+def run_options(
+    on_error: str,
+    chunk_size: int,
+    limit: int | None,
+    progress: bool,
+    workers: int = 0,
+    ray_address: str | None = None,
+    gpus_per_worker: float = 0.0,
+    split_models: bool = False,
+) -> Any:
+    """A :class:`~prefsmith.data.runner.RunOptions` from the shared options.
+
+    With ``--workers`` the Ray extra is checked now, before any row is read or model loaded.
+    """
     from prefsmith.data.runner import RunOptions
 
     check_choice("--on-error", on_error, ON_ERROR)
-    return RunOptions(on_error, chunk_size, limit, progress)  # type: ignore[arg-type]
+    with user_errors():
+        if workers:
+            from prefsmith.data.ray_executor import import_ray
+
+            import_ray()
+        return RunOptions(
+            on_error,  # type: ignore[arg-type]
+            chunk_size,
+            limit,
+            progress,
+            workers=workers,
+            ray_address=ray_address,
+            gpus_per_worker=gpus_per_worker,
+            split_models=split_models,
+        )
 
 
 def check_rows(source: Path, prepare: Any, options: Any) -> None:

@@ -72,6 +72,10 @@ def evaluate(
     no_cache: o.NoCache = False,
     on_error: o.OnError = "raise",
     progress: o.Progress = True,
+    workers: o.Workers = 0,
+    ray_address: o.RayAddress = None,
+    gpus_per_worker: o.GpusPerWorker = 0.0,
+    split_models: o.SplitModels = False,
     report: o.WriteReport = True,
 ) -> None:
     """Evaluate scorers as reward models: pairwise accuracy per subset and section."""
@@ -79,7 +83,9 @@ def evaluate(
     from prefsmith.rewards.spec import ScorerSpec
 
     output = output or Path("runs/eval")
-    run = run_options(on_error, 64, None, progress)
+    run = run_options(
+        on_error, 64, None, progress, workers, ray_address, gpus_per_worker, split_models
+    )
     check_rows(data, lambda row: prepare_pair(row, system_prompt), run)
     with user_errors():
         pool = _pool(dtype, device, threads, max_length, _cache(no_cache, cache_path), engine)

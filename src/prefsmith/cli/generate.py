@@ -78,13 +78,16 @@ def sample(
     limit: o.Limit = None,
     on_error: o.OnError = "raise",
     progress: o.Progress = True,
+    workers: o.Workers = 0,
+    ray_address: o.RayAddress = None,
+    gpus_per_worker: o.GpusPerWorker = 0.0,
 ) -> None:
     """Sample N responses per prompt from a generator (resumable; rows: prompt + responses)."""
     from prefsmith.data.rows import to_prompt
     from prefsmith.generation.sampling import SampleStep
     from prefsmith.relabel.pairs import goal_system_prompt
 
-    run = run_options(on_error, chunk_size, limit, progress)
+    run = run_options(on_error, chunk_size, limit, progress, workers, ray_address, gpus_per_worker)
     check_rows(prompts, to_prompt, run)
     with user_errors():
         if goal is not None:
@@ -123,6 +126,9 @@ def pairs(
     limit: o.Limit = None,
     on_error: o.OnError = "raise",
     progress: o.Progress = True,
+    workers: o.Workers = 0,
+    ray_address: o.RayAddress = None,
+    gpus_per_worker: o.GpusPerWorker = 0.0,
 ) -> None:
     """Score sampled candidates with the density ratio; keep best vs. worst (or all) pairs."""
     from prefsmith.generation.pairs import PairsOptions, PairsStep, prepare_candidates
@@ -130,7 +136,7 @@ def pairs(
     check_choice("--strategy", strategy, ("best-worst", "all-pairs"))
     check_choice("--format", fmt, FORMATS)
     options = PairsOptions(strategy, min_margin, fmt, keep_truncated, system_prompt)  # type: ignore[arg-type]
-    run = run_options(on_error, chunk_size, limit, progress)
+    run = run_options(on_error, chunk_size, limit, progress, workers, ray_address, gpus_per_worker)
     check_rows(candidates, lambda row: prepare_candidates(row, options), run)
     reward = _reward(strong, weak, reduction, max_length, dtype, device, threads, engine)
     output = output or default_output("pairs", candidates)
@@ -175,6 +181,9 @@ def rmboost(
     limit: o.Limit = None,
     on_error: o.OnError = "raise",
     progress: o.Progress = True,
+    workers: o.Workers = 0,
+    ray_address: o.RayAddress = None,
+    gpus_per_worker: o.GpusPerWorker = 0.0,
 ) -> None:
     """RMBoost: a first response, a drawn label and aspects, then a better/worse rewrite."""
     from prefsmith.data.rows import to_prompt
@@ -183,7 +192,7 @@ def rmboost(
     check_choice("--format", fmt, FORMATS)
     if filter_agreement and not check:
         fail("--filter-agreement needs --check (the density-ratio check)")
-    run = run_options(on_error, chunk_size, limit, progress)
+    run = run_options(on_error, chunk_size, limit, progress, workers, ray_address, gpus_per_worker)
     check_rows(prompts, to_prompt, run)
     names = tuple(a.strip() for a in aspects.split(",") if a.strip())
     sampling = _sampling(1, temperature, top_p, max_new_tokens, seed, batch_size, system_prompt)

@@ -109,6 +109,26 @@ Engine = Annotated[
     str,
     typer.Option(
         help="hf (transformers in process; exact reference) | vllm (pip install"
-        " 'prefsmith[vllm]'; see docs/engines.md)."
+        " 'prefsmith[vllm]'), optionally with vLLM options, e.g."
+        " vllm:tensor_parallel_size=8,gpu_memory_utilization=0.45 (see docs/engines.md)."
+    ),
+]
+Workers = Annotated[
+    int,
+    typer.Option(
+        help="0: run in this process. N: run the rows on N Ray workers, each with its own models"
+        " (pip install 'prefsmith[ray]'; see docs/engines.md). The output is the same."
+    ),
+]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(help="Ray cluster for --workers (auto, ray://HOST:10001); default: a local one."),
+]
+GpusPerWorker = Annotated[float, typer.Option(help="GPUs Ray gives each --workers worker.")]
+SplitModels = Annotated[
+    bool,
+    typer.Option(
+        help="With --workers: one pool of workers per model (strong, weak), so that each worker"
+        " (each GPU) holds one model."
     ),
 ]

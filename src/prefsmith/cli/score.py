@@ -66,6 +66,10 @@ def score(
     limit: o.Limit = None,
     on_error: o.OnError = "raise",
     progress: o.Progress = True,
+    workers: o.Workers = 0,
+    ray_address: o.RayAddress = None,
+    gpus_per_worker: o.GpusPerWorker = 0.0,
+    split_models: o.SplitModels = False,
     report: o.WriteReport = True,
 ) -> None:
     """Score responses with the density ratio log p_strong(y|x) - log p_weak(y|x)."""
@@ -75,7 +79,9 @@ def score(
 
     source = input_path or default_input()
     output = output or default_output("score", source)
-    run = run_options(on_error, chunk_size, limit, progress)
+    run = run_options(
+        on_error, chunk_size, limit, progress, workers, ray_address, gpus_per_worker, split_models
+    )
     check_rows(source, lambda row: to_scoring_item(row, system_prompt), run)
     models = model_options(
         dtype,

@@ -21,7 +21,8 @@ batch of items into output rows (:meth:`Step.process`). Everything about files i
   otherwise.
 
 :func:`run_rows` is the file runner; :func:`process_rows` runs a step on rows in memory (the
-Python API). A distributed runner (Ray) replaces :func:`run_rows` and keeps the steps.
+Python API). With ``RunOptions(workers=N)`` the chunks are processed on Ray workers
+(:mod:`prefsmith.data.ray_executor`) and everything else stays here.
 
 A step of your own:
 
@@ -146,18 +147,35 @@ class RunOptions:
         chunk_size: Rows processed and written together; a killed run redoes at most one chunk.
         limit: Use only the first ``limit`` input rows (``None``: all).
         progress: Show progress (a bar on a terminal, plain lines otherwise).
+        workers: ``0``: process the rows in this process. ``N``: on ``N`` Ray workers, each
+            with its own copy of the step's models (needs ``prefsmith[ray]``; see
+            :mod:`prefsmith.data.ray_executor`). Not a setting: the output is the same.
+        ray_address: The Ray cluster to use (``auto``, ``ray://host:10001``); ``None`` starts
+            a local one.
+        cpus_per_worker: CPUs Ray reserves for each worker.
+        gpus_per_worker: GPUs Ray reserves for each worker (``1``: one model copy per GPU).
+        split_models: With ``workers``: give each model of the step (a density ratio's strong
+            and weak) its own ``workers`` workers, so each worker holds one model; steps that
+            cannot be split (sampling, pairs) run whole.
     """
 
     on_error: OnError = "raise"
     chunk_size: int = 64
     limit: int | None = None
     progress: bool = True
+    workers: int = 0
+    ray_address: str | None = None
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    split_models: bool = False
 
     def __post_init__(self) -> None:
         if self.on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be raise or skip, not {self.on_error!r}")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be at least 1, not {self.chunk_size}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be 0 (this process) or more, not {self.workers}")
 
 
 @dataclass(frozen=True)
@@ -339,10 +357,13 @@ def run_rows(
         JsonlAppender(journal) as out,
         Progress(len(items), step.name, done=already_done, enabled=options.progress) as bar,
     ):
-        for first in range(0, len(pending), options.chunk_size):
-            chunk = pending[first : first + options.chunk_size]
+        chunks = [
+            pending[first : first + options.chunk_size]
+            for first in range(0, len(pending), options.chunk_size)
+        ]
+        for chunk, outcomes in _outcomes(step, chunks, bar, options):
             rows = []
-            for item, outcome in zip(chunk, _process(step, chunk, bar), strict=True):
+            for item, outcome in zip(chunk, outcomes, strict=True):
                 rows.extend(_keyed(outcome.rows, item.key))
                 checkpoint.count(outcome)
             out.write(rows)
@@ -366,16 +387,45 @@ def run_rows(
     )
 
 
+def _outcomes(
+    step: Step, chunks: Sequence[Sequence[RowItem]], bar: Progress, options: RunOptions
+) -> Iterator[tuple[Sequence[RowItem], list[Outcome]]]:
+    """Each chunk with its outcomes, in order: here, or on Ray workers (``options.workers``)."""
+    if not options.workers:
+        for chunk in chunks:
+            yield chunk, _process(step, chunk, bar)
+        return
+    from prefsmith.data.ray_executor import ray_outcomes
+
+    for chunk, outcomes in ray_outcomes(
+        step,
+        chunks,
+        workers=options.workers,
+        address=options.ray_address,
+        cpus_per_worker=options.cpus_per_worker,
+        gpus_per_worker=options.gpus_per_worker,
+        split_models=options.split_models,
+    ):
+        check_outcomes(step, chunk, outcomes)
+        bar.advance(len(chunk))
+        yield chunk, outcomes
+
+
 def _process(step: Step, chunk: Sequence[RowItem], bar: Progress) -> list[Outcome]:
     """``step.process`` on a chunk, with the progress topped up to the chunk's size."""
     before = bar.done
     outcomes = step.process(chunk, bar.advance)
+    check_outcomes(step, chunk, outcomes)
+    bar.advance(before + len(chunk) - bar.done)
+    return outcomes
+
+
+def check_outcomes(step: Step, chunk: Sequence[RowItem], outcomes: Sequence[Outcome]) -> None:
+    """A step returns one outcome per row of its chunk."""
     if len(outcomes) != len(chunk):
         raise RuntimeError(
             f"step {step.name} returned {len(outcomes)} outcomes for {len(chunk)} rows"
         )
-    bar.advance(before + len(chunk) - bar.done)
-    return outcomes
 
 
 def _keyed(rows: Iterable[dict[str, Any]], key: int) -> list[dict[str, Any]]:

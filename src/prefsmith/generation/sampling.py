@@ -229,7 +229,9 @@ def sampler(model: LazyModel) -> LoadedModel | Engine:
     if model.engine not in model.engines:
         from prefsmith.models.engines import load_engine
 
-        model.engines[model.engine] = load_engine(model.name, model.engine, model.options)
+        model.engines[model.engine] = load_engine(
+            model.name, model.engine, model.options, vllm_options=model.vllm_options
+        )
     return model.engines[model.engine]
 
 

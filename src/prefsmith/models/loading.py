@@ -323,15 +323,22 @@ class LazyModel:
         engine: What samples from it: ``hf`` (this process's ``transformers`` model) or
             ``vllm`` (:func:`prefsmith.generation.sampling.sampler` builds it on first use;
             ``prefsmith[vllm]``).
+        vllm_options: The ``vllm`` engine's
+            :class:`~prefsmith.models.engines.vllm.VLLMOptions` (``None``: its defaults).
     """
 
     def __init__(
-        self, model: str | LoadedModel, options: LoadOptions | None = None, engine: str = "hf"
+        self,
+        model: str | LoadedModel,
+        options: LoadOptions | None = None,
+        engine: str = "hf",
+        vllm_options: Any = None,
     ) -> None:
         if isinstance(model, LoadedModel) and engine != "hf":
             raise ValueError("a model already loaded samples with the hf engine; pass its name")
         self.options = options or LoadOptions()
         self.engine = engine
+        self.vllm_options = vllm_options
         #: Engines other than ``hf`` built over this model, by kind (created on first use).
         self.engines: dict[str, Any] = {}
         self._loaded = model if isinstance(model, LoadedModel) else None

@@ -29,6 +29,10 @@ class ModelOptions:
             tokens from the left.
         batch_tokens: Padded tokens per forward pass.
         max_batch_size: Rows per forward pass at most.
+        engine: What computes the log-probs: ``hf`` (transformers here) or ``vllm``.
+        vllm_options: The ``vllm`` engine's
+            :class:`~prefsmith.models.engines.vllm.VLLMOptions`, or a dict of its fields
+            (``None``: its defaults).
 
     >>> ModelOptions(dtype="bfloat16").batching().max_length
     2048
@@ -41,6 +45,13 @@ class ModelOptions:
     batch_tokens: int = 8192
     max_batch_size: int = 64
     engine: str = "hf"
+    vllm_options: Any = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.vllm_options, dict):  # from a recipe's YAML
+            from prefsmith.models.engines.vllm import VLLMOptions
+
+            object.__setattr__(self, "vllm_options", VLLMOptions(**self.vllm_options))
 
     def load_options(self) -> LoadOptions:
         """The loading part."""
@@ -79,6 +90,7 @@ class ModelPool:
                 self.options.load_options(),
                 self.options.batching(),
                 engine=self.options.engine,
+                vllm_options=self.options.vllm_options,
             )
             if self.cache is not None:
                 backend = CachedBackend(backend, self.cache)

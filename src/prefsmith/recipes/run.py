@@ -444,7 +444,9 @@ def _policy(context: _Context, stage: Stage, model: str) -> Any:
     from prefsmith.models.loading import LazyModel
 
     options = stage.engine
-    return LazyModel(context.model(model), options.load_options(), options.engine)
+    return LazyModel(
+        context.model(model), options.load_options(), options.engine, options.vllm_options
+    )
 
 
 def _run_sample(context: _Context, stage: Stage) -> StageResult:

@@ -15,7 +15,7 @@ Unicode characters of the response.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prefsmith.defaults import DEFAULT_REDUCTION, DEFAULT_STRONG, DEFAULT_WEAK
@@ -40,6 +40,10 @@ __all__ = [
     "Reduction",
     "reduce_ratio",
 ]
+
+
+#: The models of a density ratio, in the order they score.
+ROLES = ("strong", "weak")
 
 
 def reduce_ratio(
@@ -154,11 +158,23 @@ class DensityRatioReward(Reward):
     def score_requests(
         self, requests: Sequence[ScoreRequest], on_progress: Callable[[int], None] | None = None
     ) -> list[ScoredResponse]:
-        strong = self.strong.score(requests, on_progress)
-        weak = self.weak.score(requests, on_progress)
-        return [
-            ScoredResponse(self.reward_of(s, w), s, w) for s, w in zip(strong, weak, strict=True)
-        ]
+        return self.combine({r: self.score_pass(r, requests, on_progress) for r in ROLES})
+
+    def model_roles(self) -> tuple[str, ...]:
+        return ROLES
+
+    def score_pass(
+        self,
+        role: str,
+        requests: Sequence[ScoreRequest],
+        on_progress: Callable[[int], None] | None = None,
+    ) -> list[ResponseLogProbs]:
+        backend = {"strong": self.strong, "weak": self.weak}[role]
+        return backend.score(requests, on_progress)
+
+    def combine(self, passes: Mapping[str, Sequence[ResponseLogProbs]]) -> list[ScoredResponse]:
+        pairs = zip(passes["strong"], passes["weak"], strict=True)
+        return [ScoredResponse(self.reward_of(s, w), s, w) for s, w in pairs]
 
     def settings(self) -> dict[str, Any]:
         settings = {
@@ -256,8 +272,23 @@ class LogProbReward(Reward):
     def score_requests(
         self, requests: Sequence[ScoreRequest], on_progress: Callable[[int], None] | None = None
     ) -> list[ScoredResponse]:
-        scored = self.strong.score(requests, on_progress)
-        return [ScoredResponse(self.reward_of(lp), lp) for lp in scored]
+        return self.combine({"strong": self.score_pass("strong", requests, on_progress)})
+
+    def model_roles(self) -> tuple[str, ...]:
+        return ("strong",)
+
+    def score_pass(
+        self,
+        role: str,
+        requests: Sequence[ScoreRequest],
+        on_progress: Callable[[int], None] | None = None,
+    ) -> list[ResponseLogProbs]:
+        if role != "strong":
+            raise ValueError(f"{self.name} has one model (role 'strong'), not {role!r}")
+        return self.strong.score(requests, on_progress)
+
+    def combine(self, passes: Mapping[str, Sequence[ResponseLogProbs]]) -> list[ScoredResponse]:
+        return [ScoredResponse(self.reward_of(lp), lp) for lp in passes["strong"]]
 
     def settings(self) -> dict[str, Any]:
         settings: dict[str, Any] = {

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from prefsmith.data.rows import ScoringItem, to_scoring_item
 from prefsmith.data.runner import Advance, Outcome, RowItem, Step, process_rows
-from prefsmith.models.backend import ScoreRequest
+from prefsmith.models.backend import ResponseLogProbs, ScoreRequest
 from prefsmith.models.encoding import token_pieces
 from prefsmith.rewards.base import ItemRewards, ScoredResponse
 
@@ -78,6 +78,49 @@ class Reward(ABC):
         """Tokenizers of the (strong, weak) models, to show tokens."""
         return None, None
 
+    def model_roles(self) -> tuple[str, ...]:
+        """The models this reward runs, one scoring pass each (``("strong", "weak")``), so that
+        a distributed runner can give each its own workers; empty when the reward scores in
+        one piece."""
+        return ()
+
+    def score_pass(
+        self,
+        role: str,
+        requests: Sequence[ScoreRequest],
+        on_progress: Callable[[int], None] | None = None,
+    ) -> list[ResponseLogProbs]:
+        """The log-probs of ``requests`` under the model of ``role`` (see :meth:`model_roles`)."""
+        raise NotImplementedError(f"{self.name} scores in one piece")
+
+    def combine(self, passes: Mapping[str, Sequence[ResponseLogProbs]]) -> list[ScoredResponse]:
+        """The rewards of requests from each role's log-probs (:meth:`score_pass`)."""
+        raise NotImplementedError(f"{self.name} scores in one piece")
+
+    def requests_of(
+        self, items: Sequence[ScoringItem]
+    ) -> tuple[list[ScoringItem], list[dict[str, Any]], list[ScoreRequest]]:
+        """Items (customized, with a customization), their extra fields, and one request per
+        response of every item."""
+        fields: list[dict[str, Any]] = [{} for _ in items]
+        if self.customization is not None:
+            items, fields = self.customization.apply(items, self)
+        requests = [ScoreRequest(item.context, r) for item in items for r in item.responses]
+        return list(items), fields, requests
+
+    @staticmethod
+    def group(
+        items: Sequence[ScoringItem],
+        fields: Sequence[dict[str, Any]],
+        scored: Sequence[ScoredResponse],
+    ) -> list[ItemRewards]:
+        """The rewards of :meth:`requests_of`'s requests, back into one result per item."""
+        out, offset = [], 0
+        for item, extra in zip(items, fields, strict=True):
+            out.append(ItemRewards(list(scored[offset : offset + len(item.responses)]), extra))
+            offset += len(item.responses)
+        return out
+
     def score_items(
         self, items: Sequence[ScoringItem], advance: Callable[[float], None] | None = None
     ) -> list[ItemRewards]:
@@ -85,22 +128,14 @@ class Reward(ABC):
 
         ``advance(k)`` is called with fractions of items as the model passes progress.
         """
-        fields: list[dict[str, Any]] = [{} for _ in items]
-        if self.customization is not None:
-            items, fields = self.customization.apply(items, self)
-        requests = [ScoreRequest(item.context, r) for item in items for r in item.responses]
+        items, fields, requests = self.requests_of(items)
         units = max(len(requests), 1) * self.passes / max(len(items), 1)
 
         def progress(n: int) -> None:
             if advance is not None:
                 advance(n / units)
 
-        scored = self.score_requests(requests, progress)
-        out, offset = [], 0
-        for item, extra in zip(items, fields, strict=True):
-            out.append(ItemRewards(scored[offset : offset + len(item.responses)], extra))
-            offset += len(item.responses)
-        return out
+        return self.group(items, fields, self.score_requests(requests, progress))
 
     def score(
         self,
@@ -199,13 +234,38 @@ class ScoreStep(Step):
         }
 
     def process(self, batch: Sequence[RowItem], advance: Advance) -> list[Outcome]:
+        return self.outcomes(batch, self.reward.score_items([b.item for b in batch], advance))
+
+    def outcomes(self, batch: Sequence[RowItem], scored: Sequence[ItemRewards]) -> list[Outcome]:
+        """One output row per input row, from the rewards of its responses."""
         if self._scored_with is None:
             self._scored_with = scored_with(self.reward.settings())
-        scored = self.reward.score_items([b.item for b in batch], advance)
         return [
             Outcome([self.output_row(b.row, b.item, rewards)])
             for b, rewards in zip(batch, scored, strict=True)
         ]
+
+    # The same work in model stages, for runners that give each model its own workers
+    # (``RunOptions(split_models=True)``): begin -> run_model per role -> end.
+
+    def model_stages(self) -> tuple[str, ...]:
+        """The reward's models, one stage each (empty: the step runs in one piece)."""
+        return self.reward.model_roles()
+
+    def begin(self, batch: Sequence[RowItem]) -> dict[str, Any]:
+        """The state of a chunk before any model ran: its (customized) items and requests."""
+        items, fields, requests = self.reward.requests_of([b.item for b in batch])
+        return {"items": items, "fields": fields, "requests": requests, "passes": {}}
+
+    def run_model(self, role: str, state: dict[str, Any]) -> dict[str, Any]:
+        """``state`` with the log-probs of the model of ``role``."""
+        state["passes"][role] = self.reward.score_pass(role, state["requests"])
+        return state
+
+    def end(self, batch: Sequence[RowItem], state: dict[str, Any]) -> list[Outcome]:
+        """The chunk's outcomes once every model ran."""
+        scored = self.reward.combine(state["passes"])
+        return self.outcomes(batch, self.reward.group(state["items"], state["fields"], scored))
 
     def output_row(
         self, row: Mapping[str, Any], item: ScoringItem, rewards: ItemRewards

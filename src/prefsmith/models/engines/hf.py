@@ -190,6 +190,11 @@ class HFEngine:
         return cls(loaded.source.name, batching=batching, loaded=loaded)
 
     @property
+    def is_loaded(self) -> bool:
+        """Whether the weights are in memory (they load on first use)."""
+        return self._loaded is not None
+
+    @property
     def loaded(self) -> LoadedModel:
         """The model and tokenizer, loaded on first access."""
         if self._loaded is None:
