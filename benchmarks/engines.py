@@ -6,9 +6,10 @@
 * sampling: ``--n`` completions for the first ``--prompts`` MT-Bench prompts, ``--max-new-tokens``
   new tokens, seeded (temperature 0.7, top-p 0.85): generated tokens/s, peak RSS;
 * ray (``--tasks ray``): ``prefsmith score`` of the tiny set with the default pair (both
-  models, the real command) in this process and on 1 and 2 Ray workers (``--ray-workers``):
-  wall time from start to exit, including Ray's start and each worker's model load, and
-  whether the outputs are byte-identical.
+  models, the real command) in this process and on 1 and 2 Ray workers (``--ray-workers``),
+  ``--threads`` torch threads per process (default 1): wall time from start to exit,
+  including Ray's start and each worker's model load, and whether the outputs are
+  byte-identical.
 
 Every (engine, task) runs in a fresh subprocess, so peak RSS is that task's alone and vLLM's
 thread binding does not leak into the hf run. The machine's load average is recorded before
@@ -179,12 +180,16 @@ def run_worker(python: str, args: argparse.Namespace, engine: str, task: str, **
     return {"engine": engine, "task": task, "error": f"exit {proc.returncode}: {tail}"}
 
 
-def ray_run(workers: int, out: Path, chunk_size: int) -> dict:
-    """``prefsmith score`` of the tiny set on ``workers`` Ray workers (0: this process)."""
+def ray_run(workers: int, out: Path, chunk_size: int, threads: int) -> dict:
+    """``prefsmith score`` of the tiny set on ``workers`` Ray workers (0: this process).
+
+    Every run uses ``threads`` torch threads per process: float32 sums depend on the thread
+    count (a 2-thread run and 1-thread workers differed by up to 4e-4 nats per margin).
+    """
     cmd = [
         sys.executable, "-m", "prefsmith.cli.main", "score", str(TINY_SET), "-o", str(out),
         "--chunk-size", str(chunk_size), "--workers", str(workers), "--no-progress",
-        "--no-report", "--dtype", "float32",
+        "--no-report", "--dtype", "float32", "--threads", str(threads),
     ]  # fmt: skip
     for path in out.parent.glob(out.name + "*"):
         path.unlink()
@@ -268,7 +273,8 @@ def main() -> None:
     for task in args.tasks.split(","):
         if task == "ray":
             for workers in map(int, args.ray_workers.split(",")):
-                r = ray_run(workers, folder / f"ray-{workers}.jsonl", args.ray_chunk_size)
+                out = folder / f"ray-{workers}.jsonl"
+                r = ray_run(workers, out, args.ray_chunk_size, args.threads or 1)
                 print(json.dumps(r)[:400], flush=True)
                 results.append(r)
             continue

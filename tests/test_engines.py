@@ -234,3 +234,39 @@ def test_sampling_commands_name_the_vllm_extra(monkeypatch, tmp_path, tiny_model
     assert result.exit_code == 2, result.output
     assert 'pip install "prefsmith[vllm]"' in " ".join(result.output.split())
     assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("engine", "message"),
+    [
+        ("vllm:tp=8", "unknown vllm option 'tp'; choose from dtype, gpu_memory_utilization"),
+        ("vllm:tensor_parallel_size", "write options as KEY=VALUE"),
+        ("hf:dtype=float32", "the hf engine takes no options"),
+        ("ray", "engine must be one of hf, vllm"),
+    ],
+)
+def test_bad_engine_specs_are_refused_before_any_row_is_read(tmp_path, engine, message):
+    from typer.testing import CliRunner
+
+    from prefsmith.cli.main import app
+
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(app, ["score", "-o", str(out), "--engine", engine])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert not out.exists()
+
+
+def test_vllm_options_reach_the_engine_from_the_command_line_spec(tiny_models):
+    """``--engine vllm:KEY=VALUE`` becomes the VLLMOptions of every model of the command."""
+    from prefsmith.cli.common import generator, model_options
+    from prefsmith.models.engines import parse_engine
+
+    pytest.importorskip("vllm", reason="vLLM is not installed: pip install 'prefsmith[vllm]'")
+    spec = "vllm:tensor_parallel_size=2,gpu_memory_utilization=0.45,enforce_eager=true"
+    options = model_options("auto", "auto", None, engine=spec)
+    policy = generator(tiny_models["chatml-a"], "auto", "auto", None, spec)
+    expected = parse_engine(spec)[1]
+    assert options.engine == "vllm" and options.vllm_options == expected
+    assert policy.engine == "vllm" and policy.vllm_options == expected
+    assert expected.tensor_parallel_size == 2 and expected.enforce_eager is True

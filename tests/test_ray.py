@@ -158,7 +158,7 @@ def score_command(src: Path, out: Path, tiny_models, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "prefsmith.cli.main", "score", str(src), "-o", str(out),
         "--strong", tiny_models["chatml-a"], "--weak", tiny_models["chatml-b"],
-        "--chunk-size", "2", "--no-progress", "--no-report", *extra,
+        "--chunk-size", "2", "--threads", "1", "--no-progress", "--no-report", *extra,
     ]  # fmt: skip
 
 

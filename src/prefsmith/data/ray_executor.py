@@ -14,10 +14,10 @@ eval steps of a density ratio: strong, then weak) is split by model: one actor p
 strong model's log-probs stream on to the weak model's pool, which combines them into rewards.
 The chunk index is the row key that joins the stages.
 
-Results come back in input order (``preserve_order``), and the
-driver appends and checkpoints them chunk by chunk as the local runner does: a run killed at
-any moment resumes (locally or on Ray) to the same bytes, and an output started on Ray can be
-finished in one process and the other way round; the number of workers is not a setting.
+Results come back in input order (``preserve_order``), and the driver appends and checkpoints
+them chunk by chunk as the local runner does: a run killed at any moment resumes (locally or
+on Ray) to the same bytes, and an output started on Ray can be finished in one process and the
+other way round; the number of workers is not a setting.
 
 A worker that dies is restarted and its chunk retried by Ray Data (its actor pools default to
 ``max_restarts=-1, max_task_retries=-1``); since only the driver writes, a retried chunk is

@@ -32,6 +32,7 @@ completions as the ``hf`` engine (different samplers and floating-point paths).
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,9 +60,15 @@ INSTALL_HINT = (
 
 def import_vllm() -> Any:
     """Import and return the ``vllm`` module, or raise :class:`EngineNotInstalledError` naming
-    the extra to install. vLLM's own INFO logging is turned down to warnings unless
-    ``VLLM_LOGGING_LEVEL`` says otherwise: prefsmith prints its own progress."""
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    the extra to install.
+
+    vLLM's logging is turned down to errors unless ``VLLM_LOGGING_LEVEL`` says otherwise
+    (``VLLM_LOGGING_LEVEL=WARNING`` shows them): on CPU it logs about 30 warnings per start
+    that a user cannot act on (missing Triton CPU backend, tcmalloc, thread binding, and a
+    logged traceback about its tokenizer, which prefsmith deliberately does not give it, as
+    prefsmith tokenizes); prefsmith prints its own progress and errors."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"vllm\.")
     try:
         import vllm
     except ImportError as err:
