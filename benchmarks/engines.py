@@ -8,8 +8,8 @@
 * ray (``--tasks ray``): ``prefsmith score`` of the tiny set with the default pair (both
   models, the real command) in this process and on 1 and 2 Ray workers (``--ray-workers``),
   ``--threads`` torch threads per process (default 1): wall time from start to exit,
-  including Ray's start and each worker's model load, and whether the outputs are
-  byte-identical.
+  including Ray's start and each worker's model load, the command's peak RSS (with Ray, the
+  driver's), and whether the outputs are byte-identical.
 
 Every (engine, task) runs in a fresh subprocess, so peak RSS is that task's alone and vLLM's
 thread binding does not leak into the hf run. The machine's load average is recorded before
@@ -196,18 +196,21 @@ def ray_run(workers: int, out: Path, chunk_size: int, threads: int) -> dict:
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    log = out.with_suffix(".log")
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)  # this command's own rusage
     seconds = time.perf_counter() - start
     result = {"engine": f"hf, {workers} Ray workers" if workers else "hf, in process"}
     result.update(task="ray", workers=workers, seconds=seconds)
-    if proc.returncode != 0:
-        return {**result, "error": f"exit {proc.returncode}: {proc.stderr[-2000:]}"}
+    if os.waitstatus_to_exitcode(status) != 0:
+        return {**result, "error": f"exit {status}: {log.read_text()[-2000:]}"}
     rows = out.read_text().splitlines()
     tokens = sum(sum(c[0] for c in json.loads(r)["response_tokens"].values()) for r in rows)
     result.update(rows=len(rows), tokens=tokens, tokens_per_s=tokens / seconds, load_s=0.0)
-    result.update(
-        peak_rss_mib=peak_rss_mib(), output_sha=hashlib.sha256(out.read_bytes()).hexdigest()
-    )
+    # The command's own peak RSS: with Ray that is the driver's; the workers are Ray's processes.
+    result.update(peak_rss_mib=usage.ru_maxrss / 1024)
+    result["output_sha"] = hashlib.sha256(out.read_bytes()).hexdigest()
     result.update(load_avg_before=load_before, load_avg_after=os.getloadavg()[0])
     return result
 
@@ -297,7 +300,8 @@ def main() -> None:
     if "hf" in totals and "vllm" in totals:
         diff = max(abs(a - b) for a, b in zip(totals["hf"], totals["vllm"], strict=True))
 
-    table = Table(title=f"Engines, {args.model} {args.dtype}, {platform.node()}")
+    models = "default pair (ray task)" if engine_tasks == set() else args.model
+    table = Table(title=f"Engines, {models} {args.dtype}, {platform.node()}")
     for col in (
         "task",
         "engine",

@@ -257,6 +257,7 @@ def test_bad_engine_specs_are_refused_before_any_row_is_read(tmp_path, engine, m
     assert not out.exists()
 
 
+@pytest.mark.vllm
 def test_vllm_options_reach_the_engine_from_the_command_line_spec(tiny_models):
     """``--engine vllm:KEY=VALUE`` becomes the VLLMOptions of every model of the command."""
     from prefsmith.cli.common import generator, model_options
