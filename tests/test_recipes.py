@@ -155,6 +155,19 @@ def test_shipped_recipes_validate_and_take_overrides():
         assert rmboost.stage("rm").config.train.method == "rm"
 
 
+def test_ray_workers_and_vllm_options_are_recipe_keys_and_workers_are_not_a_setting():
+    from prefsmith.recipes.run import stage_settings
+
+    overrides = ["run.workers=4", "run.gpus_per_worker=1", "run.split_models=true"]
+    placed = load_recipe("dr-sow", [*overrides, "engine.vllm_options.tensor_parallel_size=2"])
+    sample = placed.stage("sample")
+    assert (sample.run.workers, sample.run.gpus_per_worker, sample.run.split_models) == (4, 1, True)
+    assert sample.engine.vllm_options.tensor_parallel_size == 2
+    plain = load_recipe("dr-sow", ["engine.vllm_options.tensor_parallel_size=2"])
+    # Where the rows run does not change what they give: a finished stage is not re-run.
+    assert stage_settings(sample, {}) == stage_settings(plain.stage("sample"), {})
+
+
 # --------------------------------------------------------------------------------------------
 # Running
 

@@ -59,6 +59,9 @@ RESOURCE_PREFIX = "prefsmith:"
 TRAIN_FIELDS_SET_BY_RUN = ("data", "output_dir")
 #: ``RunOptions`` fields a recipe sets (``progress`` is the caller's).
 RUN_FIELDS = ("on_error", "chunk_size", "limit")
+#: Run options a recipe may set that place the work (Ray workers) without changing its output,
+#: so they are not part of a stage's settings: changing them does not re-run a stage.
+RUN_PLACEMENT = ("workers", "ray_address", "cpus_per_worker", "gpus_per_worker", "split_models")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _MODEL_REF = re.compile(r"@([A-Za-z0-9][A-Za-z0-9_-]*)")
@@ -551,7 +554,7 @@ def parse_recipe(data: Any, source: str = "") -> Recipe:
     ]
     models = build(Models, data.get("models"), "models", problems) or Models()
     engine = build(ModelOptions, data.get("engine"), "engine", problems) or ModelOptions()
-    run_skip = [f.name for f in fields(RunOptions) if f.name not in RUN_FIELDS]
+    run_skip = [f.name for f in fields(RunOptions) if f.name not in RUN_FIELDS + RUN_PLACEMENT]
     run = build(RunOptions, data.get("run"), "run", problems, skip=run_skip) or RunOptions()
     raw_stages = data.get("stages")
     if not isinstance(raw_stages, list) or not raw_stages:
@@ -602,7 +605,7 @@ def _parse_stage(
     cls = STAGE_CLASSES[kind]
     body = {k: v for k, v in raw.items() if k not in ("name", "kind", "engine", "run")}
     stage_engine = _merged(ModelOptions, engine, raw.get("engine"), f"{path}.engine", problems)
-    run_skip = [f.name for f in fields(RunOptions) if f.name not in RUN_FIELDS]
+    run_skip = [f.name for f in fields(RunOptions) if f.name not in RUN_FIELDS + RUN_PLACEMENT]
     stage_run = run
     if "run" in raw:
         if kind not in ROW_KINDS:
