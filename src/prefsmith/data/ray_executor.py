@@ -86,7 +86,9 @@ def start_ray(address: str | None, workers: int, cpus_per_worker: float) -> Any:
     return ray
 
 
-def chunk_worker(step_bytes: bytes, role: str | None = None, first: bool = True, last: bool = True):
+def chunk_worker(
+    step_bytes: bytes, role: str | None = None, first: bool = True, last: bool = True
+) -> type:
     """A Ray Data actor class that holds the pickled step (unpickled once per actor).
 
     With ``role=None`` it runs the whole step on a chunk. With a model ``role`` it is one stage
