@@ -189,3 +189,42 @@ def test_fitted_model_json_round_trip_and_best(tmp_path):
     assert load_fitted_model(path) == model
     with pytest.raises(ValueError, match="no fitted model 'other'"):
         load_fitted_model(path, "other")
+
+
+def test_pairs_keep_only_pairs_above_a_probability(tmp_path, tiny_models):
+    from prefsmith.data.io import read_jsonl_rows
+    from prefsmith.rewards.density_ratio import LogProbReward
+
+    model_path = tiny_models["chatml-a"]
+    part = LogProbReward(model_path, "sum")
+    calibration = FittedModel(
+        f"calibration:{part.name}", "calibration", (part.name,), (0.05,), extra={"T": 20.0}
+    )
+    fit_file = tmp_path / "fit.json"
+    fit_file.write_text(json.dumps({"models": [calibration.to_json()]}))
+    candidates = tmp_path / "candidates.jsonl"
+    rows = [
+        {"prompt": "Say hi.", "responses": ["Hi!", "Hello there, friend.", "No."]},
+        {"prompt": "Count to three.", "responses": ["1 2 3", "one, two, three", "3"]},
+        {"prompt": "Name a colour.", "responses": ["Blue", "Blue."]},
+    ]
+    candidates.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = f"fitted:{fit_file}"
+
+    def run(threshold: float, name: str):
+        out = tmp_path / name
+        args = ["pairs", str(candidates), "-o", str(out), "--scorer", spec, "--no-progress"]
+        result = runner.invoke(app, [*args, "--min-probability", str(threshold)])
+        assert result.exit_code == 0, result.output
+        return read_jsonl_rows(out)
+
+    kept_all = run(0.5000001, "all.jsonl")
+    assert kept_all and all(r["p_chosen"] > 0.5 for r in kept_all)
+    cut = sorted(r["p_chosen"] for r in kept_all)[0]
+    stricter = run(min(cut + 1e-9, 0.999999), "strict.jsonl")
+    assert len(stricter) == len(kept_all) - 1
+    assert all(r["p_chosen"] > cut for r in stricter)
+    # A plain density ratio has no probability: the threshold is refused.
+    args = ["pairs", str(candidates), "-o", str(tmp_path / "x.jsonl"), "--min-probability", "0.7"]
+    result = runner.invoke(app, [*args, "--strong", model_path, "--weak", tiny_models["chatml-b"]])
+    assert result.exit_code != 0 and "calibrated" in result.output
