@@ -2,7 +2,8 @@
 
 The "strong" side is the model under a system prompt that asks for the criteria (helpful,
 honest, harmless, correct), the "weak" side the same model under a prompt that asks for the
-opposite (or under no system prompt: ``negative="empty"``)::
+opposite (or under no system prompt: ``negative="empty"``; a template that inserts a default
+system turn, as SmolLM2's and Qwen's do, then uses its default)::
 
     r(x, y) = log p(y | positive, x) - log p(y | negative, x)
 
