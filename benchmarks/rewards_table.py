@@ -33,17 +33,22 @@ def collect(folders: list[Path]) -> tuple[str, list[dict]]:
         for name, info in fit["calibration"].items():
             key = name.removeprefix("calibration:") if name.startswith("calibration:") else name
             ece[key if name.startswith("calibration:") else f"cv:{key}"] = info["ece"]
+        plain = [s["scorer"] for s in results["scorers"] if not s["scorer"].startswith("cv:")]
         for scorer in results["scorers"]:
             name = scorer["scorer"]
-            if name in rows:
+            label = name
+            if name in ("cv:ensemble", "cv:average"):  # name the scorers they combine
+                label = f"{name} of {len(plain)} ({folder.name})"
+            if label in rows:
                 continue
             comparison = fit["comparisons"].get(name.removeprefix("cv:"))
-            rows[name] = {
-                "scorer": name,
+            rows[label] = {
+                "scorer": label,
                 "run": str(folder),
                 "sections": scorer["sections"],
                 "vs_baseline": comparison,
                 "held_out_ece": ece.get(name),
+                "combines": plain if label != name else None,
                 "seconds": results["timings"].get(name),
             }
     assert baseline is not None
