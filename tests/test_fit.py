@@ -228,3 +228,25 @@ def test_pairs_keep_only_pairs_above_a_probability(tmp_path, tiny_models):
     args = ["pairs", str(candidates), "-o", str(tmp_path / "x.jsonl"), "--min-probability", "0.7"]
     result = runner.invoke(app, [*args, "--strong", model_path, "--weak", tiny_models["chatml-b"]])
     assert result.exit_code != 0 and "calibrated" in result.output
+
+
+def test_relabel_keeps_only_pairs_above_a_probability(tmp_path):
+    from prefsmith.data.io import read_jsonl_rows
+
+    scored = tmp_path / "scored.jsonl"
+    rows = [
+        {"id": k, "prompt": f"Q{k}?", "chosen": f"good {k}", "rejected": f"bad {k}"}
+        | {"reward_chosen": float(k), "reward_rejected": -1.0, "p_chosen": p}
+        for k, p in enumerate([0.95, 0.6, 0.81, 0.7])
+    ]
+    scored.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "relabeled.jsonl"
+    args = ["relabel", str(scored), "-o", str(out), "--min-probability", "0.7", "--no-progress"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert sorted({r["id"] for r in read_jsonl_rows(out)}) == [0, 2]
+    missing = tmp_path / "plain.jsonl"
+    missing.write_text(json.dumps({k: v for k, v in rows[0].items() if k != "p_chosen"}) + "\n")
+    args = ["relabel", str(missing), "-o", str(tmp_path / "x.jsonl"), "--min-probability", "0.7"]
+    result = runner.invoke(app, args)
+    assert result.exit_code != 0 and "p_chosen" in result.output
