@@ -14,6 +14,7 @@ from prefsmith.cli.common import (
     console,
     customization,
     default_output,
+    fail,
     model_options,
     run_options,
     run_step,
@@ -86,7 +87,7 @@ def score(
     ] = None,
     cache_path: o.Cache = None,
 ) -> None:
-    """Score responses with the density ratio log p_strong(y|x) - log p_weak(y|x)."""
+    """Score responses with the density ratio log p_strong(y|x) - log p_weak(y|x), or --scorer."""
     from prefsmith.data.rows import to_scoring_item
     from prefsmith.models.cache import LogProbCache
     from prefsmith.models.pool import ModelPool
@@ -108,7 +109,7 @@ def score(
         max_batch_size=max_batch_size,
     )
     if scorer and fitted:
-        raise typer.BadParameter("give --scorer or --fitted, not both")
+        fail("give --scorer or --fitted, not both")
     spec_text = f"fitted:{fitted}" if fitted else scorer
     with user_errors(), console.status(f"preparing {spec_text or f'{strong} over {weak}'}"):
         custom = customization(domains, router, exemplars)
