@@ -24,6 +24,8 @@ _EXPORTS = {
     "DPOReward": "prefsmith.rewards.density_ratio",
     "LogProbReward": "prefsmith.rewards.density_ratio",
     "RewardModelReward": "prefsmith.rewards.reward_model",
+    "ContrastReward": "prefsmith.rewards.contrast",
+    "FittedReward": "prefsmith.rewards.fitted",
     "Reward": "prefsmith.rewards.score",
     "parse_scorer": "prefsmith.rewards.spec",
     "ScoreStep": "prefsmith.rewards.score",
@@ -36,6 +38,8 @@ _EXPORTS = {
     "evaluate": "prefsmith.evaluation.harness",
     "evaluate_file": "prefsmith.evaluation.harness",
     "run_study": "prefsmith.evaluation.study",
+    "FitOptions": "prefsmith.evaluation.fit",
+    "run_fits": "prefsmith.evaluation.fit",
     # generation
     "SamplingConfig": "prefsmith.generation.sampling",
     "SampleStep": "prefsmith.generation.sampling",
@@ -70,6 +74,7 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
     from prefsmith.data.runner import RunOptions, Step, process_rows, run_rows
+    from prefsmith.evaluation.fit import FitOptions, run_fits
     from prefsmith.evaluation.harness import evaluate, evaluate_file
     from prefsmith.evaluation.study import run_study
     from prefsmith.generation.baselines import (
@@ -88,7 +93,9 @@ if TYPE_CHECKING:
     from prefsmith.recipes.run import RecipeResult, run_recipe
     from prefsmith.relabel.scale import GoalScale
     from prefsmith.relabel.step import RelabelOptions, RelabelStep
+    from prefsmith.rewards.contrast import ContrastReward
     from prefsmith.rewards.density_ratio import DensityRatioReward, DPOReward, LogProbReward
+    from prefsmith.rewards.fitted import FittedReward
     from prefsmith.rewards.reward_model import RewardModelReward
     from prefsmith.rewards.score import Reward, ScoreStep
     from prefsmith.rewards.spec import parse_scorer

@@ -30,11 +30,34 @@ Scorers = Annotated[
     typer.Option(
         "--scorer",
         help="KIND[:STRONG,WEAK][:OPTION]: density-ratio[:sum|mean|mean-char],"
-        " logprob[:MODEL][:sum|mean|mean-char], dpo[:POLICY,REF][:BETA], rm:PATH (a trained"
-        " reward model, e.g. `train --method rm`'s final/); repeatable."
-        " Models left out are --strong/--weak.",
+        " logprob[:MODEL][:sum|mean|mean-char], contrast[:MODEL][:sum|mean|mean-char][+empty]"
+        " (one model under a positive over a negative system prompt), dpo[:POLICY,REF][:BETA],"
+        " rm:PATH (a trained reward model, e.g. `train --method rm`'s final/), fitted:FILE[#NAME]"
+        " (a model of an `eval --fit` fit.json); repeatable. Models left out are --strong/--weak.",
     ),
 ]
+ContrastPrompts = Annotated[
+    Path | None,
+    typer.Option(
+        help="Prompts YAML of contrast: scorers (positive, negative, domain_negative);"
+        " default: the shipped resources/contrast/prompts.yaml."
+    ),
+]
+Fit = Annotated[
+    str | None,
+    typer.Option(
+        help="Comma-separated fits on the scored pairs, cross-validated (held-out rows `cv:...`"
+        " join the table; models fitted on all rows go to fit.json): length, ensemble, average,"
+        " calibration.",
+    ),
+]
+Folds = Annotated[int, typer.Option(help="Cross-validation folds of --fit.")]
+FitSeed = Annotated[int, typer.Option(help="Seed of the --fit folds and bootstrap.")]
+Baseline = Annotated[
+    str | None,
+    typer.Option(help="Scorer spec the others are compared with (default: the first --scorer)."),
+]
+LengthUnit = Annotated[str, typer.Option(help="Length of --fit length: chars | tokens.")]
 
 
 def _pool(
@@ -77,8 +100,15 @@ def evaluate(
     gpus_per_worker: o.GpusPerWorker = 0.0,
     split_models: o.SplitModels = False,
     report: o.WriteReport = True,
+    contrast_prompts: ContrastPrompts = None,
+    fit: Fit = None,
+    folds: Folds = 5,
+    fit_seed: FitSeed = 0,
+    baseline: Baseline = None,
+    length_unit: LengthUnit = "chars",
 ) -> None:
     """Evaluate scorers as reward models: pairwise accuracy per subset and section."""
+    from prefsmith.evaluation.fit import FitOptions, fit_evaluation
     from prefsmith.evaluation.harness import evaluate_file, prepare_pair
     from prefsmith.rewards.spec import ScorerSpec
 
@@ -88,19 +118,33 @@ def evaluate(
     )
     check_rows(data, lambda row: prepare_pair(row, system_prompt), run)
     with user_errors():
+        fit_options = None
+        if fit:
+            methods = tuple(m.strip() for m in fit.split(",") if m.strip())
+            base = ScorerSpec.parse(baseline, strong, weak).name if baseline else None
+            fit_options = FitOptions(methods, folds, fit_seed, base, length_unit)
         pool = _pool(dtype, device, threads, max_length, _cache(no_cache, cache_path), engine)
         specs = [ScorerSpec.parse(s, strong, weak) for s in scorer or ["density-ratio:sum"]]
-        rewards = [spec.build(pool) for spec in specs]
+        rewards = [spec.build(pool, None, contrast_prompts) for spec in specs]
         if custom := customization(domains, router, exemplars):
-            rewards += [spec.build(pool, custom) for spec in specs if spec.kind != "rm"]
+            rewards += [
+                spec.build(pool, custom, contrast_prompts) for spec in specs if spec.kind != "rm"
+            ]
         result = evaluate_file(data, rewards, output, run, system_prompt, save_token_logprobs)
+        if fit_options is not None:
+            fit_evaluation(result, output, fit_options)
     console.print(eval_table(result))
     console.print(scorer_legend(result), highlight=False, soft_wrap=True)
+    if result.fit is not None:
+        console.print(fit_table(result))
     if result.routing is not None:
         from prefsmith.evaluation.routing import confusion_table
 
         console.print(confusion_table(result.routing["confusion"]))
-    console.print(f"wrote {output}/results.json, report.md, rows.jsonl and plots", highlight=False)
+    written = "results.json, report.md, rows.jsonl and plots"
+    if result.fit is not None:
+        written += ", fit.json (models fitted on all rows) and reliability.png"
+    console.print(f"wrote {output}/{written}", highlight=False)
     if report:
         write_html_report(output)
 
@@ -127,6 +171,46 @@ def eval_table(result: Any) -> Table:
             ]
             table.add_row(f"[bold]{section}[/]", "", *cells)
     return table
+
+
+def fit_table(result: Any) -> Table:
+    """Each scorer and held-out fit against the baseline: overall, difference, interval, signs."""
+    fit = result.fit
+    table = Table(
+        title=f"Against #{_column(result, fit['baseline'])} ({fit['folds']}-fold held-out fits,"
+        " paired bootstrap 95 % interval, sign test)"
+    )
+    for column in ("#", "overall", "diff", "95 % CI", "wins/losses", "sign p", "held-out ECE"):
+        table.add_column(column, justify="right")
+    ece = {
+        k.removeprefix("calibration:") if k.startswith("calibration:") else f"cv:{k}": v["ece"]
+        for k, v in fit["calibration"].items()
+    }
+    for k, scorer in enumerate(result.scorers, start=1):
+        name = scorer.scorer
+        comparison = fit["comparisons"].get(name.removeprefix("cv:"))
+        cells = ["", "", "", ""]
+        if comparison is not None:
+            b, sign = comparison["bootstrap"], comparison["sign"]
+            cells = [
+                f"{100 * b['difference']:+.1f}",
+                f"[{100 * b['low']:+.1f}, {100 * b['high']:+.1f}]",
+                f"{sign['wins']}/{sign['losses']}",
+                f"{sign['p']:.3f}",
+            ]
+        calibrated = ece.get(name)
+        table.add_row(
+            f"#{k}",
+            f"{100 * scorer.sections.get('Overall', float('nan')):.1f}",
+            *cells,
+            "" if calibrated is None else f"{calibrated:.3f}",
+        )
+    return table
+
+
+def _column(result: Any, name: str) -> int:
+    names = [s.scorer for s in result.scorers]
+    return names.index(name) + 1 if name in names else 0
 
 
 def scorer_legend(result: Any) -> str:

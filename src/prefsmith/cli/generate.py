@@ -53,6 +53,15 @@ def _reward(strong, weak, reduction, max_length, dtype, device, threads, engine=
         return DensityRatioReward(strong, weak, reduction, options=options)
 
 
+def _spec_reward(spec, strong, weak, max_length, dtype, device, threads, engine="hf"):
+    from prefsmith.models.pool import ModelPool
+    from prefsmith.rewards.spec import parse_scorer
+
+    options = model_options(dtype, device, threads, max_length=max_length, engine=engine)
+    with user_errors(), console.status(f"preparing {spec}"):
+        return parse_scorer(spec, strong=strong, weak=weak, pool=ModelPool(options))
+
+
 def sample(
     prompts: Prompts,
     output: o.Output = None,
@@ -129,16 +138,43 @@ def pairs(
     workers: o.Workers = 0,
     ray_address: o.RayAddress = None,
     gpus_per_worker: o.GpusPerWorker = 0.0,
+    scorer: Annotated[
+        str | None,
+        typer.Option(
+            help="A scorer spec instead of --strong/--weak/--reduction (see `eval --help`),"
+            " e.g. fitted:runs/eval/fit.json#calibration:... for --min-probability.",
+        ),
+    ] = None,
+    min_probability: Annotated[
+        float | None,
+        typer.Option(
+            help="Keep pairs with P(chosen preferred) above this; needs a calibrated"
+            " --scorer fitted:FILE (an `eval --fit calibration` fit.json).",
+        ),
+    ] = None,
 ) -> None:
     """Score sampled candidates with the density ratio; keep best vs. worst (or all) pairs."""
-    from prefsmith.generation.pairs import PairsOptions, PairsStep, prepare_candidates
+    from prefsmith.generation.pairs import (
+        PairsOptions,
+        PairsStep,
+        prepare_candidates,
+        probability_margin,
+    )
 
     check_choice("--strategy", strategy, ("best-worst", "all-pairs"))
     check_choice("--format", fmt, FORMATS)
+    if scorer:
+        reward = _spec_reward(scorer, strong, weak, max_length, dtype, device, threads, engine)
+    else:
+        reward = _reward(strong, weak, reduction, max_length, dtype, device, threads, engine)
+    if min_probability is not None:
+        if not getattr(reward, "calibrated", False):
+            fail("--min-probability needs a calibrated --scorer fitted:FILE[#NAME]")
+        with user_errors():
+            min_margin = max(min_margin, probability_margin(min_probability))
     options = PairsOptions(strategy, min_margin, fmt, keep_truncated, system_prompt)  # type: ignore[arg-type]
     run = run_options(on_error, chunk_size, limit, progress, workers, ray_address, gpus_per_worker)
     check_rows(candidates, lambda row: prepare_candidates(row, options), run)
-    reward = _reward(strong, weak, reduction, max_length, dtype, device, threads, engine)
     output = output or default_output("pairs", candidates)
     summary = run_step(candidates, output, PairsStep(reward, options), run)
     statuses = {k.removeprefix("candidates "): v for k, v in summary.counts.items()}

@@ -14,6 +14,7 @@ from prefsmith.cli.common import (
     console,
     customization,
     default_output,
+    fail,
     model_options,
     run_options,
     run_step,
@@ -71,11 +72,32 @@ def score(
     gpus_per_worker: o.GpusPerWorker = 0.0,
     split_models: o.SplitModels = False,
     report: o.WriteReport = True,
+    scorer: Annotated[
+        str | None,
+        typer.Option(
+            help="A scorer spec instead of --strong/--weak/--reduction (see `eval --help`),"
+            " e.g. contrast:smollm2-135m-instruct:mean or fitted:runs/eval/fit.json#ensemble.",
+        ),
+    ] = None,
+    fitted: Annotated[
+        str | None,
+        typer.Option(
+            help="FILE[#NAME]: apply a model of an `eval --fit` fit.json (same as --scorer"
+            " fitted:FILE[#NAME]); pairs gain p_chosen = sigmoid(reward_margin).",
+        ),
+    ] = None,
+    contrast_prompts: Annotated[
+        Path | None, typer.Option(help="Prompts YAML of contrast: scorers.")
+    ] = None,
+    cache_path: o.Cache = None,
 ) -> None:
-    """Score responses with the density ratio log p_strong(y|x) - log p_weak(y|x)."""
+    """Score responses with the density ratio log p_strong(y|x) - log p_weak(y|x), or --scorer."""
     from prefsmith.data.rows import to_scoring_item
+    from prefsmith.models.cache import LogProbCache
+    from prefsmith.models.pool import ModelPool
     from prefsmith.rewards.density_ratio import DensityRatioReward
     from prefsmith.rewards.score import ScoreStep
+    from prefsmith.rewards.spec import ScorerSpec
 
     source = input_path or default_input()
     output = output or default_output("score", source)
@@ -92,9 +114,20 @@ def score(
         engine=engine,
         max_batch_size=max_batch_size,
     )
-    with user_errors(), console.status(f"preparing {strong} over {weak}"):
+    if scorer and fitted:
+        fail("give --scorer or --fitted, not both")
+    spec_text = f"fitted:{fitted}" if fitted else scorer
+    with user_errors(), console.status(f"preparing {spec_text or f'{strong} over {weak}'}"):
         custom = customization(domains, router, exemplars)
-        reward = DensityRatioReward(strong, weak, reduction, customization=custom, options=models)
+        if spec_text:
+            pool = ModelPool(models, LogProbCache(cache_path) if cache_path else None)
+            spec = ScorerSpec.parse(spec_text, strong, weak)
+            reward = spec.build(pool, custom, contrast_prompts)
+        else:
+            cache = LogProbCache(cache_path) if cache_path else None
+            reward = DensityRatioReward(
+                strong, weak, reduction, customization=custom, options=models, cache=cache
+            )
     run_step(source, output, ScoreStep(reward, system_prompt, save_token_logprobs), run)
     print_tables(output, f"{reward.name}")
     if report:

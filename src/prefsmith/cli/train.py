@@ -54,6 +54,13 @@ def relabel(
     limit: o.Limit = None,
     on_error: o.OnError = "raise",
     progress: o.Progress = True,
+    min_probability: Annotated[
+        float | None,
+        typer.Option(
+            help="Relabel only pairs with p_chosen above this (rows scored by a calibrated"
+            " scorer, e.g. `score --fitted fit.json#calibration:...`).",
+        ),
+    ] = None,
 ) -> None:
     """Reward-augmented relabeling: two goal-conditioned pairs per scored pair."""
     from prefsmith.relabel.scale import GoalScale
@@ -72,6 +79,7 @@ def relabel(
             template_file,
             fmt,  # type: ignore[arg-type]
             tuple(keep or ()),
+            min_probability,
         )
         step = RelabelStep(options)
     output = output or default_output("relabel", input_path)

@@ -263,9 +263,37 @@ def markdown_report(result: EvalResult) -> str:
         for section, row in confusion.items():
             counts = " | ".join(str(row.get(d, 0)) for d in domains)
             lines.append(f"| {section} | {counts} |")
+    if result.fit is not None:
+        lines += ["", *fit_lines(result.fit)]
     timings = json.dumps({k: round(v, 2) for k, v in result.timings.items()})
     lines += ["", f"Timings (s): {timings}"]
     return "\n".join(lines) + "\n"
+
+
+def fit_lines(fit: Mapping[str, Any]) -> list[str]:
+    """Markdown of ``eval --fit``: differences from the baseline, held-out calibration."""
+    lines = [
+        f"Fits ({fit['folds']}-fold cross-validation, seed {fit['seed']}; `cv:` columns are"
+        f" held-out scores). Against `{fit['baseline']}` (paired bootstrap 95 % interval of the"
+        " overall difference, pairs resampled within subsets; two-sided sign test):",
+        "",
+        "| scorer | diff (points) | 95 % CI | wins / losses | sign p |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, c in fit["comparisons"].items():
+        b, s = c["bootstrap"], c["sign"]
+        lines.append(
+            f"| `{name}` | {100 * b['difference']:+.1f} | [{100 * b['low']:+.1f},"
+            f" {100 * b['high']:+.1f}] | {s['wins']} / {s['losses']} | {s['p']:.3f} |"
+        )
+    lines += ["", "| fit | held-out ECE | held-out log loss | fitted on all rows |"]
+    lines.append("|---|---:|---:|---|")
+    models = {m["name"]: m for m in fit["models"]}
+    for name, c in fit["calibration"].items():
+        extra = {k: v for k, v in models[name]["extra"].items() if k != "standardized_weights"}
+        shown = ", ".join(f"{k} = {v:.4g}" for k, v in extra.items() if isinstance(v, float))
+        lines.append(f"| `{name}` | {c['ece']:.3f} | {c['nll']:.3f} | {shown} |")
+    return lines
 
 
 def _pct(value: float | None) -> str:

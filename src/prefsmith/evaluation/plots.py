@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prefsmith.evaluation.results import EvalResult
 from prefsmith.evaluation.sections import SECTION_ORDER
@@ -40,4 +41,27 @@ def plot_margins(result: EvalResult, path: Path) -> Path:
         ax.set_title(scorer.scorer, fontsize=9)
         ax.set_xlabel("|reward margin|")
         ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def plot_reliability(calibration: dict[str, dict[str, Any]], path: Path) -> Path:
+    """Reliability diagram: held-out accuracy against confidence, one line per fit."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.plot([0.5, 1.0], [0.5, 1.0], color="grey", linestyle=":", linewidth=1, label="perfect")
+    for name, info in calibration.items():
+        bins = info.get("reliability") or []
+        if not bins:
+            continue
+        ax.plot(
+            [b["confidence"] for b in bins],
+            [b["accuracy"] for b in bins],
+            marker="o",
+            label=f"{name} (ECE {info['ece']:.3f})",
+        )
+    ax.set_xlim(0.5, 1.0)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel("confidence max(p, 1 - p), held-out")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=6)
     return save_figure(fig, path)

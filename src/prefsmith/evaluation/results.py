@@ -35,6 +35,8 @@ class EvalResult:
         timings: Seconds per scorer.
         scorers: One result per scorer.
         routing: With a customization: router settings, domain per pair, confusion matrix.
+        fit: With ``--fit``: fitted models, held-out calibration (ECE, reliability bins) and
+            comparisons with the baseline (see :mod:`prefsmith.evaluation.fit`).
     """
 
     data: str
@@ -44,6 +46,7 @@ class EvalResult:
     timings: dict[str, float]
     scorers: list[ScorerResult] = field(default_factory=list)
     routing: dict[str, Any] | None = None
+    fit: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

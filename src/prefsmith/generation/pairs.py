@@ -18,6 +18,7 @@ Input: rows with ``prompt`` (or ``messages``) and ``responses`` — the output o
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -27,7 +28,7 @@ from prefsmith.data.io import INDEX_FIELD
 from prefsmith.data.messages import Message
 from prefsmith.data.rows import ScoringItem, to_prompt
 from prefsmith.data.runner import Advance, Outcome, RowItem, Step
-from prefsmith.rewards.base import ItemRewards
+from prefsmith.rewards.base import ItemRewards, sigmoid
 from prefsmith.rewards.score import Reward, scored_with
 
 Strategy = Literal["best-worst", "all-pairs"]
@@ -58,7 +59,9 @@ class PairsOptions:
         strategy: ``best-worst`` (one pair per prompt: highest vs. lowest reward, as in
             Dr.SoW) or ``all-pairs`` (every ordered pair with a margin above ``min_margin``).
         min_margin: A pair is kept only when reward(chosen) - reward(rejected) is strictly
-            greater than this; ``0`` drops ties.
+            greater than this; ``0`` drops ties. With a calibrated reward (``fitted:FILE``,
+            margins in logit units) a probability threshold ``p`` is the margin
+            :func:`probability_margin` ``(p)``; its pairs carry ``p_chosen``.
         format: ``conversational`` (prompt and responses as ``{"role", "content"}`` lists;
             TRL applies the chat template, matching how the samples were generated) or
             ``standard`` (strings; needs single-turn prompts without a system turn).
@@ -91,6 +94,17 @@ class CleanCandidates:
 
     kept: tuple[int, ...]
     status: tuple[str, ...]
+
+
+def probability_margin(p: float) -> float:
+    """The logit margin above which a calibrated reward gives P(chosen preferred) > ``p``.
+
+    >>> probability_margin(0.5), round(probability_margin(0.9), 4)
+    (0.0, 2.1972)
+    """
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"a probability threshold must be strictly between 0 and 1, not {p}")
+    return math.log(p / (1.0 - p))
 
 
 def clean_candidates(
@@ -321,4 +335,6 @@ class PairsStep(Step):
                     **rewards.fields,
                 }
             )
+            if getattr(self.reward, "calibrated", False):
+                rows[-1]["p_chosen"] = sigmoid(kept_rewards[a] - kept_rewards[z])
         return Outcome(rows, counts=counts)

@@ -47,6 +47,10 @@ class RelabelOptions:
         template: Goal system-prompt template file; ``None`` = the one shipped with prefsmith.
         output_format: ``conversational`` (message lists) or ``standard`` (strings).
         keep_columns: Input columns copied to every output row (e.g. ``subset``).
+        min_probability: Relabel only pairs whose ``probability_column`` is above this (a
+            calibrated P(chosen preferred), as ``score --fitted`` writes it); the others are
+            dropped and left out of the goal mapping's fit. ``None``: keep every pair.
+        probability_column: Column holding P(chosen preferred).
 
     >>> RelabelOptions(tie_rule="both").scale.high
     10.0
@@ -59,6 +63,8 @@ class RelabelOptions:
     template: str | None = None
     output_format: OutputFormat = "conversational"
     keep_columns: tuple[str, ...] = ()
+    min_probability: float | None = None
+    probability_column: str = "p_chosen"
 
 
 def _reward(row: Mapping[str, Any], column: str) -> float:
@@ -88,6 +94,10 @@ class RelabelStep(Step):
     >>> rows = process_rows(pairs, RelabelStep())
     >>> len(rows), [r["swapped"] for r in rows[:2]]
     (4, [False, True])
+    >>> sure = [dict(pairs[0], p_chosen=0.9), dict(pairs[1], p_chosen=0.55)]
+    >>> rows = process_rows(sure, RelabelStep(RelabelOptions(min_probability=0.7)))
+    >>> len(rows), rows[0]["id"] if "id" in rows[0] else rows[0]["source_index"]
+    (2, 0)
     """
 
     name = "relabel"
@@ -99,7 +109,7 @@ class RelabelStep(Step):
         self.template = load_template(self.options.template)
         self.fitted: FittedScale | None = None
 
-    def prepare(self, row: Mapping[str, Any]) -> tuple[ScoringItem, float, float]:
+    def prepare(self, row: Mapping[str, Any]) -> tuple[ScoringItem, float, float, bool]:
         item = to_scoring_item(row)
         if item.kind != "pair":
             raise ValueError(
@@ -110,12 +120,26 @@ class RelabelStep(Step):
             item,
             _reward(row, self.options.chosen_reward),
             _reward(row, self.options.rejected_reward),
+            self._sure(row),
         )
 
+    def _sure(self, row: Mapping[str, Any]) -> bool:
+        """Whether the pair passes ``min_probability`` (always, without one)."""
+        if self.options.min_probability is None:
+            return True
+        column = self.options.probability_column
+        if column not in row:
+            raise ValueError(
+                f"--min-probability needs a {column!r} column (score with a calibrated"
+                " scorer: `prefsmith score --fitted fit.json#calibration:...`)"
+            )
+        return _reward(row, column) > self.options.min_probability
+
     def fit(self, items: Sequence[RowItem]) -> None:
-        if not items:
-            raise ValueError("no pairs to relabel")
-        rewards = [r for i in items for r in i.item[1:]]
+        kept = [i for i in items if i.item[3]]
+        if not kept:
+            raise ValueError("no pairs to relabel" + (" above --min-probability" if items else ""))
+        rewards = [r for i in kept for r in i.item[1:3]]
         self.fitted = fit_scale(rewards, self.options.scale)
 
     def settings(self) -> dict[str, Any]:
@@ -131,7 +155,9 @@ class RelabelStep(Step):
         return [self._relabel(b) for b in batch]
 
     def _relabel(self, b: RowItem) -> Outcome:
-        item, r_w, r_l = b.item
+        item, r_w, r_l, sure = b.item
+        if not sure:
+            return Outcome(dropped=f"p_chosen not above {self.options.min_probability}")
         g_w, g_l = self.fitted.map(r_w), self.fitted.map(r_l)  # type: ignore[union-attr]
         chosen, rejected = item.responses
         options = self.options

@@ -4,6 +4,7 @@ responses and per-item results. The reward interface itself is
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -42,6 +43,18 @@ def reduce_logprobs(total: float, n_tokens: int, n_chars: int, reduction: Reduct
     if reduction is Reduction.MEAN:
         return total / max(n_tokens, 1)
     return total / max(n_chars, 1)
+
+
+def sigmoid(x: float) -> float:
+    """The logistic function, safe for large ``|x|``.
+
+    >>> sigmoid(0.0), round(sigmoid(2.0), 4), sigmoid(-1000.0)
+    (0.5, 0.8808, 0.0)
+    """
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ Output columns added:
 
 * pairs: ``reward_chosen``, ``reward_rejected``, ``reward_margin`` (chosen minus rejected);
 * candidates: ``rewards`` (one per response, in order);
+* ``p_chosen`` (pairs, with a calibrated reward such as ``fitted:FILE``): the probability that
+  chosen is preferred, ``sigmoid(reward_margin)``;
 * ``scored_with``: scorer spec, models, reduction and template hashes;
 * ``response_tokens``: ``{name: [strong count, weak count]}``;
 * ``truncated``: ``{name: None | "prompt" | "response"}``: whether (and what) truncation was
@@ -32,7 +34,7 @@ from prefsmith.data.rows import ScoringItem, to_scoring_item
 from prefsmith.data.runner import Advance, Outcome, RowItem, Step, process_rows
 from prefsmith.models.backend import ResponseLogProbs, ScoreRequest
 from prefsmith.models.encoding import token_pieces
-from prefsmith.rewards.base import ItemRewards, ScoredResponse
+from prefsmith.rewards.base import ItemRewards, ScoredResponse, sigmoid
 
 if TYPE_CHECKING:
     from prefsmith.routing.customize import Customization
@@ -208,6 +210,7 @@ class ScoreStep(Step):
         "reward_chosen",
         "reward_rejected",
         "reward_margin",
+        "p_chosen",
         "rewards",
         "scored_with",
         "response_tokens",
@@ -276,6 +279,8 @@ class ScoreStep(Step):
         if item.kind == "pair":
             out["reward_chosen"], out["reward_rejected"] = values
             out["reward_margin"] = values[0] - values[1]
+            if getattr(self.reward, "calibrated", False):
+                out["p_chosen"] = sigmoid(out["reward_margin"])
         else:
             out["rewards"] = values
         out["scored_with"] = self._scored_with

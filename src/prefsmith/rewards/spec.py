@@ -4,6 +4,9 @@ Grammar: ``KIND[:MODELS][:OPTION]``
 
 * ``density-ratio[:STRONG,WEAK][:sum|mean|mean-char]``: the density ratio;
 * ``logprob[:MODEL][:sum|mean|mean-char]``: one model's own log-likelihood;
+* ``contrast[:MODEL][:sum|mean|mean-char][+empty]``: one model under a positive over the same
+  model under a negative system prompt (``+empty``: no system prompt on the weak side); see
+  :mod:`prefsmith.rewards.contrast`;
 * ``dpo[:POLICY,REFERENCE][:BETA]``: the DPO implicit reward;
 * ``rm:PATH``: a sequence-classification reward model's logit (e.g. ``prefsmith train --method
   rm``'s ``final/`` folder); everything after ``rm:`` is the path.
@@ -24,7 +27,7 @@ from prefsmith.rewards.base import Reduction
 from prefsmith.rewards.density_ratio import DensityRatioReward, DPOReward, LogProbReward
 from prefsmith.rewards.score import Reward
 
-KINDS = ("density-ratio", "logprob", "dpo", "rm")
+KINDS = ("density-ratio", "logprob", "contrast", "dpo", "rm", "fitted")
 
 
 @dataclass(frozen=True)
@@ -32,9 +35,11 @@ class ScorerSpec:
     """A parsed scorer spec.
 
     Attributes:
-        kind: ``density-ratio``, ``logprob``, ``dpo`` or ``rm``.
-        models: Strong and weak (or the one model of ``logprob``, or the ``rm`` folder).
-        option: The reduction, or DPO's beta (empty for ``rm``).
+        kind: ``density-ratio``, ``logprob``, ``contrast``, ``dpo``, ``rm`` or ``fitted``.
+        models: Strong and weak (or the one model of ``logprob``/``contrast``, the ``rm``
+            folder, the ``fitted`` file).
+        option: The reduction (``contrast``: with ``+empty`` or not), DPO's beta, the
+            ``fitted`` model's name (empty for ``rm``).
     """
 
     kind: str
@@ -55,14 +60,25 @@ class ScorerSpec:
         'logprob:qwen:mean'
         >>> ScorerSpec.parse("rm:runs/rm/final").name
         'rm:runs/rm/final'
-        >>> ScorerSpec.parse("ratio")
+        >>> ScorerSpec.parse("contrast:mean+empty").name
+        'contrast:smollm2-135m-instruct:mean+empty'
+        >>> ScorerSpec.parse("contrast:qwen").name
+        'contrast:qwen:sum'
+        >>> ScorerSpec.parse("fitted:runs/eval/fit.json#ensemble").name
+        'fitted:runs/eval/fit.json#ensemble'
+        >>> ScorerSpec.parse("ratio")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: unknown scorer 'ratio'; choose from density-ratio, logprob, dpo, rm
+        ValueError: unknown scorer 'ratio'; choose from density-ratio, logprob, contrast, dpo, ...
         """
         kind, *rest = text.split(":")
         if kind not in KINDS:
             raise ValueError(f"unknown scorer {kind!r}; choose from {', '.join(KINDS)}")
+        if kind == "fitted":
+            path, _, name = ":".join(rest).partition("#")
+            if not path:
+                raise ValueError(f"{text!r}: give the fit file, e.g. fitted:runs/eval/fit.json")
+            return cls(kind, (path,), name)
         if kind == "rm":
             path = ":".join(rest)
             if not path:
@@ -76,8 +92,9 @@ class ScorerSpec:
         option = option or ("0.1" if kind == "dpo" else "sum")
         if not _is_option(kind, option):
             what = "a beta, e.g. dpo:0.1" if kind == "dpo" else "sum, mean or mean-char"
+            what += " (+empty)" if kind == "contrast" else ""
             raise ValueError(f"{text!r}: the last part must be {what}, not {option!r}")
-        if kind == "logprob":
+        if kind in ("logprob", "contrast"):
             models = (models_text or strong,)
         else:
             models = _split_pair(models_text, text) if models_text else (strong, weak)
@@ -88,11 +105,43 @@ class ScorerSpec:
         """The spec written out in full."""
         if self.kind == "rm":
             return f"rm:{self.models[0]}"
+        if self.kind == "fitted":
+            return f"fitted:{self.models[0]}" + (f"#{self.option}" if self.option else "")
         return f"{self.kind}:{','.join(self.models)}:{self.option}"
 
-    def build(self, pool: ModelPool | None = None, customization=None) -> Reward:
-        """The reward this spec names (models from ``pool``, loaded lazily)."""
+    def build(
+        self, pool: ModelPool | None = None, customization=None, contrast_prompts=None
+    ) -> Reward:
+        """The reward this spec names (models from ``pool``, loaded lazily).
+
+        ``contrast_prompts`` (a prompts YAML file) replaces the shipped prompts of ``contrast``
+        scorers, also inside a ``fitted`` file.
+        """
         pool = pool or ModelPool()
+        if self.kind == "fitted":
+            from prefsmith.rewards.fitted import FittedReward, load_fitted_model
+
+            model = load_fitted_model(self.models[0], self.option or None)
+            parts = []
+            for name in model.scorers:
+                if name.endswith("+cdr") and customization is None:
+                    raise ValueError(f"{name} in {self.models[0]} needs --domains/--router")
+                plain = ScorerSpec.parse(name.removesuffix("+cdr"))
+                custom = customization if name.endswith("+cdr") else None
+                parts.append(plain.build(pool, custom, contrast_prompts))
+            return FittedReward(model, parts, source=self.name)
+        if self.kind == "contrast":
+            from prefsmith.rewards.contrast import ContrastReward, parse_contrast_option
+
+            reduction, negative = parse_contrast_option(self.option)
+            return ContrastReward(
+                self.models[0],
+                reduction,
+                negative,
+                prompts=contrast_prompts,
+                customization=customization,
+                pool=pool,
+            )
         if self.kind == "rm":
             if customization is not None:
                 raise ValueError("rm: scorers read no context customization (--domains/--router)")
@@ -117,6 +166,7 @@ def parse_scorer(
     weak: str = DEFAULT_WEAK,
     pool: ModelPool | None = None,
     customization=None,
+    contrast_prompts=None,
 ) -> Reward:
     """The reward named by scorer spec ``text`` (see the module docstring).
 
@@ -125,7 +175,7 @@ def parse_scorer(
     >>> reward.name == f"logprob:{tiny_model(seed=0)}:mean"
     True
     """
-    return ScorerSpec.parse(text, strong, weak).build(pool, customization)
+    return ScorerSpec.parse(text, strong, weak).build(pool, customization, contrast_prompts)
 
 
 def _is_option(kind: str, text: str) -> bool:
@@ -135,6 +185,8 @@ def _is_option(kind: str, text: str) -> bool:
         except ValueError:
             return False
         return True
+    if kind == "contrast":
+        text = text.removesuffix("+empty")
     return text in {r.value for r in Reduction}
 
 

@@ -1,0 +1,548 @@
+"""Fitted combinations of scorers, cross-validated on already-scored pairs (``eval --fit``).
+
+Nothing is re-scored: every fit works on the per-pair margins an evaluation wrote. Methods
+(each a linear model in logit units, :class:`~prefsmith.rewards.fitted.FittedModel`):
+
+* ``length``: per scorer, ``margin - lambda * (len_chosen - len_rejected)``, lambda fitted
+  (characters or the scorer's strong-model tokens);
+* ``ensemble``: ``sum_j w_j * margin_j``, weights fitted on the scorers' margins (each scaled
+  by its root mean square, weights L2-regularized);
+* ``average``: the unweighted mean of the scorers' RMS-scaled margins (only a scale fitted);
+* ``calibration``: per scorer, ``P(chosen preferred) = sigmoid(margin / T)``, T fitted by
+  maximum likelihood; reported with the expected calibration error (ECE) and reliability bins.
+
+Every model is fitted by maximum likelihood of "chosen is preferred" under
+``sigmoid(w . x)`` (logistic regression without intercept: the pair order carries no
+information, so the model is antisymmetric). With ``k`` folds (deterministic for a seed,
+stratified by subset), each pair's held-out score comes from the model fitted on the other
+``k - 1`` folds; accuracies, sections and ECE are computed on those held-out scores only. The
+models written for later use (``fit.json``) are fitted on all rows.
+
+Claims are checked against a baseline scorer on the same pairs: a paired bootstrap of the
+difference in overall score (pairs resampled within each subset) and a two-sided sign test on
+the pairs where exactly one of the two is right.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prefsmith.evaluation.results import EvalResult
+from prefsmith.evaluation.sections import section_scores, subset_results
+from prefsmith.rewards.fitted import LENGTH_UNITS, FittedModel
+
+#: The fit methods ``eval --fit`` accepts.
+METHODS = ("length", "ensemble", "average", "calibration")
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How ``eval --fit`` fits and reports.
+
+    Attributes:
+        methods: Any of :data:`METHODS`.
+        folds: Number of cross-validation folds (at least 2).
+        seed: Seed of the fold assignment and of the bootstrap.
+        baseline: Scorer the others are compared with (default: the first scorer).
+        length_unit: ``chars`` or ``tokens`` for the length penalty.
+        l2: L2 penalty on the standardized weights of ``length`` and ``ensemble`` (0: none).
+        bootstrap: Bootstrap resamples for the interval of a difference.
+        bins: Reliability-diagram bins over the confidence range [0.5, 1].
+    """
+
+    methods: tuple[str, ...] = ("length", "ensemble", "calibration")
+    folds: int = 5
+    seed: int = 0
+    baseline: str | None = None
+    length_unit: str = "chars"
+    l2: float = 1.0
+    bootstrap: int = 2000
+    bins: int = 5
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown fit method(s) {unknown}; choose from {', '.join(METHODS)}")
+        if self.folds < 2:
+            raise ValueError("--folds must be at least 2")
+        if self.length_unit not in LENGTH_UNITS:
+            raise ValueError(f"length unit must be one of {', '.join(LENGTH_UNITS)}")
+
+
+@dataclass
+class PairTable:
+    """Scored pairs, aligned across scorers.
+
+    Attributes:
+        ids: Pair ids.
+        subsets: Subset of each pair.
+        margins: Per scorer, the margin (chosen minus rejected) of each pair.
+        length_diff: Per scorer, ``len(chosen) - len(rejected)`` in the fit's length unit.
+    """
+
+    ids: list[str]
+    subsets: list[str]
+    margins: dict[str, np.ndarray]
+    length_diff: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+# ---------------------------------------------------------------------------------------------
+# Folds and the logistic fit
+
+
+def fold_ids(subsets: Sequence[str], k: int, seed: int = 0) -> np.ndarray:
+    """Fold of each row: shuffled within each subset, then dealt round-robin (stratified).
+
+    >>> folds = fold_ids(["a"] * 6 + ["b"] * 4, 2, seed=0)
+    >>> [int((folds[:6] == f).sum()) for f in (0, 1)], [int((folds[6:] == f).sum()) for f in (0, 1)]
+    ([3, 3], [2, 2])
+    >>> bool((fold_ids(["a"] * 10, 3, 1) == fold_ids(["a"] * 10, 3, 1)).all())
+    True
+    """
+    rng = np.random.default_rng(seed)
+    folds = np.empty(len(subsets), dtype=int)
+    position = 0
+    for subset in sorted(set(subsets)):
+        rows = np.array([i for i, s in enumerate(subsets) if s == subset])
+        rng.shuffle(rows)
+        for row in rows:
+            folds[row] = position % k
+            position += 1
+    return folds
+
+
+def rms(x: np.ndarray) -> float:
+    """Root mean square (1 for an all-zero column, so scaling never divides by 0).
+
+    >>> rms(np.array([3.0, -4.0])) == (12.5) ** 0.5, rms(np.zeros(3))
+    (True, 1.0)
+    """
+    value = float(np.sqrt(np.mean(np.square(x)))) if len(x) else 0.0
+    return value if value > 0 else 1.0
+
+
+def fit_logistic(x: np.ndarray, l2: float = 0.0) -> np.ndarray:
+    """Weights ``w`` maximizing ``sum_i log sigmoid(x_i . w) - l2/2 |w|^2`` (no intercept).
+
+    Each row of ``x`` is a pair's features with chosen first (the label is always "chosen
+    preferred"; by antisymmetry this equals logistic regression on both orders of each pair).
+
+    >>> x = np.array([[2.0], [1.0], [-1.0], [3.0]])
+    >>> w = fit_logistic(x)
+    >>> float(w[0]) > 0
+    True
+    """
+    from scipy.optimize import minimize
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        z = x @ w
+        value = float(np.logaddexp(0.0, -z).sum()) + 0.5 * l2 * float(w @ w)
+        grad = -(x.T @ _sigmoid(-z)) + l2 * w
+        return value, grad
+
+    start = np.zeros(x.shape[1])
+    result = minimize(loss, start, jac=True, method="L-BFGS-B")
+    return np.asarray(result.x, dtype=float)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+# ---------------------------------------------------------------------------------------------
+# The methods: features of a table, and a model fitted on some of its rows
+
+
+@dataclass(frozen=True)
+class Method:
+    """One fit: its name, method and the scorers it combines."""
+
+    name: str
+    method: str
+    scorers: tuple[str, ...]
+
+
+def plan_methods(scorers: Sequence[str], methods: Sequence[str]) -> list[Method]:
+    """The fits ``methods`` ask for over ``scorers`` (ensembles need two scorers or more).
+
+    >>> [m.name for m in plan_methods(["a", "b"], ["length", "ensemble", "calibration"])]
+    ['length:a', 'length:b', 'ensemble', 'calibration:a', 'calibration:b']
+    >>> [m.name for m in plan_methods(["a"], ["ensemble", "average"])]
+    []
+    """
+    plan = []
+    for method in METHODS:
+        if method not in methods:
+            continue
+        if method in ("ensemble", "average"):
+            if len(scorers) >= 2:
+                plan.append(Method(method, method, tuple(scorers)))
+        else:
+            plan += [Method(f"{method}:{s}", method, (s,)) for s in scorers]
+    order = {m: i for i, m in enumerate(methods)}
+    return sorted(plan, key=lambda m: order.get(m.method, len(order)))
+
+
+def features(table: PairTable, method: Method) -> np.ndarray:
+    """The feature matrix of ``method``: the scorers' margins (and the length difference)."""
+    columns = [table.margins[s] for s in method.scorers]
+    if method.method == "length":
+        columns.append(table.length_diff[method.scorers[0]])
+    return np.column_stack(columns).astype(float)
+
+
+def fit_model(
+    method: Method, x: np.ndarray, options: FitOptions, length_unit: str = "chars"
+) -> FittedModel:
+    """Fit ``method`` on feature rows ``x`` (see :func:`features`)."""
+    scales = np.array([rms(x[:, j]) for j in range(x.shape[1])])
+    z = x / scales
+    extra: dict[str, Any] = {}
+    length_weight = 0.0
+    if method.method == "calibration":
+        (w,) = fit_logistic(z, 0.0)
+        weights = np.array([w / scales[0]])
+        extra["temperature"] = float(1.0 / weights[0]) if weights[0] != 0 else float("inf")
+    elif method.method == "average":
+        combined = z.mean(axis=1, keepdims=True)
+        (c,) = fit_logistic(combined, 0.0)
+        weights = c / scales / z.shape[1]
+        extra["scale"] = float(c)
+    else:
+        std = fit_logistic(z, options.l2)
+        raw = std / scales
+        extra["standardized_weights"] = [float(v) for v in std]
+        if method.method == "length":
+            weights, length_weight = raw[:1], float(raw[1])
+            extra["penalty_per_unit"] = (
+                float(-length_weight / weights[0]) if weights[0] != 0 else float("nan")
+            )
+        else:
+            weights = raw
+    return FittedModel(
+        name=method.name,
+        method=method.method,
+        scorers=method.scorers,
+        weights=tuple(float(w) for w in weights),
+        length_weight=length_weight,
+        length_unit=length_unit if method.method == "length" else "chars",
+        scales=tuple(float(s) for s in scales),
+        extra=extra,
+    )
+
+
+def apply_model(model: FittedModel, x: np.ndarray) -> np.ndarray:
+    """The model's margin (logit of "chosen preferred") for feature rows ``x``."""
+    coefficients = list(model.weights)
+    if model.method == "length":
+        coefficients.append(model.length_weight)
+    return x @ np.array(coefficients)
+
+
+def cross_validate(
+    x: np.ndarray,
+    folds: np.ndarray,
+    fit: Callable[[np.ndarray], Callable[[np.ndarray], np.ndarray]],
+) -> np.ndarray:
+    """Held-out scores: rows of fold ``f`` scored by ``fit`` on the rows of the other folds.
+
+    ``fit(train_rows)`` returns a function scoring feature rows.
+
+    >>> x = np.arange(6.0).reshape(6, 1)
+    >>> seen = []
+    >>> def fit(train):
+    ...     seen.append(sorted(int(v) for v in train[:, 0]))
+    ...     return lambda rows: rows[:, 0] * 0 + len(train)
+    >>> cross_validate(x, np.array([0, 0, 1, 1, 2, 2]), fit).tolist()
+    [4.0, 4.0, 4.0, 4.0, 4.0, 4.0]
+    >>> seen[0]
+    [2, 3, 4, 5]
+    """
+    out = np.empty(len(x))
+    for fold in np.unique(folds):
+        held = folds == fold
+        scorer = fit(x[~held])
+        out[held] = scorer(x[held])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Scores: accuracy by section, calibration, comparisons
+
+
+def overall_sections(subsets: Sequence[str], margins: np.ndarray) -> dict[str, float]:
+    """RewardBench sections and overall of ``margins`` (a margin > 0 is correct).
+
+    >>> overall_sections(["hep-go", "llmbar-natural"], np.array([1.0, -1.0]))
+    {'Chat Hard': 0.0, 'Reasoning': 1.0, 'Overall': 0.5}
+    """
+    return section_scores(subset_results(zip(subsets, (float(m) for m in margins), strict=True)))
+
+
+def reliability(p_chosen: np.ndarray, bins: int = 5) -> list[dict[str, float]]:
+    """Reliability-diagram bins over confidence ``max(p, 1 - p)`` in [0.5, 1].
+
+    A pair counts as correct when the side it favours is chosen (``p > 0.5``; ``p = 0.5`` is
+    wrong, as a tie is). Empty bins are left out.
+
+    >>> reliability(np.array([0.9, 0.9, 0.2, 0.55]), bins=5)  # doctest: +NORMALIZE_WHITESPACE
+    [{'low': 0.5, 'high': 0.6, 'count': 1, 'confidence': 0.55, 'accuracy': 1.0},
+     {'low': 0.8, 'high': 0.9, 'count': 1, 'confidence': 0.8, 'accuracy': 0.0},
+     {'low': 0.9, 'high': 1.0, 'count': 2, 'confidence': 0.9, 'accuracy': 1.0}]
+    """
+    p = np.asarray(p_chosen, dtype=float)
+    confidence = np.maximum(p, 1.0 - p)
+    correct = p > 0.5
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    index = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, bins - 1)
+    out = []
+    for b in range(bins):
+        members = index == b
+        if members.any():
+            out.append(
+                {
+                    "low": round(float(edges[b]), 6),
+                    "high": round(float(edges[b + 1]), 6),
+                    "count": int(members.sum()),
+                    "confidence": round(float(confidence[members].mean()), 6),
+                    "accuracy": round(float(correct[members].mean()), 6),
+                }
+            )
+    return out
+
+
+def expected_calibration_error(p_chosen: np.ndarray, bins: int = 5) -> float:
+    """ECE: count-weighted mean of |accuracy - confidence| over the reliability bins.
+
+    >>> expected_calibration_error(np.array([0.8] * 10))  # always right at 0.8
+    0.2
+    >>> expected_calibration_error(np.array([0.9] * 9 + [0.1]))  # right 9 of 10 at 0.9
+    0.0
+    """
+    table = reliability(p_chosen, bins)
+    n = sum(b["count"] for b in table)
+    ece = sum(b["count"] * abs(b["accuracy"] - b["confidence"]) for b in table) / max(n, 1)
+    return round(ece, 6)
+
+
+def negative_log_likelihood(logits: np.ndarray) -> float:
+    """Mean ``-log sigmoid(logit)`` of "chosen preferred" (log loss).
+
+    >>> round(negative_log_likelihood(np.array([0.0, 0.0])), 4)
+    0.6931
+    """
+    return float(np.mean(np.logaddexp(0.0, -np.asarray(logits, dtype=float))))
+
+
+def paired_bootstrap(
+    subsets: Sequence[str],
+    margins_a: np.ndarray,
+    margins_b: np.ndarray,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Overall(a) - overall(b) with a 95 % percentile interval (pairs resampled per subset).
+
+    >>> s = ["hep-go"] * 50
+    >>> r = paired_bootstrap(s, np.ones(50), -np.ones(50), resamples=200)
+    >>> r["difference"], r["low"], r["high"]
+    (1.0, 1.0, 1.0)
+    """
+    rng = np.random.default_rng(seed)
+    subsets = list(subsets)
+    groups = [np.array([i for i, x in enumerate(subsets) if x == s]) for s in sorted(set(subsets))]
+    names = np.array(subsets)
+    a, b = np.asarray(margins_a, dtype=float), np.asarray(margins_b, dtype=float)
+    observed = overall_sections(subsets, a)["Overall"] - overall_sections(subsets, b)["Overall"]
+    diffs = np.empty(resamples)
+    for k in range(resamples):
+        rows = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups])
+        chosen = list(names[rows])
+        diffs[k] = (
+            overall_sections(chosen, a[rows])["Overall"]
+            - overall_sections(chosen, b[rows])["Overall"]
+        )
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return {"difference": float(observed), "low": float(low), "high": float(high)}
+
+
+def sign_test(margins_a: np.ndarray, margins_b: np.ndarray) -> dict[str, float]:
+    """Pairs only ``a`` gets right (wins), only ``b`` gets right (losses), two-sided p.
+
+    >>> sign_test(np.array([1, 1, 1, -1]), np.array([-1, -1, 1, -1]))
+    {'wins': 2, 'losses': 0, 'p': 0.5}
+    """
+    from scipy.stats import binomtest
+
+    right_a, right_b = np.asarray(margins_a) > 0, np.asarray(margins_b) > 0
+    wins, losses = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
+    p = binomtest(wins, wins + losses, 0.5).pvalue if wins + losses else 1.0
+    return {"wins": wins, "losses": losses, "p": round(float(p), 6)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Everything together
+
+
+@dataclass
+class FitResult:
+    """Held-out results of every fit, the models fitted on all rows, comparisons.
+
+    Attributes:
+        options: The fit options.
+        held_out: Per fit name, the held-out margin of each pair (aligned with ``ids``).
+        sections: Per fit name, held-out sections and overall.
+        calibration: Per fit name, held-out ``ece``, ``nll`` and ``reliability`` bins.
+        models: Per fit name, the model fitted on all rows.
+        comparisons: Per scorer or fit name, ``bootstrap`` and ``sign`` against the baseline.
+        baseline: The baseline scorer.
+        ids: Pair ids.
+    """
+
+    options: FitOptions
+    held_out: dict[str, np.ndarray]
+    sections: dict[str, dict[str, float]]
+    calibration: dict[str, dict[str, Any]]
+    models: dict[str, FittedModel]
+    comparisons: dict[str, dict[str, Any]]
+    baseline: str
+    ids: list[str]
+
+    @property
+    def best(self) -> str | None:
+        """The fit with the best held-out overall score."""
+        scored = [(s["Overall"], name) for name, s in self.sections.items() if "Overall" in s]
+        return max(scored)[1] if scored else None
+
+    def to_json(self) -> dict[str, Any]:
+        models = []
+        for name, model in self.models.items():
+            entry = model.to_json()
+            calibration = self.calibration.get(name, {})
+            entry["held_out"] = {"sections": self.sections.get(name), **calibration}
+            entry["vs_baseline"] = self.comparisons.get(name)
+            models.append(entry)
+        return {
+            "note": "models fitted on all rows; held_out figures from k-fold cross-validation",
+            "folds": self.options.folds,
+            "seed": self.options.seed,
+            "methods": list(self.options.methods),
+            "length_unit": self.options.length_unit,
+            "l2": self.options.l2,
+            "baseline": self.baseline,
+            "best": self.best,
+            "models": models,
+            "comparisons": self.comparisons,
+        }
+
+
+def run_fits(table: PairTable, options: FitOptions) -> FitResult:
+    """Cross-validate, fit on all rows, and compare every scorer and fit with the baseline."""
+    scorers = list(table.margins)
+    baseline = options.baseline or scorers[0]
+    if baseline not in table.margins:
+        raise ValueError(f"baseline {baseline!r} is not one of the scorers {scorers}")
+    folds = fold_ids(table.subsets, options.folds, options.seed)
+    result = FitResult(options, {}, {}, {}, {}, {}, baseline, list(table.ids))
+    for method in plan_methods(scorers, options.methods):
+        x = features(table, method)
+
+        def fit(train: np.ndarray, method: Method = method) -> Callable[[np.ndarray], np.ndarray]:
+            model = fit_model(method, train, options, options.length_unit)
+            return lambda rows: apply_model(model, rows)
+
+        held = cross_validate(x, folds, fit)
+        result.held_out[method.name] = held
+        if method.method != "calibration":  # calibration keeps the scorer's order
+            result.sections[method.name] = overall_sections(table.subsets, held)
+        p = _sigmoid(held)
+        result.calibration[method.name] = {
+            "ece": expected_calibration_error(p, options.bins),
+            "nll": round(negative_log_likelihood(held), 6),
+            "reliability": reliability(p, options.bins),
+        }
+        result.models[method.name] = fit_model(method, x, options, options.length_unit)
+    base = table.margins[baseline]
+    fitted = {k: v for k, v in result.held_out.items() if k in result.sections}
+    candidates = {**table.margins, **fitted}
+    for name, margins in candidates.items():
+        if name == baseline:
+            continue
+        result.comparisons[name] = {
+            "bootstrap": paired_bootstrap(
+                table.subsets, margins, base, options.bootstrap, options.seed
+            ),
+            "sign": sign_test(margins, base),
+        }
+    return result
+
+
+def pair_table(
+    scored: Mapping[str, Sequence[Mapping[str, Any]]], length_unit: str = "chars"
+) -> PairTable:
+    """Align each scorer's scored rows by pair id (pairs missing from any scorer are dropped)."""
+    from prefsmith.data.rows import to_scoring_item
+    from prefsmith.evaluation.harness import pair_id
+
+    names = list(scored)
+    by_id = {name: {pair_id(r): r for r in rows} for name, rows in scored.items()}
+    first = [pair_id(r) for r in scored[names[0]]]
+    ids = [i for i in first if all(i in by_id[n] for n in names)]
+    rows0 = [by_id[names[0]][i] for i in ids]
+    subsets = [str(r.get("subset", "all")) for r in rows0]
+    margins = {n: np.array([float(by_id[n][i]["reward_margin"]) for i in ids]) for n in names}
+    lengths: dict[str, np.ndarray] = {}
+    for n in names:
+        if length_unit == "tokens":
+            diff = [
+                by_id[n][i]["response_tokens"]["chosen"][0]
+                - by_id[n][i]["response_tokens"]["rejected"][0]
+                for i in ids
+            ]
+        else:
+            items = [to_scoring_item(by_id[n][i]) for i in ids]
+            diff = [len(item.responses[0]) - len(item.responses[1]) for item in items]
+        lengths[n] = np.array(diff, dtype=float)
+    return PairTable(ids, subsets, margins, lengths)
+
+
+def fit_evaluation(result: EvalResult, out_dir: str | Path, options: FitOptions) -> FitResult:
+    """Fit on an evaluation's scored rows (``out_dir/scores``) and add the held-out results.
+
+    Each fit with an accuracy joins ``result.scorers`` as ``cv:NAME`` (held-out margins);
+    ``result.fit`` gets the calibration, comparisons and fitted models. Writes ``fit.json``
+    (the models fitted on all rows, for ``fitted:FILE``) and ``reliability.png``, then rewrites
+    ``results.json``, ``report.md`` and the plots. Nothing is re-scored.
+    """
+    from prefsmith.data.io import read_jsonl_rows
+    from prefsmith.evaluation.harness import evaluate, scorer_slug, write_outputs
+    from prefsmith.evaluation.plots import plot_reliability
+
+    out = Path(out_dir)
+    names = [s.scorer for s in result.scorers if not s.scorer.startswith("cv:")]
+    scored = {n: read_jsonl_rows(out / "scores" / f"{scorer_slug(n)}.jsonl") for n in names}
+    table = pair_table(scored, options.length_unit)
+    fits = run_fits(table, options)
+    result.scorers = [s for s in result.scorers if not s.scorer.startswith("cv:")]
+    for name in fits.sections:
+        rows = [
+            {"id": i, "subset": s, "reward_margin": float(m)}
+            for i, s, m in zip(table.ids, table.subsets, fits.held_out[name], strict=True)
+        ]
+        result.scorers.append(evaluate(rows, f"cv:{name}"))
+    summary = fits.to_json()
+    summary["calibration"] = fits.calibration
+    result.fit = summary
+    (out / "fit.json").write_text(json.dumps(summary, indent=2))
+    plot_reliability(fits.calibration, out / "reliability.png")
+    write_outputs(result, out)
+    return fits

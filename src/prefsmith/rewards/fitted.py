@@ -1,0 +1,217 @@
+"""Rewards fitted on scored pairs: a linear model over other scorers' rewards (``fitted:FILE``).
+
+``prefsmith eval --fit ...`` (:mod:`prefsmith.evaluation.fit`) fits, on already-scored pairs,
+
+* ``length:SCORER``: the scorer's reward minus a fitted penalty per character (or token);
+* ``ensemble``: a weighted sum of several scorers' rewards, weights fitted;
+* ``average``: the mean of the scorers' standardized rewards, one fitted scale;
+* ``calibration:SCORER``: the scorer's reward divided by a fitted temperature ``T``;
+
+and writes them to ``fit.json``. Every model is linear and in logit units::
+
+    reward(y) = sum_j weights[j] * reward_j(y) + length_weight * length(y)
+    P(chosen preferred) = sigmoid(reward(chosen) - reward(rejected))
+
+:class:`FittedReward` applies one to new data: it scores with each component scorer and
+combines; ``score`` then writes ``p_chosen`` next to the margin.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefsmith.data.rows import ScoringItem
+from prefsmith.models.backend import ScoreRequest
+from prefsmith.rewards.base import ItemRewards, ScoredResponse
+from prefsmith.rewards.score import Reward
+
+#: How a response's length is counted for a length penalty.
+LENGTH_UNITS = ("chars", "tokens")
+
+
+@dataclass(frozen=True)
+class FittedModel:
+    """A linear combination of scorers' rewards, in logit units.
+
+    Attributes:
+        name: ``length:SCORER``, ``ensemble``, ``average`` or ``calibration:SCORER``.
+        method: ``length``, ``ensemble``, ``average`` or ``calibration``.
+        scorers: Component scorer specs, in the order of ``weights``.
+        weights: Weight of each scorer's raw reward.
+        length_weight: Weight of the response length (negative: a penalty); 0 without one.
+        length_unit: ``chars`` (Unicode characters) or ``tokens`` (the first scorer's strong
+            model's response tokens).
+        scales: Root mean square of each feature (the scorers' margins, then the length
+            difference) on the fitting rows; ``weights * scales`` are the standardized weights.
+        extra: Readable derived values (``temperature``, ``penalty_per_unit``, ...).
+    """
+
+    name: str
+    method: str
+    scorers: tuple[str, ...]
+    weights: tuple[float, ...]
+    length_weight: float = 0.0
+    length_unit: str = "chars"
+    scales: tuple[float, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def reward(self, rewards: Sequence[float], length: float = 0.0) -> float:
+        """The combined reward of one response from its component rewards and length.
+
+        >>> m = FittedModel("length:a", "length", ("a",), (2.0,), -0.5)
+        >>> m.reward([1.5], length=4)
+        1.0
+        """
+        total = sum(w * r for w, r in zip(self.weights, rewards, strict=True))
+        return total + self.length_weight * length
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["scorers"], out["weights"], out["scales"] = (
+            list(self.scorers),
+            list(self.weights),
+            list(self.scales),
+        )
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FittedModel:
+        """Rebuild a model from :meth:`to_json` (extra keys in ``data`` are ignored).
+
+        >>> m = FittedModel("calibration:a", "calibration", ("a",), (0.5,), extra={"T": 2})
+        >>> FittedModel.from_json(json.loads(json.dumps(m.to_json()))) == m
+        True
+        """
+        return cls(
+            name=str(data["name"]),
+            method=str(data["method"]),
+            scorers=tuple(data["scorers"]),
+            weights=tuple(float(w) for w in data["weights"]),
+            length_weight=float(data.get("length_weight", 0.0)),
+            length_unit=str(data.get("length_unit", "chars")),
+            scales=tuple(float(s) for s in data.get("scales", ())),
+            extra=dict(data.get("extra", {})),
+        )
+
+
+def load_fitted_model(path: str | Path, name: str | None = None) -> FittedModel:
+    """One model of a ``fit.json``: ``name``, or the file's ``best`` (best held-out overall)."""
+    data = json.loads(Path(path).read_text())
+    models = {m["name"]: m for m in data.get("models", [])}
+    if not models:
+        raise ValueError(f"{path}: no fitted models (write one with `prefsmith eval --fit ...`)")
+    chosen = name or data.get("best") or next(iter(models))
+    if chosen not in models:
+        raise ValueError(f"{path}: no fitted model {chosen!r}; it has {', '.join(models)}")
+    return FittedModel.from_json(models[chosen])
+
+
+class FittedReward(Reward):
+    """A :class:`FittedModel` applied: score with every component, then combine.
+
+    Args:
+        model: The fitted model.
+        parts: The component rewards, one per ``model.scorers`` entry, in order.
+        source: The spec that named it (``fitted:FILE#NAME``), used as the reward's name.
+
+    >>> from prefsmith.rewards.density_ratio import LogProbReward
+    >>> from prefsmith.testing import tiny_backend
+    >>> part = LogProbReward(tiny_backend(seed=0), "sum")
+    >>> model = FittedModel("length:x", "length", (part.name,), (1.0,), -0.1)
+    >>> reward = FittedReward(model, [part])
+    >>> row = reward.score([{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go."}])[0]
+    >>> plain = part.score([{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go."}])[0]
+    >>> abs(row["reward_margin"] - (plain["reward_margin"] - 0.1 * 3)) < 1e-9
+    True
+    >>> 0 < row["p_chosen"] < 1
+    True
+    """
+
+    kind = "fitted"
+    calibrated = True
+
+    def __init__(self, model: FittedModel, parts: Sequence[Reward], source: str = "") -> None:
+        if len(parts) != len(model.scorers):
+            raise ValueError(f"{model.name} needs {len(model.scorers)} scorers, got {len(parts)}")
+        if model.length_unit not in LENGTH_UNITS:
+            raise ValueError(f"length_unit must be one of {LENGTH_UNITS}")
+        self.model = model
+        self.parts = list(parts)
+        self.source = source or f"fitted:<memory>#{model.name}"
+        self.strong = getattr(self.parts[0], "strong", None)
+
+    @property
+    def name(self) -> str:
+        return self.source
+
+    @property
+    def passes(self) -> int:
+        return sum(p.passes for p in self.parts)
+
+    def tokenizers(self) -> tuple[Any, Any | None]:
+        return self.parts[0].tokenizers()
+
+    def _length(self, response: str, scored: ScoredResponse) -> float:
+        if self.model.length_weight == 0.0:
+            return 0.0
+        if self.model.length_unit == "tokens":
+            return float(len(scored.strong.token_ids))
+        return float(len(response))
+
+    def score_items(
+        self, items: Sequence[ScoringItem], advance: Callable[[float], None] | None = None
+    ) -> list[ItemRewards]:
+        share = [p.passes / max(self.passes, 1) for p in self.parts]
+        results = []
+        for part, weight in zip(self.parts, share, strict=True):
+
+            def step(k: float, weight: float = weight) -> None:
+                if advance is not None:
+                    advance(k * weight)
+
+            results.append(part.score_items(items, step))
+        out = []
+        for k, item in enumerate(items):
+            first = results[0][k]
+            responses = []
+            for j, response in enumerate(item.responses):
+                values = [r[k].responses[j].reward for r in results]
+                length = self._length(response, first.responses[j])
+                reward = self.model.reward(values, length)
+                scored = first.responses[j]
+                responses.append(ScoredResponse(reward, scored.strong, scored.weak))
+            fields: dict[str, Any] = {}
+            for r in results:
+                fields.update(r[k].fields)
+            out.append(ItemRewards(responses, fields))
+        return out
+
+    def score_requests(
+        self, requests: Sequence[ScoreRequest], on_progress: Callable[[int], None] | None = None
+    ) -> list[ScoredResponse]:
+        scored = [p.score_requests(requests, on_progress) for p in self.parts]
+        out = []
+        for k, request in enumerate(requests):
+            first = scored[0][k]
+            values = [s[k].reward for s in scored]
+            reward = self.model.reward(values, self._length(request.response, first))
+            out.append(ScoredResponse(reward, first.strong, first.weak))
+        return out
+
+    def settings(self) -> dict[str, Any]:
+        parts = [p.settings() for p in self.parts]
+        settings: dict[str, Any] = {
+            "scorer": self.name,
+            "kind": self.kind,
+            "reduction": "fitted",
+            "model": self.model.to_json(),
+            "parts": parts,
+        }
+        for role in ("strong", "weak"):
+            if role in parts[0]:
+                settings[role] = parts[0][role]
+        return settings
