@@ -237,12 +237,7 @@ class ContrastReward(Reward):
             if advance is not None:
                 advance(n / units)
 
-        scored = self._ratios(positive, negative, progress)
-        out, offset = [], 0
-        for item, extra in zip(items, fields, strict=True):
-            out.append(ItemRewards(scored[offset : offset + len(item.responses)], extra))
-            offset += len(item.responses)
-        return out
+        return self.group(items, fields, self._ratios(positive, negative, progress))
 
     def score_requests(
         self, requests: Sequence[ScoreRequest], on_progress: Callable[[int], None] | None = None
