@@ -168,7 +168,7 @@ def pairs(
     else:
         reward = _reward(strong, weak, reduction, max_length, dtype, device, threads, engine)
     if min_probability is not None:
-        if not getattr(reward, "calibrated", False):
+        if not reward.calibrated:
             fail("--min-probability needs a calibrated --scorer fitted:FILE[#NAME]")
         with user_errors():
             min_margin = max(min_margin, probability_margin(min_probability))

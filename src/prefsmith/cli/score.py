@@ -119,15 +119,12 @@ def score(
     spec_text = f"fitted:{fitted}" if fitted else scorer
     with user_errors(), console.status(f"preparing {spec_text or f'{strong} over {weak}'}"):
         custom = customization(domains, router, exemplars)
+        pool = ModelPool(models, LogProbCache(cache_path) if cache_path else None)
         if spec_text:
-            pool = ModelPool(models, LogProbCache(cache_path) if cache_path else None)
             spec = ScorerSpec.parse(spec_text, strong, weak)
             reward = spec.build(pool, custom, contrast_prompts)
         else:
-            cache = LogProbCache(cache_path) if cache_path else None
-            reward = DensityRatioReward(
-                strong, weak, reduction, customization=custom, options=models, cache=cache
-            )
+            reward = DensityRatioReward(strong, weak, reduction, customization=custom, pool=pool)
     run_step(source, output, ScoreStep(reward, system_prompt, save_token_logprobs), run)
     print_tables(output, f"{reward.name}")
     if report:

@@ -335,6 +335,6 @@ class PairsStep(Step):
                     **rewards.fields,
                 }
             )
-            if getattr(self.reward, "calibrated", False):
+            if self.reward.calibrated:
                 rows[-1]["p_chosen"] = sigmoid(kept_rewards[a] - kept_rewards[z])
         return Outcome(rows, counts=counts)

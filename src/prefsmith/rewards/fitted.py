@@ -174,31 +174,30 @@ class FittedReward(Reward):
                     advance(k * weight)
 
             results.append(part.score_items(items, step))
-        out = []
-        for k, item in enumerate(items):
-            first = results[0][k]
-            responses = []
-            for j, response in enumerate(item.responses):
-                values = [r[k].responses[j].reward for r in results]
-                length = self._length(response, first.responses[j])
-                reward = self.model.reward(values, length)
-                scored = first.responses[j]
-                responses.append(ScoredResponse(reward, scored.strong, scored.weak))
-            fields: dict[str, Any] = {}
-            for r in results:
-                fields.update(r[k].fields)
-            out.append(ItemRewards(responses, fields))
-        return out
+        fields: list[dict[str, Any]] = [{} for _ in items]
+        for result in results:
+            for extra, item_rewards in zip(fields, result, strict=True):
+                extra.update(item_rewards.fields)
+        scored = [[s for r in result for s in r.responses] for result in results]
+        responses = [response for item in items for response in item.responses]
+        return self.group(items, fields, self._combine(scored, responses))
 
     def score_requests(
         self, requests: Sequence[ScoreRequest], on_progress: Callable[[int], None] | None = None
     ) -> list[ScoredResponse]:
         scored = [p.score_requests(requests, on_progress) for p in self.parts]
+        return self._combine(scored, [r.response for r in requests])
+
+    def _combine(
+        self, scored: Sequence[Sequence[ScoredResponse]], responses: Sequence[str]
+    ) -> list[ScoredResponse]:
+        """Each response's fitted reward from its parts' rewards (``scored[part][response]``);
+        the log-probs shown with it are the first part's."""
         out = []
-        for k, request in enumerate(requests):
+        for k, response in enumerate(responses):
             first = scored[0][k]
-            values = [s[k].reward for s in scored]
-            reward = self.model.reward(values, self._length(request.response, first))
+            values = [part[k].reward for part in scored]
+            reward = self.model.reward(values, self._length(response, first))
             out.append(ScoredResponse(reward, first.strong, first.weak))
         return out
 

@@ -55,6 +55,9 @@ class Reward(ABC):
     """
 
     customization: Customization | None = None
+    #: Whether margins are in logit units, so that ``sigmoid(margin)`` is P(chosen preferred)
+    #: (``fitted:`` rewards); rows then carry ``p_chosen``.
+    calibrated: bool = False
 
     @property
     @abstractmethod
@@ -279,7 +282,7 @@ class ScoreStep(Step):
         if item.kind == "pair":
             out["reward_chosen"], out["reward_rejected"] = values
             out["reward_margin"] = values[0] - values[1]
-            if getattr(self.reward, "calibrated", False):
+            if self.reward.calibrated:
                 out["p_chosen"] = sigmoid(out["reward_margin"])
         else:
             out["rewards"] = values
