@@ -154,6 +154,16 @@ def test_a_worker_that_dies_is_retried_without_loss_or_duplicates(ray, tmp_path)
     assert summary.written == 12
 
 
+def test_fewer_chunks_than_workers_says_which_chunk_size_keeps_them_busy(ray, tmp_path, capfd):
+    rows = [{"n": n} for n in range(6)]
+    options = RunOptions(chunk_size=64, workers=2, progress=False)
+    run_rows(rows, tmp_path / "out.jsonl", DieOnce(tmp_path / "never", victim=-1), options)
+    assert (
+        "6 rows make 1 chunk(s) of up to 64 for 2 workers; --chunk-size 3" in capfd.readouterr().err
+    )
+    assert len(read_jsonl_rows(tmp_path / "out.jsonl")) == 6
+
+
 def score_command(src: Path, out: Path, tiny_models, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "prefsmith.cli.main", "score", str(src), "-o", str(out),

@@ -397,6 +397,13 @@ def _outcomes(
         return
     from prefsmith.data.ray_executor import ray_outcomes
 
+    if 0 < len(chunks) < options.workers:  # a chunk is the unit of work: some would idle
+        rows = sum(len(c) for c in chunks)
+        sys.stderr.write(
+            f"{step.name}: {rows} rows make {len(chunks)} chunk(s) of up to {options.chunk_size}"
+            f" for {options.workers} workers; --chunk-size {max(1, rows // options.workers)}"
+            " keeps every worker busy\n"
+        )
     for chunk, outcomes in ray_outcomes(
         step,
         chunks,
