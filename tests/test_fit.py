@@ -191,17 +191,24 @@ def test_fitted_model_json_round_trip_and_best(tmp_path):
         load_fitted_model(path, "other")
 
 
-def test_pairs_keep_only_pairs_above_a_probability(tmp_path, tiny_models):
-    from prefsmith.data.io import read_jsonl_rows
+def calibrated_spec(tmp_path, model_path: str) -> str:
+    """A ``fitted:`` spec: a calibration of one tiny model's log-prob (T = 20)."""
     from prefsmith.rewards.density_ratio import LogProbReward
 
-    model_path = tiny_models["chatml-a"]
     part = LogProbReward(model_path, "sum")
     calibration = FittedModel(
         f"calibration:{part.name}", "calibration", (part.name,), (0.05,), extra={"T": 20.0}
     )
     fit_file = tmp_path / "fit.json"
     fit_file.write_text(json.dumps({"models": [calibration.to_json()]}))
+    return f"fitted:{fit_file}"
+
+
+def test_pairs_keep_only_pairs_above_a_probability(tmp_path, tiny_models):
+    from prefsmith.data.io import read_jsonl_rows
+
+    model_path = tiny_models["chatml-a"]
+    spec = calibrated_spec(tmp_path, model_path)
     candidates = tmp_path / "candidates.jsonl"
     rows = [
         {"prompt": "Say hi.", "responses": ["Hi!", "Hello there, friend.", "No."]},
@@ -209,7 +216,6 @@ def test_pairs_keep_only_pairs_above_a_probability(tmp_path, tiny_models):
         {"prompt": "Name a colour.", "responses": ["Blue", "Blue."]},
     ]
     candidates.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    spec = f"fitted:{fit_file}"
 
     def run(threshold: float, name: str):
         out = tmp_path / name
@@ -227,6 +233,42 @@ def test_pairs_keep_only_pairs_above_a_probability(tmp_path, tiny_models):
     # A plain density ratio has no probability: the threshold is refused.
     args = ["pairs", str(candidates), "-o", str(tmp_path / "x.jsonl"), "--min-probability", "0.7"]
     result = runner.invoke(app, [*args, "--strong", model_path, "--weak", tiny_models["chatml-b"]])
+    assert result.exit_code != 0 and "calibrated" in result.output
+
+
+def test_rmboost_keeps_only_pairs_the_calibrated_check_is_sure_of(tmp_path, tiny_models):
+    from prefsmith.data.io import read_jsonl_rows
+
+    spec = calibrated_spec(tmp_path, tiny_models["chatml-a"])
+    prompts = tmp_path / "prompts.jsonl"
+    questions = ["Say hi.", "Count to three.", "Name a colour.", "Name a fruit.", "Add 2 and 2."]
+    prompts.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in questions))
+
+    def run(name: str, *extra: str):
+        out = tmp_path / name
+        args = ["rmboost", str(prompts), "-o", str(out), "-m", tiny_models["chatml-a"]]
+        args += ["--scorer", spec, "--max-new-tokens", "6", "--no-progress", *extra]
+        result = runner.invoke(app, [*args])
+        assert result.exit_code == 0, result.output
+        return read_jsonl_rows(out), result.output
+
+    checked, output = run("all.jsonl")
+    assert len(checked) == len(questions) and "scorer agrees" in output
+    for row in checked:
+        assert row["p_chosen"] == pytest.approx(1 / (1 + np.exp(-row["reward_margin"])))
+    # The threshold keeps exactly the pairs above it, and says why the others went.
+    threshold = float(np.median([r["p_chosen"] for r in checked]))
+    kept, output = run("sure.jsonl", "--min-probability", str(threshold))
+    expected = sorted(r["prompt"][0]["content"] for r in checked if r["p_chosen"] > threshold)
+    assert sorted(r["prompt"][0]["content"] for r in kept) == expected
+    assert 0 < len(kept) < len(checked)
+    assert f"p_chosen not above {threshold}" in " ".join(output.split())
+    # Without a calibrated check there is no probability to threshold.
+    args = ["rmboost", str(prompts), "--min-probability", "0.7", "--check"]
+    result = runner.invoke(app, [*args, "-m", tiny_models["chatml-a"]])
+    assert result.exit_code != 0 and "calibrated" in result.output
+    plain = f"density-ratio:{tiny_models['chatml-a']},{tiny_models['chatml-b']}:sum"
+    result = runner.invoke(app, [*args, "-m", tiny_models["chatml-a"], "--scorer", plain])
     assert result.exit_code != 0 and "calibrated" in result.output
 
 

@@ -154,12 +154,7 @@ def pairs(
     ] = None,
 ) -> None:
     """Score sampled candidates with the density ratio; keep best vs. worst (or all) pairs."""
-    from prefsmith.generation.pairs import (
-        PairsOptions,
-        PairsStep,
-        prepare_candidates,
-        probability_margin,
-    )
+    from prefsmith.generation.pairs import PairsOptions, PairsStep, prepare_candidates
 
     check_choice("--strategy", strategy, ("best-worst", "all-pairs"))
     check_choice("--format", fmt, FORMATS)
@@ -167,16 +162,22 @@ def pairs(
         reward = _spec_reward(scorer, strong, weak, max_length, dtype, device, threads, engine)
     else:
         reward = _reward(strong, weak, reduction, max_length, dtype, device, threads, engine)
-    if min_probability is not None:
-        if not reward.calibrated:
-            fail("--min-probability needs a calibrated --scorer fitted:FILE[#NAME]")
-        with user_errors():
-            min_margin = max(min_margin, probability_margin(min_probability))
-    options = PairsOptions(strategy, min_margin, fmt, keep_truncated, system_prompt)  # type: ignore[arg-type]
+    if min_probability is not None and not reward.calibrated:
+        fail("--min-probability needs a calibrated --scorer fitted:FILE[#NAME]")
+    with user_errors():
+        options = PairsOptions(
+            strategy,  # type: ignore[arg-type]
+            min_margin,
+            fmt,  # type: ignore[arg-type]
+            keep_truncated,
+            system_prompt,
+            min_probability,
+        )
+        step = PairsStep(reward, options)
     run = run_options(on_error, chunk_size, limit, progress, workers, ray_address, gpus_per_worker)
     check_rows(candidates, lambda row: prepare_candidates(row, options), run)
     output = output or default_output("pairs", candidates)
-    summary = run_step(candidates, output, PairsStep(reward, options), run)
+    summary = run_step(candidates, output, step, run)
     statuses = {k.removeprefix("candidates "): v for k, v in summary.counts.items()}
     console.print("candidates: " + ", ".join(f"{v} {k}" for k, v in sorted(statuses.items())))
 
@@ -220,21 +221,41 @@ def rmboost(
     workers: o.Workers = 0,
     ray_address: o.RayAddress = None,
     gpus_per_worker: o.GpusPerWorker = 0.0,
+    scorer: Annotated[
+        str | None,
+        typer.Option(
+            help="Check with this scorer spec instead of --strong/--weak/--reduction (implies"
+            " --check), e.g. fitted:runs/eval/fit.json#calibration:... for --min-probability.",
+        ),
+    ] = None,
+    min_probability: Annotated[
+        float | None,
+        typer.Option(
+            help="Keep pairs the check prefers with P(chosen preferred) above this; needs a"
+            " calibrated --scorer fitted:FILE (an `eval --fit calibration` fit.json).",
+        ),
+    ] = None,
 ) -> None:
     """RMBoost: a first response, a drawn label and aspects, then a better/worse rewrite."""
     from prefsmith.data.rows import to_prompt
     from prefsmith.generation.rmboost import RMBoostConfig, RMBoostStep, agreement
 
     check_choice("--format", fmt, FORMATS)
+    check = check or scorer is not None
     if filter_agreement and not check:
-        fail("--filter-agreement needs --check (the density-ratio check)")
+        fail("--filter-agreement needs --check (the density-ratio check) or --scorer")
+    if min_probability is not None and scorer is None:
+        fail("--min-probability needs a calibrated --scorer fitted:FILE[#NAME]")
     run = run_options(on_error, chunk_size, limit, progress, workers, ray_address, gpus_per_worker)
     check_rows(prompts, to_prompt, run)
     names = tuple(a.strip() for a in aspects.split(",") if a.strip())
     sampling = _sampling(1, temperature, top_p, max_new_tokens, seed, batch_size, system_prompt)
-    scorer = (
-        _reward(strong, weak, reduction, 2048, "auto", device, threads, engine) if check else None
-    )
+    if scorer is not None:
+        reward = _spec_reward(scorer, strong, weak, 2048, "auto", device, threads, engine)
+    elif check:
+        reward = _reward(strong, weak, reduction, 2048, "auto", device, threads, engine)
+    else:
+        reward = None
     with user_errors():
         config = RMBoostConfig(
             names, num_aspects, p_better, seed, templates and str(templates), keep_truncated
@@ -243,10 +264,11 @@ def rmboost(
             generator(model, dtype, device, threads, engine),
             sampling,
             config,
-            fmt,
-            scorer,
-            filter_agreement,  # type: ignore[arg-type]
+            fmt,  # type: ignore[arg-type]
+            reward,
+            filter_agreement,
             max_prompt_tokens,
+            min_probability=min_probability,
         )
     output = output or default_output("rmboost", prompts)
     summary = run_step(prompts, output, step, run)

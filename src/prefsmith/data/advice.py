@@ -39,6 +39,10 @@ DROP_ADVICE: dict[str, dict[str, str]] = {
         "cli": "a lower --min-margin",
         "recipe": "a lower pairs.min_margin",
     },
+    "p_chosen not above": {
+        "cli": "a lower --min-probability",
+        "recipe": "a lower min_probability (pairs.min_probability, rmboost's min_probability)",
+    },
     "tie (rule": {
         "cli": "--ties both or --ties chosen",
         "recipe": "relabel.tie_rule: both (or chosen)",

@@ -60,8 +60,10 @@ class PairsOptions:
             Dr.SoW) or ``all-pairs`` (every ordered pair with a margin above ``min_margin``).
         min_margin: A pair is kept only when reward(chosen) - reward(rejected) is strictly
             greater than this; ``0`` drops ties. With a calibrated reward (``fitted:FILE``,
-            margins in logit units) a probability threshold ``p`` is the margin
-            :func:`probability_margin` ``(p)``; its pairs carry ``p_chosen``.
+            margins in logit units) its pairs carry ``p_chosen``.
+        min_probability: With a calibrated reward, keep a pair only when P(chosen preferred)
+            is strictly above this (the margin :func:`probability_margin` ``(p)``, combined
+            with ``min_margin`` by taking the larger); ``None``: no probability threshold.
         format: ``conversational`` (prompt and responses as ``{"role", "content"}`` lists;
             TRL applies the chat template, matching how the samples were generated) or
             ``standard`` (strings; needs single-turn prompts without a system turn).
@@ -80,6 +82,24 @@ class PairsOptions:
     format: PairFormat = "conversational"
     keep_truncated: bool = True
     system_prompt: str | None = None
+    min_probability: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.min_probability is not None:
+            probability_margin(self.min_probability)  # refuses 0, 1 and outside
+
+    @property
+    def threshold(self) -> float:
+        """The margin a kept pair must exceed: ``min_margin`` or the probability's margin.
+
+        >>> PairsOptions(min_margin=0.5).threshold
+        0.5
+        >>> round(PairsOptions(min_probability=0.9).threshold, 4)
+        2.1972
+        """
+        if self.min_probability is None:
+            return self.min_margin
+        return max(self.min_margin, probability_margin(self.min_probability))
 
 
 @dataclass(frozen=True)
@@ -277,6 +297,12 @@ class PairsStep(Step):
     def __init__(self, reward: Reward, options: PairsOptions | None = None) -> None:
         self.reward = reward
         self.options = options or PairsOptions()
+        if self.options.min_probability is not None and not reward.calibrated:
+            raise ValueError(
+                f"a probability threshold needs a calibrated reward, not {reward.name}: fit"
+                " one with `prefsmith eval --fit calibration` and score with"
+                " fitted:FILE#calibration:SCORER"
+            )
 
     def prepare(self, row: Any) -> tuple[tuple[Message, ...], CleanCandidates]:
         return prepare_candidates(row, self.options)
@@ -311,10 +337,10 @@ class PairsStep(Step):
         all_rewards: list[float | None] = [None] * len(clean.status)
         for i, reward in zip(clean.kept, kept_rewards, strict=True):
             all_rewards[i] = reward
-        pairs = select_pairs(kept_rewards, self.options.strategy, self.options.min_margin)
+        pairs = select_pairs(kept_rewards, self.options.strategy, self.options.threshold)
         if not pairs:
             tie = len(set(kept_rewards)) == 1
-            why = "all candidates tie" if tie else f"margin not above {self.options.min_margin}"
+            why = "all candidates tie" if tie else self._below_threshold()
             return Outcome(dropped=why, counts=counts)
         responses = b.row["responses"]
         rows = []
@@ -338,3 +364,10 @@ class PairsStep(Step):
             if self.reward.calibrated:
                 rows[-1]["p_chosen"] = sigmoid(kept_rewards[a] - kept_rewards[z])
         return Outcome(rows, counts=counts)
+
+    def _below_threshold(self) -> str:
+        """The drop reason of a prompt whose best pair misses the threshold."""
+        options = self.options
+        if options.min_probability is not None and options.threshold > options.min_margin:
+            return f"p_chosen not above {options.min_probability}"
+        return f"margin not above {options.min_margin}"

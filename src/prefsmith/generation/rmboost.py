@@ -14,9 +14,11 @@ For each prompt (Shen et al., 2024; ``METHODS.md`` section 3):
 
 Rows whose first or second response is empty or truncated, or whose second response repeats
 the first, give no pair (their reason is recorded). Optionally each pair is checked with the
-density-ratio scorer on the original prompt: ``scorer_agrees`` is whether reward(chosen) >
-reward(rejected) (a tie counts as disagreement, as in RewardBench), and ``filter_agreement``
-keeps only agreeing pairs.
+density-ratio scorer (or any reward) on the original prompt: ``scorer_agrees`` is whether
+reward(chosen) > reward(rejected) (a tie counts as disagreement, as in RewardBench), and
+``filter_agreement`` keeps only agreeing pairs. With a calibrated check (``fitted:FILE``, an
+``eval --fit calibration`` model) each pair also carries ``p_chosen``, and ``min_probability``
+keeps only pairs the check prefers with a probability above a threshold.
 
 :class:`RMBoostStep` is the stage; :func:`~prefsmith.data.runner.run_rows` runs it on files.
 """
@@ -36,7 +38,12 @@ from prefsmith.data.rows import ScoringItem
 from prefsmith.data.runner import Advance, Outcome, RowItem, Step
 from prefsmith.data.templates import check_placeholders
 from prefsmith.defaults import DEFAULT_SEED
-from prefsmith.generation.pairs import PairFormat, carried_fields, format_pair
+from prefsmith.generation.pairs import (
+    PairFormat,
+    carried_fields,
+    format_pair,
+    probability_margin,
+)
 from prefsmith.generation.sampling import (
     Generation,
     SamplingConfig,
@@ -47,6 +54,7 @@ from prefsmith.generation.sampling import (
     sampler,
 )
 from prefsmith.models.loading import LazyModel, LoadedModel, LoadOptions
+from prefsmith.rewards.base import sigmoid
 from prefsmith.rewards.score import Reward, scored_with, short_hash
 
 Label = Literal["better", "worse"]
@@ -305,8 +313,9 @@ class RMBoostStep(Step):
     prompt (conversational or standard) with the input's other fields, ``rmboost_label``,
     ``aspects``, ``finish_reasons`` and ``n_tokens`` of both responses, ``generated_with``; with
     a ``check`` reward also ``reward_chosen``, ``reward_rejected``, ``reward_margin``,
-    ``scorer_agrees`` and ``scored_with``. Rows without a pair are counted by reason. Both
-    generations of a chunk run batched, like ``sample``.
+    ``scorer_agrees`` and ``scored_with`` (and ``p_chosen`` when the check is calibrated).
+    Rows without a pair are counted by reason. Both generations of a chunk run batched, like
+    ``sample``.
 
     Args:
         model: The generator (name, :class:`~prefsmith.models.loading.LazyModel` or loaded).
@@ -317,6 +326,8 @@ class RMBoostStep(Step):
         filter_agreement: Keep only pairs the check agrees with.
         max_prompt_tokens: Prompts longer than this are rejected.
         load_options: How the generator's weights load.
+        min_probability: Keep only pairs whose ``p_chosen`` under a calibrated ``check`` is
+            strictly above this (``None``: no threshold).
 
     >>> from prefsmith.data.runner import process_rows
     >>> from prefsmith.testing import tiny_model
@@ -340,9 +351,20 @@ class RMBoostStep(Step):
         filter_agreement: bool = False,
         max_prompt_tokens: int | None = None,
         load_options: LoadOptions | None = None,
+        min_probability: float | None = None,
     ) -> None:
         if filter_agreement and check is None:
             raise ValueError("filtering on agreement needs the density-ratio check (--check)")
+        if min_probability is not None:
+            probability_margin(min_probability)  # refuses 0, 1 and outside
+            if check is None or not check.calibrated:
+                name = check.name if check is not None else "no check"
+                raise ValueError(
+                    f"a probability threshold needs a calibrated check, not {name}: fit one"
+                    " with `prefsmith eval --fit calibration` and check with"
+                    " fitted:FILE#calibration:SCORER"
+                )
+        self.min_probability = min_probability
         self.model = model if isinstance(model, LazyModel) else LazyModel(model, load_options)
         self.sampling = replace(sampling or SamplingConfig(), n=1)
         self.config = config or RMBoostConfig()
@@ -360,6 +382,7 @@ class RMBoostStep(Step):
             "format": self.fmt,
             "check": self.check.settings() if self.check else None,
             "filter_agreement": self.filter_agreement,
+            "min_probability": self.min_probability,
         }
 
     def process(self, batch: Sequence[RowItem], advance: Advance) -> list[Outcome]:
@@ -406,6 +429,12 @@ class RMBoostStep(Step):
                 if self.filter_agreement and not agrees:
                     outcomes.append(Outcome(dropped="scorer disagrees", counts=counts))
                     continue
+                if self.min_probability is not None and not (
+                    checks[k]["p_chosen"] > self.min_probability
+                ):
+                    why = f"p_chosen not above {self.min_probability}"
+                    outcomes.append(Outcome(dropped=why, counts=counts))
+                    continue
             outcomes.append(Outcome([row], counts=counts))
         return outcomes
 
@@ -428,6 +457,8 @@ class RMBoostStep(Step):
                 "scorer_agrees": chosen - rejected > 0,
                 "scored_with": record,
             }
+            if self.check.calibrated:
+                out[k]["p_chosen"] = sigmoid(chosen - rejected)
         return out
 
 

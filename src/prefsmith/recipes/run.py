@@ -494,6 +494,7 @@ def _run_rmboost(context: _Context, stage: Stage) -> StageResult:
         check,
         config.filter_agreement,
         config.max_prompt_tokens,
+        min_probability=config.min_probability,
     )
     summary = run_rows(
         context.source(config.input), context.output(stage), step, context.run_options(stage)

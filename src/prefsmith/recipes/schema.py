@@ -163,6 +163,8 @@ class RMBoostStage:
             label (``None``: no check).
         filter_agreement: Keep only pairs the check agrees with.
         max_prompt_tokens: Reject longer prompts.
+        min_probability: Keep only pairs a calibrated check (``fitted:FILE#calibration:...``)
+            prefers with P(chosen preferred) above this (``None``: no threshold).
     """
 
     input: str
@@ -173,6 +175,7 @@ class RMBoostStage:
     check: str | None = None
     filter_agreement: bool = False
     max_prompt_tokens: int | None = None
+    min_probability: float | None = None
 
 
 @dataclass(frozen=True)
