@@ -117,9 +117,11 @@ def test_values_checked_by_the_library_configs_name_the_stage(models, prompts):
     recipe = tiny_recipe(models, prompts)
     recipe["stages"][0]["sampling"]["top_p"] = 1.5
     recipe["stages"][1]["scorer"] = "ratio:sum"
+    recipe["stages"][1]["pairs"]["min_probability"] = 1.5
     with pytest.raises(RecipeError) as err:
         parse_recipe(recipe)
     assert "stages[0].sampling: top_p must be in (0, 1]" in str(err.value)
+    assert "stages[1].pairs: a probability threshold must be strictly between" in str(err.value)
     assert "stages[1].scorer: unknown scorer 'ratio'" in str(err.value)
 
 
