@@ -214,18 +214,10 @@ class ContrastReward(Reward):
     def score_items(
         self, items: Sequence[ScoringItem], advance: Callable[[float], None] | None = None
     ) -> list[ItemRewards]:
-        domains: list[str | None] = [None] * len(items)
+        domains: Sequence[str | None] = [None] * len(items)
         fields: list[dict[str, Any]] = [{} for _ in items]
         if self.customization is not None:
-            from prefsmith.routing.routers import last_user_text
-
-            routes = self.customization.router(self).route(
-                [last_user_text(item.context) for item in items]
-            )
-            domains = [r.domain for r in routes]
-            fields = [
-                {"domain": r.domain, "router_confidence": round(r.confidence, 6)} for r in routes
-            ]
+            domains, fields = self.customization.route(items, self)
         positive, negative = [], []
         for item, domain in zip(items, domains, strict=True):
             pos, neg = self.contexts(item.context, domain)

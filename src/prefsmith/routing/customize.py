@@ -149,6 +149,15 @@ def customize_items(
     return CustomizedItems(customized, routes)
 
 
+def route_fields(routes: Sequence[Route]) -> list[dict[str, Any]]:
+    """The fields routing adds to each scored row: ``domain`` and ``router_confidence``.
+
+    >>> route_fields([Route("math", 0.91234567)])
+    [{'domain': 'math', 'router_confidence': 0.912346}]
+    """
+    return [{"domain": r.domain, "router_confidence": round(r.confidence, 6)} for r in routes]
+
+
 class Customization:
     """The customized density ratio's settings and state: domains, router, exemplar style.
 
@@ -193,15 +202,23 @@ class Customization:
             )
         return self._router
 
+    def route(
+        self, items: Sequence[ScoringItem], reward: Any = None
+    ) -> tuple[list[str], list[dict[str, Any]]]:
+        """Route ``items`` by their last user turn: each one's domain and extra row fields.
+
+        For rewards that use the domain their own way (``contrast:``); :meth:`apply` routes
+        and rewrites the contexts.
+        """
+        routes = self.router(reward).route([last_user_text(item.context) for item in items])
+        return [r.domain for r in routes], route_fields(routes)
+
     def apply(
         self, items: Sequence[ScoringItem], reward: Any = None
     ) -> tuple[list[ScoringItem], list[dict[str, Any]]]:
         """Route and customize ``items``; return them with each row's extra fields."""
         done = customize_items(items, self.domains, self.router(reward), self.exemplar_style)
-        fields = [
-            {"domain": r.domain, "router_confidence": round(r.confidence, 6)} for r in done.routes
-        ]
-        return done.items, fields
+        return done.items, route_fields(done.routes)
 
     def settings(self) -> dict[str, Any]:
         """What to record next to the rewards."""
