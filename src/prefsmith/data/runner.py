@@ -592,6 +592,7 @@ class Progress:
         self._start_done = float(done)
         self._bar: Any = None
         self._last_line = 0.0
+        self._finished = False  # the final plain line is written once
 
     def __enter__(self) -> Progress:
         self._started = time.perf_counter()
@@ -635,8 +636,9 @@ class Progress:
             self._bar.update(self._task, completed=self.done, rate=f"{self.rate():.2f}")
             return
         now = time.perf_counter()
-        if now - self._last_line >= self.every or self.done >= self.total:
-            self._last_line = now
+        finished = self.done >= self.total
+        if not self._finished and (finished or now - self._last_line >= self.every):
+            self._last_line, self._finished = now, finished
             self.stream.write(self.line() + "\n")
             self.stream.flush()
 
