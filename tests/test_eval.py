@@ -173,6 +173,12 @@ def test_study_three_models_three_passes(tmp_path, tiny_models):
     )
     assert out.exit_code == 0, out.output
     assert (tmp_path / "s" / "study.png").exists() and (tmp_path / "s" / "study.md").exists()
+    # The table fits the terminal: long model names wrap, the scores stay whole.
+    lines = out.output.splitlines()
+    assert max(len(line) for line in lines) <= 80 and any("Overall" in line for line in lines)
+    pair_cells = "".join(line.split("│")[1].strip() for line in lines if line.startswith("│"))
+    assert f"{names[0]}>{names[1]}" in pair_cells.replace(" ", "")  # whole names, not cut
+    assert "Spearman correlation of gap and overall accuracy" in out.output
 
 
 def test_eval_with_customization_reports_plain_and_cdr_side_by_side(tmp_path, tiny_models):

@@ -245,17 +245,26 @@ def study(
         result = run_study(data, model, reduction, strengths, pool)
     paths = write_study(result, output)
     console.print(study_table(result))
-    console.print(f"Spearman(gap, overall accuracy) = {result.spearman}")
+    rho = "undefined" if result.spearman is None else f"{result.spearman:.3f}"
+    p_value = "" if result.spearman_p is None else f" (p = {result.spearman_p:.3g})"
+    console.print(f"Spearman correlation of gap and overall accuracy: {rho}{p_value}")
     console.print("wrote " + ", ".join(str(p) for p in paths), highlight=False)
 
 
 def study_table(result: Any) -> Table:
-    """One row per ordered pair, best first."""
+    """One row per ordered pair, best first; accuracy in percent, as in ``study.md``.
+
+    The pair takes three lines (strong, ``> weak``, the strength gap), so that full model
+    names fit an 80-column terminal next to the five scores.
+    """
     sections = ("Chat", "Chat Hard", "Safety", "Reasoning", "Overall")
-    table = Table(title=f"{len(result.pairs)} ordered pairs from {result.passes} passes")
-    for column in ("strong", "weak", "gap", *sections):
-        table.add_column(column, justify="left" if column in ("strong", "weak") else "right")
+    table = Table(
+        title=f"{len(result.pairs)} ordered pairs from {result.passes} passes (accuracy, %)"
+    )
+    table.add_column("strong\n> weak\n  gap", overflow="fold")
+    for column in sections:
+        table.add_column(column.replace(" ", "\n"), justify="right", no_wrap=True)
     for p in sorted(result.pairs, key=lambda p: -p.sections["Overall"]):
-        cells = [f"{p.sections.get(s, float('nan')):.3f}" for s in sections]
-        table.add_row(p.strong, p.weak, f"{p.gap:+.3f}", *cells)
+        cells = [f"{100 * p.sections.get(s, float('nan')):.1f}" for s in sections]
+        table.add_row(f"{p.strong}\n> {p.weak}\n  [dim]{p.gap:+.3f}[/dim]", *cells)
     return table
