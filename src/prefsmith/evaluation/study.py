@@ -214,17 +214,46 @@ def study_markdown(result: StudyResult) -> str:
 
 
 def plot_study(result: StudyResult, path: Path) -> Path:
-    """Scatter of performance gap vs overall accuracy, one labelled point per ordered pair."""
+    """Scatter of performance gap vs overall accuracy (%), one point per ordered pair.
+
+    The colour is the strong model and the marker the weak one (two legends), so that
+    points stay readable however many pairs crowd together.
+    """
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    xs = [p.gap for p in result.pairs]
-    ys = [p.sections["Overall"] for p in result.pairs]
-    ax.scatter(xs, ys)
-    for p, x, y in zip(result.pairs, xs, ys, strict=True):
-        ax.annotate(f"{p.strong}\n/{p.weak}", (x, y), fontsize=6, alpha=0.8)
-    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
-    ax.set_xlabel("performance gap (strong - weak)")
-    ax.set_ylabel("density-ratio accuracy (overall)")
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    colours = plt.get_cmap("tab10").colors
+    markers = "osD^vP*Xh<>p"
+    colour = {m: colours[i % len(colours)] for i, m in enumerate(result.models)}
+    marker = {m: markers[i % len(markers)] for i, m in enumerate(result.models)}
+    for p in result.pairs:
+        ax.scatter(
+            p.gap,
+            100 * p.sections["Overall"],
+            color=colour[p.strong],
+            marker=marker[p.weak],
+            s=55,
+            edgecolors="black",
+            linewidths=0.5,
+        )
+    ax.axhline(50, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("performance gap (strength of strong - strength of weak)")
+    ax.set_ylabel("density-ratio accuracy, overall (%)")
     rho = "n/a" if result.spearman is None else f"{result.spearman:.2f}"
-    ax.set_title(f"Spearman rho = {rho}", fontsize=10)
+    ax.set_title(f"{len(result.pairs)} ordered pairs; Spearman rho = {rho}", fontsize=10)
+    from matplotlib.patches import Patch
+
+    strong = [Patch(color=colour[m], label=m) for m in result.models]
+    weak = [
+        ax.scatter([], [], color="white", edgecolors="black", marker=marker[m], label=m)
+        for m in result.models
+    ]
+    first = ax.legend(
+        handles=strong, title="strong (colour)", fontsize=7, title_fontsize=8,
+        loc="upper left", bbox_to_anchor=(1.02, 1.0),
+    )  # fmt: skip
+    ax.add_artist(first)
+    ax.legend(
+        handles=weak, title="weak (marker)", fontsize=7, title_fontsize=8,
+        loc="lower left", bbox_to_anchor=(1.02, 0.0),
+    )  # fmt: skip
     return save_figure(fig, path)
