@@ -226,3 +226,35 @@ def test_interrupted_eval_resumes_per_scorer(tmp_path, tiny_models):
     second = json.loads((tmp_path / "run" / "results.json").read_text())
     assert second["timings"][first["scorers"][0]["scorer"]] < 1.0  # nothing scored again
     assert second["scorers"] == first["scorers"]
+
+
+def test_eval_tables_split_many_scorers_to_fit_the_terminal():
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from prefsmith.cli.evaluate import eval_tables
+
+    subsets = {
+        "alpacaeval-easy": {"section": "Chat", "total": 4},
+        "llmbar-adver-neighbor": {"section": "Chat Hard", "total": 4},
+    }
+    scorers = [
+        SimpleNamespace(
+            scorer=f"s{k}",
+            subsets={name: {**info, "accuracy": k / 12} for name, info in subsets.items()},
+            sections={"Chat": k / 12, "Chat Hard": k / 12, "Overall": k / 12},
+        )
+        for k in range(12)
+    ]
+    result = SimpleNamespace(pairs=8, scorers=scorers)
+    tables = eval_tables(result, width=80)
+    assert len(tables) > 1
+    console = Console(width=80, record=True)
+    for table in tables:
+        console.print(table)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text
+    assert all(f"#{k}" in text for k in range(1, 13))  # every scorer shown, in percent
+    assert "91.7" in text and "0.917" not in text
+    assert len(eval_tables(result, width=300)) == 1

@@ -133,7 +133,8 @@ def evaluate(
         result = evaluate_file(data, rewards, output, run, system_prompt, save_token_logprobs)
         if fit_options is not None:
             fit_evaluation(result, output, fit_options)
-    console.print(eval_table(result))
+    for table in eval_tables(result, console.width):
+        console.print(table)
     console.print(scorer_legend(result), highlight=False, soft_wrap=True)
     if result.fit is not None:
         console.print(fit_table(result))
@@ -149,28 +150,41 @@ def evaluate(
         write_html_report(output)
 
 
-def eval_table(result: Any) -> Table:
-    """Sections (and subsets) as rows, scorers as columns named in full."""
+def eval_tables(result: Any, width: int = 80) -> list[Table]:
+    """Subsets and sections as rows, scorers (``#k``) as columns, accuracy in percent.
+
+    As many scorer columns as fit in ``width`` go in one table; more scorers make more
+    tables (``#1-#6``, ``#7-#12``, ...) instead of columns squeezed into ``…``.
+    """
     from prefsmith.evaluation.sections import SECTION_ORDER
 
-    table = Table(title=f"Reward-model accuracy ({result.pairs} pairs)")
-    table.add_column("subset / section")
-    table.add_column("pairs", justify="right")
-    for k in range(1, len(result.scorers) + 1):
-        table.add_column(f"#{k}", justify="right")
-    for subset, info in result.scorers[0].subsets.items():
-        label = subset if info["section"] else f"{subset} (unknown section)"
-        cells = [f"{s.subsets[subset]['accuracy']:.3f}" for s in result.scorers]
-        table.add_row(label, str(info["total"]), *cells)
-    table.add_section()
-    for section in SECTION_ORDER:
-        if any(section in s.sections for s in result.scorers):
-            cells = [
-                f"{s.sections[section]:.3f}" if section in s.sections else ""
-                for s in result.scorers
-            ]
-            table.add_row(f"[bold]{section}[/]", "", *cells)
-    return table
+    scorers = list(enumerate(result.scorers, start=1))
+    subsets = result.scorers[0].subsets
+    labels = [s if info["section"] else f"{s} (unknown section)" for s, info in subsets.items()]
+    label_width = max([len(x) for x in labels] + [len("subset / section")])
+    per_table = max(1, (width - 1 - (label_width + 3) - 8) // 8)  # a cell: "100.0" + 3
+    tables = []
+    for start in range(0, len(scorers), per_table):
+        chunk = scorers[start : start + per_table]
+        which = "" if len(scorers) <= per_table else f", #{chunk[0][0]}-#{chunk[-1][0]}"
+        table = Table(title=f"Reward-model accuracy, % ({result.pairs} pairs{which})")
+        table.add_column("subset / section", no_wrap=True)
+        table.add_column("pairs", justify="right")
+        for k, _ in chunk:
+            table.add_column(f"#{k}", justify="right", no_wrap=True)
+        for (subset, info), label in zip(subsets.items(), labels, strict=True):
+            cells = [f"{100 * s.subsets[subset]['accuracy']:.1f}" for _, s in chunk]
+            table.add_row(label, str(info["total"]), *cells)
+        table.add_section()
+        for section in SECTION_ORDER:
+            if any(section in s.sections for _, s in chunk):
+                cells = [
+                    f"{100 * s.sections[section]:.1f}" if section in s.sections else ""
+                    for _, s in chunk
+                ]
+                table.add_row(f"[bold]{section}[/]", "", *cells)
+        tables.append(table)
+    return tables
 
 
 def fit_table(result: Any) -> Table:
