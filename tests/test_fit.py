@@ -292,3 +292,19 @@ def test_relabel_keeps_only_pairs_above_a_probability(tmp_path):
     args = ["relabel", str(missing), "-o", str(tmp_path / "x.jsonl"), "--min-probability", "0.7"]
     result = runner.invoke(app, args)
     assert result.exit_code != 0 and "p_chosen" in result.output
+
+
+def test_shipped_fits_load_by_name_and_name_valid_scorers():
+    from prefsmith.rewards.spec import ScorerSpec, parse_scorer
+
+    # Without #NAME: the file's best held-out model, the length-controlled Qwen/Gemma pair.
+    # (Building its reward would fetch the packaged weights, so only the specs are checked.)
+    best = load_fitted_model("rewardbench-dev-qwen15-length")
+    assert best.scorers == ("density-ratio:qwen2.5-coder-1.5b-instruct,gemma3-270m:sum",)
+    assert best.method == "length" and best.length_weight != 0.0
+    ensemble = load_fitted_model("rewardbench-dev-qwen15-ensemble", "ensemble")
+    assert len(ensemble.scorers) == 3 and len(ensemble.weights) == 3
+    for name in best.scorers + ensemble.scorers:
+        assert ScorerSpec.parse(name).name == name
+    with pytest.raises(FileNotFoundError, match="shipped: rewardbench-dev-qwen15-ensemble"):
+        parse_scorer("fitted:rewardbench-dev-qwen15")

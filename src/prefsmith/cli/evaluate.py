@@ -33,7 +33,8 @@ Scorers = Annotated[
         " logprob[:MODEL][:sum|mean|mean-char], contrast[:MODEL][:sum|mean|mean-char][+empty]"
         " (one model under a positive over a negative system prompt), dpo[:POLICY,REF][:BETA],"
         " rm:PATH (a trained reward model, e.g. `train --method rm`'s final/), fitted:FILE[#NAME]"
-        " (a model of an `eval --fit` fit.json); repeatable. Models left out are --strong/--weak.",
+        " (a model of an `eval --fit` fit.json, or a shipped fit such as"
+        " rewardbench-dev-qwen15-length); repeatable. Models left out are --strong/--weak.",
     ),
 ]
 ContrastPrompts = Annotated[

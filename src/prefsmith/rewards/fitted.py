@@ -13,7 +13,9 @@ and writes them to ``fit.json``. Every model is linear and in logit units::
     P(chosen preferred) = sigmoid(reward(chosen) - reward(rejected))
 
 :class:`FittedReward` applies one to new data: it scores with each component scorer and
-combines; ``score`` then writes ``p_chosen`` next to the margin.
+combines; ``score`` then writes ``p_chosen`` next to the margin. ``FILE`` may also name a fit
+that ships with prefsmith (:func:`shipped_fits`): ``fitted:rewardbench-dev-qwen15-length``,
+the best held-out configuration measured on RewardBench dev with the packaged models.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -98,9 +101,47 @@ class FittedModel:
         )
 
 
+def shipped_fits() -> dict[str, Path]:
+    """Fits that ship with prefsmith (``resources/fits``), by name.
+
+    >>> sorted(shipped_fits())
+    ['rewardbench-dev-qwen15-ensemble', 'rewardbench-dev-qwen15-length']
+    """
+    folder = Path(str(files("prefsmith").joinpath("resources/fits")))
+    return {p.stem: p for p in sorted(folder.glob("*.json"))}
+
+
+def fit_file(source: str | Path) -> Path:
+    """The ``fit.json`` named by ``source``: a file, or the name of a shipped fit.
+
+    >>> fit_file("rewardbench-dev-qwen15-length").name
+    'rewardbench-dev-qwen15-length.json'
+    >>> fit_file("no/such/fit.json")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: no fit file no/such/fit.json, and no shipped fit of that name (shipped: ...
+    """
+    path = Path(source)
+    if path.is_file():
+        return path
+    shipped = shipped_fits()
+    if str(source) in shipped:
+        return shipped[str(source)]
+    raise FileNotFoundError(
+        f"no fit file {source}, and no shipped fit of that name (shipped:"
+        f" {', '.join(shipped)}); write one with `prefsmith eval --fit ...`"
+    )
+
+
 def load_fitted_model(path: str | Path, name: str | None = None) -> FittedModel:
-    """One model of a ``fit.json``: ``name``, or the file's ``best`` (best held-out overall)."""
-    data = json.loads(Path(path).read_text())
+    """One model of a ``fit.json`` (or shipped fit): ``name``, or the file's ``best``.
+
+    ``best`` is the model with the best held-out overall accuracy.
+
+    >>> load_fitted_model("rewardbench-dev-qwen15-ensemble").scorers[-1]
+    'contrast:qwen2.5-coder-1.5b-instruct:sum'
+    """
+    data = json.loads(fit_file(path).read_text())
     models = {m["name"]: m for m in data.get("models", [])}
     if not models:
         raise ValueError(f"{path}: no fitted models (write one with `prefsmith eval --fit ...`)")
