@@ -258,3 +258,20 @@ def test_eval_tables_split_many_scorers_to_fit_the_terminal():
     assert all(f"#{k}" in text for k in range(1, 13))  # every scorer shown, in percent
     assert "91.7" in text and "0.917" not in text
     assert len(eval_tables(result, width=300)) == 1
+
+
+def test_eval_progress_names_which_scorer_runs(tmp_path, capsys):
+    from prefsmith.rewards.density_ratio import DensityRatioReward, LogProbReward
+    from prefsmith.testing import tiny_backend
+
+    rewards = [
+        DensityRatioReward(tiny_backend(seed=0), tiny_backend(seed=1)),
+        LogProbReward(tiny_backend(seed=0), "mean"),
+    ]
+    evaluate_file(TINY_SET, rewards, tmp_path / "eval", RunOptions(progress=True))
+    lines = capsys.readouterr().err.splitlines()
+    assert any(line.startswith("eval #1/2: 24/24 rows") for line in lines)
+    assert any(line.startswith("eval #2/2: 24/24 rows") for line in lines)
+    # Resuming reads the same outputs: the label is not a setting.
+    again = evaluate_file(TINY_SET, rewards[:1], tmp_path / "eval", RunOptions(progress=False))
+    assert again.pairs == 24

@@ -120,6 +120,8 @@ class Step(ABC):
     input_columns: ClassVar[str] = ""
     #: The columns it adds or writes.
     output_columns: ClassVar[tuple[str, ...]] = ()
+    #: What the progress display calls this run of the step (``None``: its :attr:`name`).
+    progress_label: str | None = None
 
     @abstractmethod
     def prepare(self, row: Mapping[str, Any]) -> Any:
@@ -320,7 +322,7 @@ def process_rows(
         raise first_error(bad, step)
     step.fit(items)
     out: list[dict[str, Any]] = []
-    with Progress(len(items), step.name, enabled=progress) as bar:
+    with Progress(len(items), step.progress_label or step.name, enabled=progress) as bar:
         for start in range(0, len(items), chunk_size):
             chunk = items[start : start + chunk_size]
             for item, outcome in zip(chunk, _process(step, chunk, bar), strict=True):
@@ -355,7 +357,12 @@ def run_rows(
     journal = journal_path(output)
     with (
         JsonlAppender(journal) as out,
-        Progress(len(items), step.name, done=already_done, enabled=options.progress) as bar,
+        Progress(
+            len(items),
+            step.progress_label or step.name,
+            done=already_done,
+            enabled=options.progress,
+        ) as bar,
     ):
         chunks = [
             pending[first : first + options.chunk_size]

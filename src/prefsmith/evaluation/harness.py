@@ -148,9 +148,11 @@ def evaluate_file(
     result = EvalResult(str(data), 0, {"scorers": [r.name for r in rewards]}, {}, {})
     result.settings["system_prompt"] = system_prompt
     scored: dict[str, list[dict[str, Any]]] = {}
-    for reward in rewards:
+    for k, reward in enumerate(rewards, start=1):
         path = out / "scores" / f"{scorer_slug(reward.name)}.jsonl"
         step = PairScoreStep(reward, system_prompt, save_token_logprobs)
+        if len(rewards) > 1:  # say which scorer the progress is about: #k as in the tables
+            step.progress_label = f"eval #{k}/{len(rewards)}"
         summary = run_rows(data, path, step, options)
         result.timings[reward.name] = summary.seconds
         scored[reward.name] = read_jsonl_rows(path)
