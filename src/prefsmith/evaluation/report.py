@@ -11,14 +11,14 @@ from prefsmith.evaluation.sections import SECTIONS, section_of, section_scores, 
 
 
 def pair_accuracy_table(rows: Sequence[dict[str, Any]], title: str = "Pair accuracy") -> Table:
-    """Per-subset and per-section accuracy of scored pairs (rows with ``reward_margin``).
+    """Per-subset and per-section accuracy (%) of scored pairs (rows with ``reward_margin``).
 
-    Rows without a ``subset`` field are counted under ``all``.
+    Rows without a ``subset`` field are counted under ``all``. Percent, like ``eval``'s tables.
     """
     pairs = [(str(r.get("subset", "all")), float(r["reward_margin"])) for r in rows]
     results = subset_results(pairs)
     table = Table(title=title)
-    for column in ("section", "subset", "pairs", "accuracy", "mean margin"):
+    for column in ("section", "subset", "pairs", "accuracy %", "mean margin"):
         table.add_column(column, justify="left" if column in ("section", "subset") else "right")
     margins: dict[str, list[float]] = {}
     for subset, margin in pairs:
@@ -31,14 +31,14 @@ def pair_accuracy_table(rows: Sequence[dict[str, Any]], title: str = "Pair accur
             section_of(subset) or "(unknown)",
             subset,
             str(r.total),
-            f"{r.accuracy:.3f}",
+            f"{100 * r.accuracy:.1f}",
             f"{mean:+.3f}",
         )
     scores = section_scores(results)
     if scores:
         table.add_section()
         for section, score in scores.items():
-            table.add_row(section, "", "", f"{score:.3f}", "")
+            table.add_row(section, "", "", f"{100 * score:.1f}", "")
     return table
 
 
