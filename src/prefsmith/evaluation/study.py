@@ -219,6 +219,8 @@ def plot_study(result: StudyResult, path: Path) -> Path:
     The colour is the strong model and the marker the weak one (two legends), so that
     points stay readable however many pairs crowd together.
     """
+    from matplotlib.patches import Patch
+
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     colours = plt.get_cmap("tab10").colors
@@ -240,8 +242,6 @@ def plot_study(result: StudyResult, path: Path) -> Path:
     ax.set_ylabel("density-ratio accuracy, overall (%)")
     rho = "n/a" if result.spearman is None else f"{result.spearman:.2f}"
     ax.set_title(f"{len(result.pairs)} ordered pairs; Spearman rho = {rho}", fontsize=10)
-    from matplotlib.patches import Patch
-
     strong = [Patch(color=colour[m], label=m) for m in result.models]
     weak = [
         ax.scatter([], [], color="white", edgecolors="black", marker=marker[m], label=m)
