@@ -210,7 +210,10 @@ def rmboost(
     system_prompt: o.SystemPrompt = None,
     keep_truncated: o.KeepTruncated = True,
     max_prompt_tokens: o.MaxPromptTokens = None,
-    dtype: o.GenDType = DEFAULT_DTYPE,
+    max_length: o.MaxLength = DEFAULT_MAX_LENGTH,
+    dtype: Annotated[
+        str, typer.Option(help="auto | float32 | bfloat16 | float16 (generator and check).")
+    ] = DEFAULT_DTYPE,
     device: o.Device = "auto",
     threads: o.Threads = None,
     engine: o.Engine = "hf",
@@ -251,9 +254,9 @@ def rmboost(
     names = tuple(a.strip() for a in aspects.split(",") if a.strip())
     sampling = _sampling(1, temperature, top_p, max_new_tokens, seed, batch_size, system_prompt)
     if scorer is not None:
-        reward = _spec_reward(scorer, strong, weak, 2048, "auto", device, threads, engine)
+        reward = _spec_reward(scorer, strong, weak, max_length, dtype, device, threads, engine)
     elif check:
-        reward = _reward(strong, weak, reduction, 2048, "auto", device, threads, engine)
+        reward = _reward(strong, weak, reduction, max_length, dtype, device, threads, engine)
     else:
         reward = None
     with user_errors():
