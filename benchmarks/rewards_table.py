@@ -15,6 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
+from prefsmith.evaluation.fit import held_out_ece
+
 SECTIONS = ("Chat", "Chat Hard", "Safety", "Reasoning", "Overall")
 
 
@@ -29,10 +31,7 @@ def collect(folders: list[Path]) -> tuple[str, list[dict]]:
             baseline = fit["baseline"]
         elif fit["baseline"] != baseline:
             raise SystemExit(f"{folder}: baseline {fit['baseline']} is not {baseline}")
-        ece = {}
-        for name, info in fit["calibration"].items():
-            key = name.removeprefix("calibration:") if name.startswith("calibration:") else name
-            ece[key if name.startswith("calibration:") else f"cv:{key}"] = info["ece"]
+        ece = held_out_ece(fit["calibration"])
         plain = [s["scorer"] for s in results["scorers"] if not s["scorer"].startswith("cv:")]
         for scorer in results["scorers"]:
             name = scorer["scorer"]

@@ -190,6 +190,8 @@ def eval_tables(result: Any, width: int = 80) -> list[Table]:
 
 def fit_table(result: Any) -> Table:
     """Each scorer and held-out fit against the baseline: overall, difference, interval, signs."""
+    from prefsmith.evaluation.fit import held_out_ece
+
     fit = result.fit
     table = Table(
         title=f"Against #{_column(result, fit['baseline'])} ({fit['folds']}-fold held-out fits,"
@@ -197,10 +199,7 @@ def fit_table(result: Any) -> Table:
     )
     for column in ("#", "overall", "diff", "95 % CI", "wins/losses", "sign p", "held-out ECE"):
         table.add_column(column, justify="right")
-    ece = {
-        k.removeprefix("calibration:") if k.startswith("calibration:") else f"cv:{k}": v["ece"]
-        for k, v in fit["calibration"].items()
-    }
+    ece = held_out_ece(fit["calibration"])
     for k, scorer in enumerate(result.scorers, start=1):
         name = scorer.scorer
         comparison = fit["comparisons"].get(name.removeprefix("cv:"))

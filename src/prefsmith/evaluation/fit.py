@@ -515,6 +515,21 @@ def pair_table(
     return PairTable(ids, subsets, margins, lengths)
 
 
+def held_out_ece(calibration: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """Held-out ECE by the scorer column it belongs to.
+
+    ``calibration:SCORER`` belongs to the plain scorer ``SCORER``; any other fit ``NAME`` (its
+    own probability) to its held-out column ``cv:NAME``.
+
+    >>> held_out_ece({"calibration:a": {"ece": 0.1}, "ensemble": {"ece": 0.2}})
+    {'a': 0.1, 'cv:ensemble': 0.2}
+    """
+    return {
+        k.removeprefix("calibration:") if k.startswith("calibration:") else f"cv:{k}": v["ece"]
+        for k, v in calibration.items()
+    }
+
+
 def fit_evaluation(result: EvalResult, out_dir: str | Path, options: FitOptions) -> FitResult:
     """Fit on an evaluation's scored rows (``out_dir/scores``) and add the held-out results.
 
