@@ -162,8 +162,6 @@ def pairs(
         reward = _spec_reward(scorer, strong, weak, max_length, dtype, device, threads, engine)
     else:
         reward = _reward(strong, weak, reduction, max_length, dtype, device, threads, engine)
-    if min_probability is not None and not reward.calibrated:
-        fail("--min-probability needs a calibrated --scorer fitted:FILE[#NAME]")
     with user_errors():
         options = PairsOptions(
             strategy,  # type: ignore[arg-type]

@@ -127,6 +127,26 @@ def probability_margin(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
+def check_probability_threshold(reward: Reward | None, p: float | None) -> None:
+    """Refuse a probability threshold ``p`` outside (0, 1) or without a calibrated reward.
+
+    >>> check_probability_threshold(None, None)
+    >>> check_probability_threshold(None, 0.7)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: a probability threshold needs a calibrated reward, not none: fit one with ...
+    """
+    if p is None:
+        return
+    probability_margin(p)  # refuses 0, 1 and outside
+    if reward is None or not reward.calibrated:
+        name = reward.name if reward is not None else "none"
+        raise ValueError(
+            f"a probability threshold needs a calibrated reward, not {name}: fit one with"
+            " `prefsmith eval --fit calibration` and score with fitted:FILE#calibration:SCORER"
+        )
+
+
 def clean_candidates(
     responses: Sequence[str],
     finish_reasons: Sequence[str] | None = None,
@@ -297,12 +317,7 @@ class PairsStep(Step):
     def __init__(self, reward: Reward, options: PairsOptions | None = None) -> None:
         self.reward = reward
         self.options = options or PairsOptions()
-        if self.options.min_probability is not None and not reward.calibrated:
-            raise ValueError(
-                f"a probability threshold needs a calibrated reward, not {reward.name}: fit"
-                " one with `prefsmith eval --fit calibration` and score with"
-                " fitted:FILE#calibration:SCORER"
-            )
+        check_probability_threshold(reward, self.options.min_probability)
 
     def prepare(self, row: Any) -> tuple[tuple[Message, ...], CleanCandidates]:
         return prepare_candidates(row, self.options)

@@ -41,8 +41,8 @@ from prefsmith.defaults import DEFAULT_SEED
 from prefsmith.generation.pairs import (
     PairFormat,
     carried_fields,
+    check_probability_threshold,
     format_pair,
-    probability_margin,
 )
 from prefsmith.generation.sampling import (
     Generation,
@@ -355,15 +355,7 @@ class RMBoostStep(Step):
     ) -> None:
         if filter_agreement and check is None:
             raise ValueError("filtering on agreement needs the density-ratio check (--check)")
-        if min_probability is not None:
-            probability_margin(min_probability)  # refuses 0, 1 and outside
-            if check is None or not check.calibrated:
-                name = check.name if check is not None else "no check"
-                raise ValueError(
-                    f"a probability threshold needs a calibrated check, not {name}: fit one"
-                    " with `prefsmith eval --fit calibration` and check with"
-                    " fitted:FILE#calibration:SCORER"
-                )
+        check_probability_threshold(check, min_probability)
         self.min_probability = min_probability
         self.model = model if isinstance(model, LazyModel) else LazyModel(model, load_options)
         self.sampling = replace(sampling or SamplingConfig(), n=1)
