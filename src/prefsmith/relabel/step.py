@@ -157,7 +157,8 @@ class RelabelStep(Step):
     def _relabel(self, b: RowItem) -> Outcome:
         item, r_w, r_l, sure = b.item
         if not sure:
-            return Outcome(dropped=f"p_chosen not above {self.options.min_probability}")
+            column, threshold = self.options.probability_column, self.options.min_probability
+            return Outcome(dropped=f"{column} not above {threshold}")
         g_w, g_l = self.fitted.map(r_w), self.fitted.map(r_l)  # type: ignore[union-attr]
         chosen, rejected = item.responses
         options = self.options
