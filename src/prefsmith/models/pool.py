@@ -29,6 +29,9 @@ class ModelOptions:
             tokens from the left.
         batch_tokens: Padded tokens per forward pass.
         max_batch_size: Rows per forward pass at most.
+        batch_invariant: One forward pass per response, so a reward never depends on the other
+            rows it was scored with (:mod:`prefsmith.models.invariance`); the two batch
+            budgets above apply only when this is off (``hf`` engine and reward models).
         engine: What computes the log-probs: ``hf`` (transformers here) or ``vllm``.
         vllm_options: The ``vllm`` engine's
             :class:`~prefsmith.models.engines.vllm.VLLMOptions`, or a dict of its fields
@@ -44,6 +47,7 @@ class ModelOptions:
     max_length: int = DEFAULT_MAX_LENGTH
     batch_tokens: int = 8192
     max_batch_size: int = 64
+    batch_invariant: bool = True
     engine: str = "hf"
     vllm_options: Any = None
 
@@ -59,7 +63,12 @@ class ModelOptions:
 
     def batching(self) -> BatchingOptions:
         """The batching part."""
-        return BatchingOptions(self.max_length, self.batch_tokens, self.max_batch_size)
+        return BatchingOptions(
+            self.max_length,
+            self.batch_tokens,
+            self.max_batch_size,
+            batch_invariant=self.batch_invariant,
+        )
 
 
 class ModelPool:

@@ -30,6 +30,7 @@ import numpy as np
 from prefsmith.data.messages import Message, common_prefix_length
 from prefsmith.models.backend import ResponseLogProbs, ScoreRequest
 from prefsmith.models.encoding import ensure_chat_template
+from prefsmith.models.invariance import MIN_MATMUL_ROWS, invariant_kernels
 from prefsmith.models.pool import ModelOptions
 from prefsmith.rewards.base import ScoredResponse
 from prefsmith.rewards.score import Reward
@@ -175,10 +176,13 @@ class RewardModelReward(Reward):
         order = sorted(range(len(requests)), key=lambda k: -len(encoded[k][0]))
         pad = model.config.pad_token_id
         device = next(model.parameters()).device
+        invariant = self.options.batch_invariant
         start = 0
         while start < len(order):
             width = len(encoded[order[start]][0])
             size = max(1, min(self.options.max_batch_size, self.options.batch_tokens // width))
+            if invariant:  # one sequence per pass, at least MIN_MATMUL_ROWS wide
+                size, width = 1, max(width, MIN_MATMUL_ROWS)
             batch = order[start : start + size]
             ids = torch.full((len(batch), width), pad, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -186,7 +190,7 @@ class RewardModelReward(Reward):
                 seq = encoded[k][0]
                 ids[row, : len(seq)] = torch.tensor(seq)
                 mask[row, : len(seq)] = 1
-            with torch.inference_mode():
+            with invariant_kernels(invariant):
                 logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
             for row, k in enumerate(batch):
                 rewards[k] = float(logits[row, 0].float())

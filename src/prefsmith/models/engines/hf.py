@@ -1,15 +1,24 @@
 """The ``hf`` engine: transformers in this process (CPU or one GPU), the reference engine.
 
-Scoring is teacher-forced, batched and padding-safe. Rows are right-padded inside
-length-sorted buckets; with causal attention and an attention mask, padding after a row cannot
-change that row's logits. Only the hidden states of positions that predict response tokens go
-through the output layer, in memory-bounded chunks, and log-softmax is taken in float32 (float64
-for float64 models). (If the decoder-plus-output-layer path does not reproduce ``model.forward``
-on a probe, full logits from ``model.forward`` are used.)
+Scoring is teacher-forced and **batch-invariant** by default: the log-probs of a response
+depend on that response and its context only, never on the other rows of a call, their order,
+the chunking of a run or the thread count (:mod:`prefsmith.models.invariance` says why and how):
+each response runs in a forward pass of its own, with at least
+:data:`~prefsmith.models.invariance.MIN_MATMUL_ROWS` rows per product and math-kernel attention.
+On CPU this is also the faster path (no compute spent on padding);
+``BatchingOptions(batch_invariant=False)`` restores right-padded, length-sorted batches (faster
+on a GPU; rewards then move in their last digits with their neighbours).
 
-Rows that share their whole context (see :func:`shared_prefix_groups`) are scored on a
-key/value cache of that context, computed once: the context tokens cost one forward pass, not
-one per response. The cache path is used only if it reproduces an uncached forward on a probe.
+Only the hidden states of positions that predict response tokens go through the output layer,
+in memory-bounded chunks, and log-softmax is taken in float32 (float64 for float64 models). (If
+the decoder-plus-output-layer path does not reproduce ``model.forward`` on a probe, full logits
+from ``model.forward`` are used.)
+
+A context of at least ``min_shared_prefix`` tokens runs once through the model and its
+responses (chosen and rejected of a pair, the candidates of a prompt) are scored on its
+key/value cache: the context costs one forward pass, not one per response. In the invariant mode
+every such row takes this path, alone or not, so sharing never changes a number. The cache path
+is used only if it reproduces an uncached forward on a probe.
 
 Sampling uses prefsmith's seeded sampler (:class:`prefsmith.models.sampler.SeededSampler`):
 every completion has its own ``torch.Generator`` seeded from :attr:`SampleRequest.seeds`, so the
@@ -35,6 +44,7 @@ from prefsmith.models.engines.base import (
     SampleRequest,
     finish_completion,
 )
+from prefsmith.models.invariance import MIN_MATMUL_ROWS, invariant_kernels
 from prefsmith.models.loading import (
     LoadedModel,
     LoadOptions,
@@ -71,6 +81,10 @@ class BatchingOptions:
             the responses on its key/value cache instead of recomputing it for each.
         min_shared_prefix: Shortest shared context (tokens) worth a forward pass of its own;
             shorter ones are scored with the rest in length-sorted buckets.
+        batch_invariant: Score each response in a forward pass of its own, so its log-probs do
+            not depend on the other rows of a call (see the module docstring); the batch
+            budget then does not apply. ``False``: right-padded, length-sorted batches of
+            ``max_batch_tokens`` (faster on a GPU, not bit-reproducible across batchings).
     """
 
     max_length: int = 2048
@@ -78,6 +92,7 @@ class BatchingOptions:
     max_batch_size: int = 64
     share_prefix: bool = True
     min_shared_prefix: int = 32
+    batch_invariant: bool = True
 
 
 def shared_prefix_groups(
@@ -230,6 +245,9 @@ class HFEngine:
             if on_progress:
                 on_progress(len(batch))
 
+        if self.batching.batch_invariant:
+            self._score_one_by_one(rows, done)
+            return [r for r in results if r is not None]
         groups, single = self._plan_sharing(rows)
         for prefix_length, members in groups:
             prefix = rows[members[0]].input_ids[:prefix_length]
@@ -243,6 +261,30 @@ class HFEngine:
             batch = [single[k] for k in part]
             done(batch, self._forward([rows[i] for i in batch]))
         return [r for r in results if r is not None]
+
+    def _score_one_by_one(self, rows: Sequence[EncodedResponse], done: Any) -> None:
+        """Each row in a forward pass of its own; rows with a context of at least
+        ``min_shared_prefix`` tokens on that context's cache (computed once per context)."""
+        min_context = max(self.batching.min_shared_prefix, MIN_MATMUL_ROWS)
+        by_context: dict[tuple[int, ...], list[int]] = {}
+        whole: list[int] = []
+        for index, row in enumerate(rows):
+            context = tuple(row.input_ids[: row.response_start - 1])
+            if self.batching.share_prefix and len(context) >= min_context:
+                by_context.setdefault(context, []).append(index)
+            else:
+                whole.append(index)
+        if by_context and self._prefix_path is None:
+            self._prefix_path = self._check_prefix_path()
+        if not self._prefix_path:
+            whole = sorted(whole + [i for members in by_context.values() for i in members])
+            by_context = {}
+        for context, members in by_context.items():
+            cache = self._prefill(context)
+            for index in members:
+                done([index], self._forward([rows[index]], len(context), cache))
+        for index in whole:
+            done([index], self._forward([rows[index]]))
 
     def _plan_sharing(
         self, encoded: Sequence[EncodedResponse]
@@ -264,7 +306,7 @@ class HFEngine:
 
         ids = torch.tensor([list(prefix)], device=self.device)
         cache = DynamicCache(config=self.model.config)
-        with torch.inference_mode():
+        with invariant_kernels(self.batching.batch_invariant):
             module = self._decoder_or_model()
             module(input_ids=ids, use_cache=True, **{cache_argument(module): cache})
         return cache
@@ -285,7 +327,7 @@ class HFEngine:
         import torch
 
         model = self._decoder_or_model()
-        width = max(len(r.input_ids) for r in rows) - prefix_length
+        width = max(max(len(r.input_ids) for r in rows) - prefix_length, MIN_MATMUL_ROWS)
         ids = torch.zeros((len(rows), width), dtype=torch.long)
         mask = torch.zeros((len(rows), prefix_length + width), dtype=torch.long)
         mask[:, :prefix_length] = 1
@@ -312,7 +354,7 @@ class HFEngine:
             copied = copy.deepcopy(cache)
             copied.batch_repeat_interleave(len(rows))
             inputs[cache_argument(model)] = copied
-        with torch.inference_mode():
+        with invariant_kernels(self.batching.batch_invariant):
             if self._head_path:
                 hidden = model(**inputs).last_hidden_state[rows_ix, pos_ix]
                 logprobs = self._head_logprobs(hidden, targets)
@@ -326,11 +368,13 @@ class HFEngine:
         import torch
 
         logit_bytes = max(4, hidden.element_size())  # log-softmax runs in float32 or wider
-        chunk = max(1, HEAD_CHUNK_BYTES // (logit_bytes * self._vocab_size))
-        parts = [
-            _gather_logprobs(self._head_logits(hidden[i : i + chunk]), targets[i : i + chunk])
-            for i in range(0, hidden.shape[0], chunk)
-        ]
+        chunk = max(MIN_MATMUL_ROWS, HEAD_CHUNK_BYTES // (logit_bytes * self._vocab_size))
+        parts = []
+        for i in range(0, hidden.shape[0], chunk):
+            part, n = hidden[i : i + chunk], min(chunk, hidden.shape[0] - i)
+            if n < MIN_MATMUL_ROWS:  # padded with zero rows, dropped after the product
+                part = torch.cat([part, part.new_zeros(MIN_MATMUL_ROWS - n, part.shape[1])])
+            parts.append(_gather_logprobs(self._head_logits(part)[:n], targets[i : i + n]))
         return torch.cat(parts) if parts else hidden.new_zeros(0)
 
     def _head_logits(self, hidden: Any) -> Any:
