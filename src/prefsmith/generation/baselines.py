@@ -1,4 +1,4 @@
-"""The synthetic-preference baselines RMBoost is compared with (``METHODS.md`` section 3).
+"""The synthetic-preference baselines RMBoost is compared with (``docs/methods.md``).
 
 Each is a :class:`~prefsmith.data.runner.Step` reading prompts (``prompt`` as text or
 messages, or ``messages``) and writing one TRL pair per prompt (conversational or standard,

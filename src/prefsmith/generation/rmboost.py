@@ -1,6 +1,6 @@
 """RMBoost: preference-conditional, multi-aspect synthetic pairs (``prefsmith rmboost``).
 
-For each prompt (Shen et al., 2024; ``METHODS.md`` section 3):
+For each prompt (Shen et al., 2024; the method: ``docs/methods.md``, RMBoost):
 
 1. sample a first response (seeded like sample 0 of ``prefsmith sample`` with the same
    settings);

@@ -1,1 +1,1 @@
-"""Reward-augmented relabeling: goal-conditioned preference pairs (METHODS.md section 2)."""
+"""Reward-augmented relabeling: goal-conditioned preference pairs (``docs/methods.md``)."""
