@@ -36,7 +36,16 @@ def requests() -> list[ScoreRequest]:
 
 
 def reference_logprobs(backend: TransformersBackend, request: ScoreRequest) -> np.ndarray:
-    """One example, no padding, full logits, log_softmax over the vocabulary."""
+    """One example, no padding, full logits, log_softmax over the vocabulary.
+
+    Attention runs on torch's math kernel, as the engine's batch-invariant scoring does
+    (:mod:`prefsmith.models.invariance`): the comparison checks the engine's padding, output
+    layer and context-cache paths, not two attention kernels' rounding, which differ by up to
+    2e-4 nats per token on these tiny random models with amplified weights (on SmolLM2-135M both
+    kernels are within 5e-5 nats of float64, the math kernel slightly closer).
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     tok, model = backend.tokenizer, backend.model
     prompt = tok.apply_chat_template(
         list(request.messages), tokenize=False, add_generation_prompt=True
@@ -48,7 +57,7 @@ def reference_logprobs(backend: TransformersBackend, request: ScoreRequest) -> n
     prompt_ids = tok(prompt)["input_ids"]  # with the tokenizer's own special tokens
     full_ids = tok(full)["input_ids"]
     assert full_ids[: len(prompt_ids)] == prompt_ids
-    with torch.no_grad():
+    with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]):
         logits = model(torch.tensor([full_ids])).logits[0].double()
     logp = torch.log_softmax(logits, dim=-1)
     targets = torch.tensor(full_ids[len(prompt_ids) :])
