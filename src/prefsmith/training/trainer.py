@@ -229,10 +229,14 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
 
 
 def _truncate_log(path: Path, step: int) -> None:
+    """Keep the ``log.jsonl`` entries up to ``step`` (a broken line is named, file:line)."""
+    from prefsmith.data.io import read_jsonl_rows, repair_partial_line
+
     if not path.exists():
         return
-    lines = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in lines))
+    repair_partial_line(path)  # a run killed while writing its last entry
+    rows = [row for row in read_jsonl_rows(path) if row.get("step", 0) <= step]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
 def save_final(trainer: Any, config: TrainConfig) -> Path:
