@@ -83,3 +83,33 @@ def tiny_backends(tiny_models):
     from prefsmith.models.backend import load_backend
 
     return {name: load_backend(path) for name, path in tiny_models.items()}
+
+
+@pytest.fixture
+def transformers_defaults():
+    """transformers as a fresh Python has it: its progress bars on, its warnings shown.
+
+    Importing the CLI sets environment variables that turn the bars off for the whole test
+    session, which would hide a load that prints; this puts them back on for one test.
+    """
+    import logging
+    import warnings
+
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    root = hf_logging.get_logger()
+    level, bars = root.level, hf_logging.is_progress_bar_enabled()
+    hub_off = are_progress_bars_disabled()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the hub's: its environment variable has priority
+        hf_logging.enable_progress_bar()
+    root.setLevel(logging.WARNING)
+    yield hf_logging
+    root.setLevel(level)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if not bars:
+            hf_logging.disable_progress_bar()
+        if hub_off:
+            disable_progress_bars()

@@ -88,3 +88,30 @@ def test_models_list_shows_packaged_models():
     result = runner.invoke(app, ["models", "list"])
     assert result.exit_code == 0
     assert "smollm2-135m-instruct" in result.output and "gemma3-270m" in result.output
+
+
+def test_score_shows_no_transformers_progress(tmp_path, tiny_models, transformers_defaults, capfd):
+    """The CLI shows its own progress only: not transformers' "Loading weights" bars."""
+    from conftest import TINY_SET
+
+    capfd.readouterr()
+    result = runner.invoke(
+        app,
+        [
+            "score",
+            str(TINY_SET),
+            "-o",
+            str(tmp_path / "out.jsonl"),
+            "--strong",
+            tiny_models["chatml-a"],
+            "--weak",
+            tiny_models["chatml-b"],
+            "--limit",
+            "2",
+        ],
+    )
+    out, err = capfd.readouterr()
+    assert result.exit_code == 0, result.output
+    for text in (result.output, out, err):
+        assert "Loading weights" not in text and "it/s]" not in text
+    assert "score: 2 rows processed" in " ".join(result.output.split())

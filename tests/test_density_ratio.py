@@ -104,3 +104,23 @@ def test_scorer_specs_build_the_same_rewards(tiny_models):
     assert ScorerSpec.parse(dpo.name).name == dpo.name
     with pytest.raises(ValueError, match="last part"):
         ScorerSpec.parse("density-ratio:a,b:median")
+
+
+def test_scoring_and_saving_models_print_nothing(
+    tiny_models, smol_tokenizer, transformers_defaults, tmp_path, capfd
+):
+    """A library call prints nothing it was not asked for: no "Loading weights" bars when the
+    models load, no "Writing model shards" when a model is saved; the caller's transformers
+    settings are as they were afterwards."""
+    from prefsmith.testing import build_tiny_model
+
+    hf_logging = transformers_defaults
+    level = hf_logging.get_logger().level
+    capfd.readouterr()
+    build_tiny_model(smol_tokenizer, tmp_path / "saved", seed=5)
+    reward = DensityRatioReward(tiny_models["chatml-a"], tiny_models["chatml-b"])
+    rows = reward.score([{"prompt": "Say hi.", "chosen": "Hi there!", "rejected": "No."}])
+    out, err = capfd.readouterr()
+    assert len(rows) == 1 and "reward_margin" in rows[0]
+    assert (out, err) == ("", "")
+    assert hf_logging.is_progress_bar_enabled() and hf_logging.get_logger().level == level

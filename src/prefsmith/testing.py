@@ -32,7 +32,10 @@ def tiny_tokenizer(kind: str = "chatml") -> Any:
     """A shipped tiny tokenizer, loaded with ``transformers``."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(tokenizer_dir(kind)))
+    from prefsmith.models.loading import quiet_transformers
+
+    with quiet_transformers():
+        return AutoTokenizer.from_pretrained(str(tokenizer_dir(kind)))
 
 
 def build_tiny_model(
@@ -50,6 +53,8 @@ def build_tiny_model(
     """
     import torch
     from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig, Qwen2Config
+
+    from prefsmith.models.loading import quiet_transformers
 
     config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config, "gemma3": Gemma3TextConfig}[arch]
     config = config_class(
@@ -73,8 +78,9 @@ def build_tiny_model(
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(scale)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    with quiet_transformers():
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
     return folder
 
 
@@ -103,11 +109,14 @@ def tiny_reward_model(seed: int = 0, tokenizer: str = "chatml") -> str:
     import torch
     from transformers import AutoModelForSequenceClassification
 
+    from prefsmith.models.loading import quiet_transformers
+
     folder = _root() / f"rm-{tokenizer}-{seed}"
     base = tiny_model(seed, tokenizer)
     torch.manual_seed(seed)
-    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
-    model.config.pad_token_id = model.config.pad_token_id or model.config.eos_token_id
-    model.save_pretrained(folder)
-    tiny_tokenizer(tokenizer).save_pretrained(folder)
+    with quiet_transformers():
+        model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
+        model.config.pad_token_id = model.config.pad_token_id or model.config.eos_token_id
+        model.save_pretrained(folder)
+        tiny_tokenizer(tokenizer).save_pretrained(folder)
     return str(folder)

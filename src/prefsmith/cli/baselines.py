@@ -32,7 +32,10 @@ from prefsmith.defaults import (
 
 
 def _read_text(path: Path | None) -> str | None:
-    return path.read_text(encoding="utf-8").strip() if path is not None else None
+    """The stripped text of a prompt/template file, or ``None`` without one."""
+    from prefsmith.data.io import read_text_file
+
+    return read_text_file(path).strip() if path is not None else None
 
 
 def rlaif(

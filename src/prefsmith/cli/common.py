@@ -20,10 +20,13 @@ console = Console()
 
 
 def fail(message: str) -> None:
-    """Print ``message`` as an error (as plain text: ``[vllm]`` stays) and exit with status 2."""
+    """Print ``message`` as an error (as plain text: ``[vllm]`` stays) and exit with status 2.
+
+    The message is not wrapped: a ``file:line:column`` in it stays whole, on one line.
+    """
     from rich.markup import escape
 
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -250,11 +249,11 @@ def study(
     cache_path: o.Cache = None,
 ) -> None:
     """Evaluate every ordered strong/weak pair of the given models with one pass per model."""
-    from prefsmith.evaluation.study import run_study, write_study
+    from prefsmith.evaluation.study import load_strengths, run_study, write_study
 
     output = output or Path("runs/study")
     with user_errors():
-        strengths = json.loads(strength.read_text()) if strength else None
+        strengths = load_strengths(strength) if strength else None
         pool = _pool(dtype, device, threads, max_length, _cache(False, cache_path))
         result = run_study(data, model, reduction, strengths, pool)
     paths = write_study(result, output)

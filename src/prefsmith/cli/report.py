@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from prefsmith.cli.common import fail
+from prefsmith.cli.common import check_choice, console, fail
+from prefsmith.defaults import ON_ERROR
 
 
 def report(
@@ -30,16 +31,37 @@ def report(
     max_rows: Annotated[
         int | None, typer.Option(help="Show only the first N rows (the page says so).", min=1)
     ] = None,
+    on_error: Annotated[
+        str,
+        typer.Option(
+            help="raise | skip: a row that cannot be read (a line that is not JSON) stops the"
+            " report, or is left out and named on the terminal and in the page."
+        ),
+    ] = "raise",
 ) -> None:
     """Write a self-contained HTML report (settings, margins, rows, per-token density ratios).
 
     Prints the path of the written file.
     """
-    from prefsmith.report import write_report
+    from prefsmith.report import (
+        load_run,
+        skipped_note,
+        unreadable_rows_error,
+        write_loaded_report,
+    )
 
+    check_choice("--on-error", on_error, ON_ERROR)
     try:
-        path = write_report(run, output, max_rows=max_rows)
+        loaded = load_run(run, max_rows)
+        if loaded.bad_lines and on_error == "raise":
+            raise unreadable_rows_error(loaded.bad_lines)
+        path = write_loaded_report(loaded, output)
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
         return
+    if loaded.bad_lines:
+        from rich.markup import escape
+
+        note = escape(skipped_note(loaded.bad_lines))
+        console.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
     typer.echo(str(path))

@@ -58,11 +58,13 @@ from typing import Any, ClassVar, Literal
 
 from prefsmith.data.io import (
     INDEX_FIELD,
+    BadFileError,
     JsonlAppender,
     Record,
     finalize_output,
     iter_records,
     journal_path,
+    load_json_file,
     read_done_indices,
     read_jsonl_rows,
     repair_partial_line,
@@ -511,10 +513,16 @@ class _Checkpoint:
         journal = journal_path(output)
         path = progress_path(output)
         if path.exists():
-            saved = json.loads(path.read_text())
-            state.last_key, state.bytes = saved["last_key"], saved["bytes"]
-            state.written = saved["written"]
-            state.dropped, state.counts = saved["dropped"], saved["counts"]
+            try:
+                saved = load_json_file(path)
+                state.last_key, state.bytes = saved["last_key"], saved["bytes"]
+                state.written = saved["written"]
+                state.dropped, state.counts = saved["dropped"], saved["counts"]
+            except (BadFileError, KeyError, TypeError) as err:
+                what = str(err) if isinstance(err, BadFileError) else f"{path}: not a checkpoint"
+                raise RunSettingsError(
+                    f"{what}; delete it and the run goes on from the rows already in {journal}"
+                ) from None
         elif journal.exists() and journal.stat().st_size > 0:  # written before checkpoints
             repair_partial_line(journal)
             rows = read_jsonl_rows(journal)
@@ -569,7 +577,7 @@ def _check_settings(output: Path, settings: dict[str, Any]) -> None:
     path = settings_path(output)
     if not path.exists():
         return
-    before = json.loads(path.read_text())
+    before = load_json_file(path)
     differences = settings_difference(before, settings)
     if differences:
         paths = dict.fromkeys([output, *side_files(output)])  # the journal may be the output

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prefsmith.data.io import load_json_file
 from prefsmith.data.runner import read_items
 from prefsmith.evaluation.harness import evaluate, prepare_pair
 from prefsmith.evaluation.results import ScorerResult
@@ -103,6 +104,24 @@ def accuracy(
         correct = sum(s["correct"] for s in result.subsets.values())
         result.sections["Overall"] = correct / max(len(rows), 1)
     return result
+
+
+def load_strengths(path: str | Path) -> dict[str, float]:
+    """A ``--strength`` file: JSON ``{model: benchmark score}``; errors name the file.
+
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "strength.json"
+    >>> _ = path.write_text('{"a": 61.5, "b": 40}')
+    >>> load_strengths(path)
+    {'a': 61.5, 'b': 40.0}
+    """
+    data = load_json_file(path)
+    numbers = isinstance(data, dict) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in data.values()
+    )
+    if not numbers:
+        raise ValueError(f"{path}: expected a JSON object of model name: number")
+    return {str(k): float(v) for k, v in data.items()}
 
 
 def run_study(

@@ -33,6 +33,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
+from prefsmith.data.io import BadFileError, read_text_file
 from prefsmith.data.messages import Message
 from prefsmith.data.rows import ScoringItem
 from prefsmith.data.runner import Advance, Outcome, RowItem, Step
@@ -134,8 +135,9 @@ def default_templates_dir() -> Path:
     return Path(str(files("prefsmith").joinpath("resources/rmboost")))
 
 
-def parse_aspect_descriptions(text: str) -> dict[str, str]:
-    """Parse ``name: description`` lines (``#`` comments and blank lines ignored).
+def parse_aspect_descriptions(text: str, where: str = "aspects.txt") -> dict[str, str]:
+    """Parse ``name: description`` lines (``#`` comments and blank lines ignored); errors name
+    ``where`` (the file) and the line.
 
     >>> parse_aspect_descriptions("# c\\nhelpfulness: helps\\n\\nrelevance : on topic")
     {'helpfulness': 'helps', 'relevance': 'on topic'}
@@ -147,7 +149,7 @@ def parse_aspect_descriptions(text: str) -> dict[str, str]:
             continue
         name, sep, description = line.partition(":")
         if not sep:
-            raise ValueError(f"aspects.txt:{line_no}: expected 'name: description'")
+            raise BadFileError(where, "expected 'name: description'", line_no)
         out[name.strip()] = description.strip()
     return out
 
@@ -172,12 +174,12 @@ def load_templates(folder: str | Path | None = None) -> Templates:
         path = folder / f"{name}.txt"
         if not path.is_file():
             raise FileNotFoundError(f"RMBoost template {path} does not exist")
-        texts[name] = path.read_text(encoding="utf-8").strip()
+        texts[name] = read_text_file(path).strip()
     for name in ("better", "worse"):
         check_template(texts[name], str(folder / f"{name}.txt"))
     aspects_file = folder / "aspects.txt"
     descriptions = (
-        parse_aspect_descriptions(aspects_file.read_text(encoding="utf-8"))
+        parse_aspect_descriptions(read_text_file(aspects_file), str(aspects_file))
         if aspects_file.is_file()
         else {}
     )

@@ -255,10 +255,14 @@ def _generation_config(engine: Engine) -> Any:
         return None
     from transformers import AutoConfig, GenerationConfig
 
-    try:
-        return _ConfigHolder(GenerationConfig.from_pretrained(files))
-    except OSError:
-        return _ConfigHolder(GenerationConfig.from_model_config(AutoConfig.from_pretrained(files)))
+    from prefsmith.models.loading import quiet_transformers
+
+    with quiet_transformers():
+        try:
+            return _ConfigHolder(GenerationConfig.from_pretrained(files))
+        except OSError:
+            config = AutoConfig.from_pretrained(files)
+            return _ConfigHolder(GenerationConfig.from_model_config(config))
 
 
 def decode_generation(tokenizer: Any, new_ids: Sequence[int], stops: Sequence[int]) -> Generation:

@@ -14,11 +14,16 @@ loads take seconds instead of tens of seconds.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
+import logging
 import os
 import sys
+import threading
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +41,79 @@ Device = Literal["auto", "cpu", "cuda"]
 
 class ModelNotFoundError(RuntimeError):
     """A model name could not be resolved to files on this machine."""
+
+
+class _Quiet:
+    """State of :func:`quiet_transformers`: how deep the blocks nest, what to restore after."""
+
+    lock = threading.Lock()
+    depth = 0
+    saved: tuple[int, bool, bool] = (logging.NOTSET, True, False)
+
+
+def _hub_bars_disabled() -> bool:
+    from huggingface_hub.utils import are_progress_bars_disabled
+
+    return are_progress_bars_disabled()
+
+
+def _set_bars(transformers_on: bool, hub_disabled: bool) -> None:
+    """Set transformers' and the hub's progress bars (the hub's own warnings, about its
+    environment variable having priority, are not the user's business here)."""
+    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if transformers_on:
+            hf_logging.enable_progress_bar()
+        else:
+            hf_logging.disable_progress_bar()
+        if hub_disabled and not _hub_bars_disabled():
+            disable_progress_bars()
+        elif not hub_disabled and _hub_bars_disabled():
+            enable_progress_bars()
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Load or save models without transformers' own output, then restore the user's settings.
+
+    Inside the block transformers shows no progress bars (``Loading weights``, ``Writing model
+    shards``) and logs errors only; afterwards its verbosity and progress-bar setting (and the
+    hub's) are what they were, so a caller's own choices stand. Blocks may nest and run in
+    several threads at once: the last one to leave restores. Also a decorator.
+
+    >>> from transformers.utils import logging as hf_logging
+    >>> before = hf_logging.is_progress_bar_enabled()
+    >>> with quiet_transformers():
+    ...     hf_logging.is_progress_bar_enabled()
+    False
+    >>> hf_logging.is_progress_bar_enabled() == before
+    True
+    """
+    from transformers.utils import logging as hf_logging
+
+    with _Quiet.lock:
+        if _Quiet.depth == 0:
+            root = hf_logging.get_logger()
+            _Quiet.saved = (
+                root.level,
+                hf_logging.is_progress_bar_enabled(),
+                _hub_bars_disabled(),
+            )
+            root.setLevel(logging.ERROR)
+            _set_bars(False, True)
+        _Quiet.depth += 1
+    try:
+        yield
+    finally:
+        with _Quiet.lock:
+            _Quiet.depth -= 1
+            if _Quiet.depth == 0:
+                level, bars, hub_disabled = _Quiet.saved
+                hf_logging.get_logger().setLevel(level)
+                _set_bars(bars, hub_disabled)
 
 
 @dataclass(frozen=True)
@@ -187,18 +265,20 @@ def convert_gguf(source: ModelSource) -> Path:
     if (out / "prefsmith-converted.json").exists():
         return out
     gguf = Path(source.path)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
-    )
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
     # transformers refuses to save a GGUF-loaded model while its quantizer is attached; the
     # weights are already dequantized to float32, so dropping it is safe.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tmp = out.with_name(out.name + ".tmp")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    with quiet_transformers():
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     meta = {"gguf": str(gguf), "size": gguf.stat().st_size}
     (tmp / "prefsmith-converted.json").write_text(json.dumps(meta))
     if out.exists():
@@ -287,7 +367,9 @@ def load_tokenizer(name: str) -> Any:
     """Load only the tokenizer of a model (cheap; used to check strong/weak compatibility)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(model_files(name))
+    files = model_files(name)
+    with quiet_transformers():
+        return AutoTokenizer.from_pretrained(files)
 
 
 def load_model(name: str, options: LoadOptions | None = None) -> LoadedModel:
@@ -302,8 +384,9 @@ def load_model(name: str, options: LoadOptions | None = None) -> LoadedModel:
     files = local_files(source)
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device)
-    tokenizer = AutoTokenizer.from_pretrained(files)
-    model = AutoModelForCausalLM.from_pretrained(files, dtype=dtype)
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(files)
+        model = AutoModelForCausalLM.from_pretrained(files, dtype=dtype)
     model.to(device)
     model.eval()
     n_params = sum(p.numel() for p in model.parameters())
@@ -358,7 +441,9 @@ class LazyModel:
             return self._loaded.tokenizer
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(self.files)
+        files = self.files
+        with quiet_transformers():
+            return AutoTokenizer.from_pretrained(files)
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -374,7 +459,10 @@ class LazyModel:
             return getattr(self._loaded.model.config, "max_position_embeddings", None)
         from transformers import AutoConfig
 
-        return getattr(AutoConfig.from_pretrained(self.files), "max_position_embeddings", None)
+        files = self.files
+        with quiet_transformers():
+            config = AutoConfig.from_pretrained(files)
+        return getattr(config, "max_position_embeddings", None)
 
     @property
     def loaded(self) -> LoadedModel:

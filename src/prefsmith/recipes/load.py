@@ -16,6 +16,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from prefsmith.data.io import load_yaml_file, yaml_reason
 from prefsmith.recipes.schema import SECTIONS, Recipe, RecipeError, parse_recipe
 
 
@@ -30,9 +31,10 @@ def shipped_recipes() -> dict[str, Path]:
 
 
 def read_recipe_file(source: str | Path) -> tuple[dict[str, Any], str]:
-    """The mapping in a recipe file, or in the shipped recipe called ``source``."""
-    import yaml
+    """The mapping in a recipe file, or in the shipped recipe called ``source``.
 
+    Broken YAML raises :class:`~prefsmith.data.io.BadFileError` naming file, line and column.
+    """
     path = Path(source)
     if not path.exists():
         shipped = shipped_recipes()
@@ -42,7 +44,7 @@ def read_recipe_file(source: str | Path) -> tuple[dict[str, Any], str]:
                 f" (shipped: {', '.join(shipped)})"
             )
         path = shipped[str(source)]
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = load_yaml_file(path)
     if not isinstance(data, dict):
         raise RecipeError([f"{path}: a recipe is a mapping with 'stages'"])
     return data, str(path)
@@ -64,7 +66,11 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
         if not sep or len(keys) < 2:
             problems.append(f"--set {item}: expected STAGE.KEY=VALUE (e.g. sample.sampling.n=8)")
             continue
-        value = yaml.safe_load(text)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            problems.append(f"--set {item}: {yaml_reason(err)}")
+            continue
         head, *rest = keys
         if head in SECTIONS:
             node = out.setdefault(head, {})

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from prefsmith.data.advice import drop_warning
+from prefsmith.data.io import load_json_file
 from prefsmith.data.runner import RunSummary, run_rows, settings_difference, side_files
 from prefsmith.recipes.load import load_recipe
 from prefsmith.recipes.schema import (
@@ -161,7 +162,10 @@ class _State:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+        data = load_json_file(path) if path.exists() else {}
+        if not isinstance(data, dict) or not isinstance(data.get("stages", {}), dict):
+            raise ValueError(f"{path}: not a recipe run's state (a mapping with 'stages')")
+        self.data: dict[str, Any] = data
         self.data.setdefault("stages", {})
 
     def get(self, name: str) -> dict[str, Any] | None:

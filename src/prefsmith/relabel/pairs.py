@@ -22,6 +22,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
+from prefsmith.data.io import read_text_file
 from prefsmith.data.messages import Message
 from prefsmith.relabel.scale import GoalScale, format_goal
 
@@ -38,7 +39,7 @@ def default_template_path() -> Path:
 def load_template(path: str | Path | None = None) -> str:
     """Read a goal template; it must contain ``{goal}`` (``{low}``/``{high}`` are optional)."""
     path = Path(path) if path else default_template_path()
-    text = path.read_text(encoding="utf-8").strip()
+    text = read_text_file(path).strip()
     if "{goal}" not in text:
         raise ValueError(f"{path}: a goal template must contain the placeholder {{goal}}")
     try:

@@ -1,18 +1,25 @@
-"""Reading a prefsmith output for the report: a rows file or an eval run folder."""
+"""Reading a prefsmith output for the report: a rows file or an eval run folder.
+
+Rows are read with :func:`prefsmith.data.io.iter_records`; a row that cannot be read (a line
+that is not JSON, a value that is not an object) is kept as ``file:line: why`` in
+:attr:`LoadedRun.bad_lines`, for the caller to refuse or to name.
+"""
 
 from __future__ import annotations
 
-import gzip
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prefsmith.data.io import BadFileError, Record, iter_records, load_json_file
+
 #: Side files written next to a rows file, shown as settings.
 SIDE_FILES = (".settings.json", ".relabel.json")
 #: An eval folder's plots, by title.
 EVAL_PLOTS = {"accuracy by section": "accuracy_by_section.png", "margins": "margins.png"}
+#: Names of the rows files a report reads.
+ROWS_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
 
 
 @dataclass
@@ -26,7 +33,7 @@ class LoadedRun:
         settings: Side-file settings by file name.
         eval_results: The eval's ``results.json``, for an eval folder.
         plots: PNG bytes by title.
-        skipped_lines: JSONL lines that could not be parsed.
+        bad_lines: Rows that could not be read, as ``file:line: why`` (not in ``rows``).
     """
 
     path: Path
@@ -35,56 +42,54 @@ class LoadedRun:
     settings: dict[str, Any] = field(default_factory=dict)
     eval_results: dict[str, Any] | None = None
     plots: dict[str, bytes] = field(default_factory=dict)
-    skipped_lines: int = 0
+    bad_lines: list[str] = field(default_factory=list)
+
+    @property
+    def skipped_lines(self) -> int:
+        """How many rows of the source could not be read."""
+        return len(self.bad_lines)
+
+
+def iter_row_records(path: str | Path) -> Iterator[Record]:
+    """Records of a rows file; a row that is not an object is a record with an ``error``."""
+    path = Path(path)
+    if not path.name.endswith(ROWS_SUFFIXES):
+        raise ValueError(f"{path}: not a rows file (.jsonl, .json or .parquet) nor an eval folder")
+    for record in iter_records(path):
+        if record.error is None and not isinstance(record.value, dict):
+            kind = type(record.value).__name__
+            record = Record(record.index, record.location, None, f"not an object but a {kind}")
+        yield record
 
 
 def iter_rows(path: str | Path) -> Iterator[dict[str, Any] | None]:
-    """Rows of a ``.jsonl`` (``.jsonl.gz``), ``.json`` or ``.parquet`` file (``None``: bad line)."""
-    path = Path(path)
-    name = path.name
-    if name.endswith(".jsonl") or name.endswith(".jsonl.gz"):
-        opener = gzip.open if name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    try:
-                        value = json.loads(line)
-                    except json.JSONDecodeError:
-                        yield None
-                        continue
-                    yield value if isinstance(value, dict) else None
-    elif name.endswith(".json"):
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(data, dict) and len(data) == 1:
-            data = next(iter(data.values()))
-        if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a JSON list of rows")
-        yield from (v if isinstance(v, dict) else None for v in data)
-    elif name.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-            yield from batch.to_pylist()
-    else:
-        raise ValueError(f"{path}: not a rows file (.jsonl, .json or .parquet) nor an eval folder")
+    """Rows of a ``.jsonl`` (``.jsonl.gz``), ``.json`` or ``.parquet`` file (``None``: bad row)."""
+    for record in iter_row_records(path):
+        yield record.value if record.error is None else None
 
 
-def read_rows(path: str | Path, max_rows: int | None = None) -> tuple[list[dict], int, int]:
-    """``(rows, total rows, unparsable lines)``; keeps the first ``max_rows`` rows."""
+def read_rows(path: str | Path, max_rows: int | None = None) -> tuple[list[dict], int, list[str]]:
+    """``(rows, total rows, bad rows as "file:line: why")``; keeps the first ``max_rows`` rows."""
     rows: list[dict[str, Any]] = []
-    total = bad = 0
-    for row in iter_rows(path):
-        if row is None:
-            bad += 1
+    bad: list[str] = []
+    total = 0
+    for record in iter_row_records(path):
+        if record.error is not None:
+            bad.append(f"{record.location}: {record.error}")
             continue
         total += 1
         if max_rows is None or len(rows) < max_rows:
-            rows.append(row)
+            rows.append(record.value)
     return rows, total, bad
 
 
 def load_run(source: str | Path, max_rows: int | None = None) -> LoadedRun:
-    """Read a rows file (with its side files) or an eval folder."""
+    """Read a rows file (with its side files) or an eval folder.
+
+    A file that cannot be read at all raises (:class:`~prefsmith.data.io.BadFileError` naming
+    line and column for a broken ``.json``); rows that cannot be read are listed in
+    :attr:`LoadedRun.bad_lines`. A side file that is not JSON is shown as its error.
+    """
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"{source} does not exist")
@@ -96,17 +101,19 @@ def load_run(source: str | Path, max_rows: int | None = None) -> LoadedRun:
         side = source.with_name(source.name + suffix)
         if side.exists():
             try:
-                settings[side.name] = json.loads(side.read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
-                settings[side.name] = {"error": "not valid JSON"}
-    return LoadedRun(source, rows, total, settings, skipped_lines=bad)
+                settings[side.name] = load_json_file(side)
+            except BadFileError as err:
+                settings[side.name] = {"error": str(err)}
+    return LoadedRun(source, rows, total, settings, bad_lines=bad)
 
 
 def _load_eval(folder: Path, max_rows: int | None) -> LoadedRun:
     results_path = folder / "results.json"
     if not results_path.exists():
         raise FileNotFoundError(f"{folder}: no results.json (not an eval run folder)")
-    results = json.loads(results_path.read_text(encoding="utf-8"))
+    results = load_json_file(results_path)
+    if not isinstance(results, dict):
+        raise ValueError(f"{results_path}: expected a JSON object (an eval's results)")
     plots = {
         title: (folder / name).read_bytes()
         for title, name in EVAL_PLOTS.items()
@@ -115,7 +122,7 @@ def _load_eval(folder: Path, max_rows: int | None) -> LoadedRun:
     scorers = results.get("scorers") or []
     by_scorer = {s.get("scorer"): s.get("margins") or {} for s in scorers}
     rows_path = folder / "rows.jsonl"
-    bad = 0
+    bad: list[str] = []
     if rows_path.exists():
         rows, total, bad = read_rows(rows_path, max_rows)
         for row in rows:

@@ -31,8 +31,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
+from prefsmith.data.io import load_yaml_file
 from prefsmith.data.messages import Message
 from prefsmith.data.rows import ScoringItem
 from prefsmith.defaults import DEFAULT_REDUCTION, DEFAULT_STRONG
@@ -84,6 +83,8 @@ def default_prompts_path() -> Path:
 def load_contrast_prompts(path: str | Path | None = None) -> ContrastPrompts:
     """Load a prompts file (``None``: the shipped default); see the default file for the keys.
 
+    Broken YAML raises :class:`~prefsmith.data.io.BadFileError` naming file, line and column.
+
     >>> prompts = load_contrast_prompts()
     >>> "helpful" in prompts.positive and "unhelpful" in prompts.negative
     True
@@ -91,7 +92,7 @@ def load_contrast_prompts(path: str | Path | None = None) -> ContrastPrompts:
     ['chat', 'code', 'general', 'math', 'safety']
     """
     source = Path(path) if path is not None else default_prompts_path()
-    data = yaml.safe_load(source.read_text()) or {}
+    data = load_yaml_file(source) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected a mapping with positive/negative prompts")
     unknown = set(data) - {"version", "positive", "negative", "domain_negative"}

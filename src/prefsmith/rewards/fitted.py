@@ -20,13 +20,13 @@ the best held-out configuration measured on RewardBench dev with the packaged mo
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from prefsmith.data.io import load_json_file
 from prefsmith.data.rows import ScoringItem
 from prefsmith.models.backend import ScoreRequest
 from prefsmith.rewards.base import ItemRewards, ScoredResponse
@@ -85,6 +85,7 @@ class FittedModel:
     def from_json(cls, data: Mapping[str, Any]) -> FittedModel:
         """Rebuild a model from :meth:`to_json` (extra keys in ``data`` are ignored).
 
+        >>> import json
         >>> m = FittedModel("calibration:a", "calibration", ("a",), (0.5,), extra={"T": 2})
         >>> FittedModel.from_json(json.loads(json.dumps(m.to_json()))) == m
         True
@@ -136,19 +137,34 @@ def fit_file(source: str | Path) -> Path:
 def load_fitted_model(path: str | Path, name: str | None = None) -> FittedModel:
     """One model of a ``fit.json`` (or shipped fit): ``name``, or the file's ``best``.
 
-    ``best`` is the model with the best held-out overall accuracy.
+    ``best`` is the model with the best held-out overall accuracy. A file that is not JSON
+    raises :class:`~prefsmith.data.io.BadFileError` naming its line and column.
 
     >>> load_fitted_model("rewardbench-dev-qwen15-ensemble").scorers[-1]
     'contrast:qwen2.5-coder-1.5b-instruct:sum'
     """
-    data = json.loads(fit_file(path).read_text())
-    models = {m["name"]: m for m in data.get("models", [])}
+    source = fit_file(path)
+    data = load_json_file(source)
+    entries = data.get("models", []) if isinstance(data, dict) else None
+    named = isinstance(entries, list) and all(isinstance(m, dict) and "name" in m for m in entries)
+    if not named:
+        raise ValueError(
+            f'{source}: not a fit file (expected {{"models": [{{"name": ...}}, ...]}});'
+            " write one with `prefsmith eval --fit ...`"
+        )
+    models = {m["name"]: m for m in entries}
     if not models:
         raise ValueError(f"{path}: no fitted models (write one with `prefsmith eval --fit ...`)")
     chosen = name or data.get("best") or next(iter(models))
     if chosen not in models:
         raise ValueError(f"{path}: no fitted model {chosen!r}; it has {', '.join(models)}")
-    return FittedModel.from_json(models[chosen])
+    try:
+        return FittedModel.from_json(models[chosen])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(
+            f"{source}: fitted model {chosen!r} is incomplete or malformed"
+            f" ({type(err).__name__}: {err})"
+        ) from None
 
 
 class FittedReward(Reward):

@@ -83,10 +83,11 @@ def load_reward_model(path: str, device: str = "cpu", dtype: Any = None) -> tupl
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    from prefsmith.models.loading import model_files
+    from prefsmith.models.loading import model_files, quiet_transformers
 
     folder = model_files(path)
-    config = AutoConfig.from_pretrained(folder)
+    with quiet_transformers():
+        config = AutoConfig.from_pretrained(folder)
     architectures = list(getattr(config, "architectures", None) or [])
     if not any(a.endswith("ForSequenceClassification") for a in architectures):
         raise ValueError(
@@ -95,8 +96,9 @@ def load_reward_model(path: str, device: str = "cpu", dtype: Any = None) -> tupl
         )
     if getattr(config, "num_labels", None) != 1:
         raise ValueError(f"{path}: a reward model has one output, this one has {config.num_labels}")
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=dtype)
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=dtype)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if model.config.pad_token_id is None:

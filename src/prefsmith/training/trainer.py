@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prefsmith.models.loading import quiet_transformers
 from prefsmith.training.config import TrainConfig
 from prefsmith.training.rows import load_preference_rows, split_rows
 
@@ -64,11 +65,13 @@ def load_policy(config: TrainConfig) -> tuple[Any, Any, str]:
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(
         config.dtype, torch.bfloat16 if device == "cuda" else torch.float32
     )
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(folder)
     ensure_chat_template(tokenizer)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    with quiet_transformers():
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     return model, tokenizer, folder
 
 
@@ -213,7 +216,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     trainer = build_trainer(config, callbacks=[_log_callback(output_dir)])
     trainer.args.disable_tqdm = not progress
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=checkpoint)
+    # Checkpoints are saved inside: no "Writing model shards" bars among the training bar.
+    with quiet_transformers():
+        trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - start
     metrics = trainer.evaluate() if trainer.eval_dataset is not None else None
     log = [e for e in trainer.state.log_history if "loss" in e]
@@ -224,25 +229,33 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
 
 
 def _truncate_log(path: Path, step: int) -> None:
+    """Keep the ``log.jsonl`` entries up to ``step`` (a broken line is named, file:line)."""
+    from prefsmith.data.io import read_jsonl_rows, repair_partial_line
+
     if not path.exists():
         return
-    lines = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in lines))
+    repair_partial_line(path)  # a run killed while writing its last entry
+    rows = [row for row in read_jsonl_rows(path) if row.get("step", 0) <= step]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
 def save_final(trainer: Any, config: TrainConfig) -> Path:
     """Save the tuned model (merged when LoRA) and its tokenizer; return its folder."""
     output_dir = Path(config.output_dir)
+    from prefsmith.models.loading import quiet_transformers
+
     model = trainer.model
     tokenizer = trainer.processing_class
     if config.finetune == "lora":
         adapter = output_dir / "adapter"
-        model.save_pretrained(adapter)
-        tokenizer.save_pretrained(adapter)
+        with quiet_transformers():
+            model.save_pretrained(adapter)
+            tokenizer.save_pretrained(adapter)
         if not config.merge_lora:
             return adapter
         model = model.merge_and_unload()
     final = output_dir / "final"
-    model.save_pretrained(final)
-    tokenizer.save_pretrained(final)
+    with quiet_transformers():
+        model.save_pretrained(final)
+        tokenizer.save_pretrained(final)
     return final

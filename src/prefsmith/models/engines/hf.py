@@ -51,6 +51,7 @@ from prefsmith.models.loading import (
     fingerprint_directory,
     load_model,
     model_files,
+    quiet_transformers,
     resolve_device,
     resolve_dtype,
 )
@@ -191,8 +192,12 @@ class HFEngine:
         self._loaded = loaded
         files = model_files(name) if loaded is None else loaded.model.name_or_path
         self.fingerprint = loaded.fingerprint if loaded else fingerprint_directory(files)
-        self.tokenizer = loaded.tokenizer if loaded else AutoTokenizer.from_pretrained(files)
-        config = AutoConfig.from_pretrained(files) if loaded is None else loaded.model.config
+        if loaded is None:
+            with quiet_transformers():
+                self.tokenizer = AutoTokenizer.from_pretrained(files)
+                config = AutoConfig.from_pretrained(files)
+        else:
+            self.tokenizer, config = loaded.tokenizer, loaded.model.config
         device = resolve_device(self.load_options.device)
         self.dtype = str(resolve_dtype(self.load_options.dtype, device)).removeprefix("torch.")
         self.max_positions: int | None = getattr(config, "max_position_embeddings", None)

@@ -48,7 +48,12 @@ from prefsmith.models.engines.base import (
     SampleRequest,
     finish_completion,
 )
-from prefsmith.models.loading import LoadOptions, fingerprint_directory, model_files
+from prefsmith.models.loading import (
+    LoadOptions,
+    fingerprint_directory,
+    model_files,
+    quiet_transformers,
+)
 
 #: What to run when vLLM is missing.
 INSTALL_HINT = (
@@ -191,8 +196,9 @@ class VLLMEngine:
             raise ValueError("vLLM has no float64; use the hf engine for float64 scores")
         self.files = model_files(name)
         self.fingerprint = fingerprint_directory(self.files)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.files)
-        config = AutoConfig.from_pretrained(self.files)
+        with quiet_transformers():
+            self.tokenizer = AutoTokenizer.from_pretrained(self.files)
+            config = AutoConfig.from_pretrained(self.files)
         model_positions = getattr(config, "max_position_embeddings", None)
         wanted = self.options.max_model_len
         if wanted is None:
