@@ -50,8 +50,11 @@ CONVS = [[{"role": "user", "content": text}] for text in ("Hi!", "Tell me a stor
 
 
 def reference(model, row: EncodedResponse) -> np.ndarray:
-    """One row, no padding, no cache, full logits, float64 log-softmax."""
-    with torch.no_grad():
+    """One row, no padding, no cache, full logits, float64 log-softmax; attention on the math
+    kernel like the engine's (see ``reference_logprobs`` in test_backend.py)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]):
         logits = model(torch.tensor([row.input_ids])).logits[0].double()
     logp = torch.log_softmax(logits, dim=-1)
     targets = torch.tensor(row.input_ids[row.response_start :])
