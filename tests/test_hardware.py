@@ -156,3 +156,23 @@ def test_load_status_flags_a_loaded_machine(monkeypatch):
 
     monkeypatch.setattr(hardware.os, "getloadavg", no_load)
     assert hardware.load_status(cores=2) == {"load_1m": None, "cores": 2, "loaded": None}
+
+
+def test_cli_shows_the_warning_as_one_line(cpu, tiny_models, tmp_path):
+    from typer.testing import CliRunner
+
+    from conftest import TINY_SET
+    from prefsmith.cli.main import app
+
+    cpu(AVX2_ONLY)
+    args = ["score", str(TINY_SET), "-o", str(tmp_path / "o.jsonl"), "--limit", "2"]
+    args += ["--strong", tiny_models["chatml-a"], "--weak", tiny_models["chatml-b"]]
+    args += ["--dtype", "bfloat16", "--device", "cpu", "--no-progress", "--no-report"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "native bfloat16" in line]
+    assert lines == [
+        "warning: this CPU (AMD EPYC 7B12) has no native bfloat16 (no avx512_bf16/amx_bf16):"
+        " bfloat16 matmuls run ~100x slower than float32 here; use --dtype float32"
+    ]
+    assert "SlowDtypeWarning" not in result.output and "warnings.warn" not in result.output
