@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 
@@ -156,6 +157,32 @@ def test_load_status_flags_a_loaded_machine(monkeypatch):
 
     monkeypatch.setattr(hardware.os, "getloadavg", no_load)
     assert hardware.load_status(cores=2) == {"load_1m": None, "cores": 2, "loaded": None}
+
+
+@pytest.fixture
+def machine_helper(monkeypatch):
+    """``benchmarks/_machine.py``, imported as the benchmark scripts import it."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.modules.pop("_machine", None)
+    import _machine
+
+    return _machine
+
+
+def test_benchmark_load_log_records_and_flags(machine_helper, monkeypatch, capsys):
+    loads = iter([0.5, 6.3])
+    monkeypatch.setattr(hardware.os, "getloadavg", lambda: (next(loads), 0.0, 0.0))
+    monkeypatch.setattr(hardware, "cpu_count", lambda: 2)
+    log = machine_helper.LoadLog()
+    assert log.check("engine")["loaded"] is False and log.note() == ""
+    assert log.check("straightforward")["loaded"] is True
+    assert "straightforward: LOADED: load 6.3 > 2 cores" in capsys.readouterr().out
+    assert log.note() == "LOADED: load 6.3 > 2 cores; figures not comparable"
+    record = log.record()
+    assert record["loaded"] is True
+    assert [t["task"] for t in record["load_before"]] == ["engine", "straightforward"]
+    assert record["machine"]["cpu"]["cores"] >= 1 and "torch" in record["machine"]["packages"]
+    assert machine_helper.header().startswith("CPU: ")
 
 
 def test_cli_shows_the_warning_as_one_line(cpu, tiny_models, tmp_path):
