@@ -2,11 +2,12 @@
 
 CPUs of one kind differ where it matters for dtypes. On x86, bfloat16 matmuls are native with
 AVX512-BF16 or AMX (``avx512_bf16``, ``amx_bf16`` in ``/proc/cpuinfo``); on a CPU with AVX2
-only, torch falls back to a scalar path, and a 512x512 bfloat16 matmul took 336 ms against
+only, torch falls back to its generic kernels, and a 512x512 bfloat16 matmul took 336 ms against
 3.5 ms in float32 (AMD EPYC, torch 2.13.0+cpu, one thread): ~100x slower. With AVX512 but
 without AVX512-BF16, torch emulates bfloat16 (oneDNN) and it is not expected to beat float32.
-float16 is native with AVX512-FP16 or AMX-FP16 only; without them a float16 matmul took 21x
-the float32 time on an AVX512-BF16 EPYC. :func:`slow_dtype_reason` says so for one dtype;
+float16 is native with AVX512-FP16 or AMX-FP16 only; without them a float16 matmul took 20-50x
+the float32 time on an AVX512-BF16 EPYC (146 ms against 3.2 ms, 512x512, one thread, median of
+5, the machine loaded). :func:`slow_dtype_reason` says so for one dtype;
 :func:`~prefsmith.models.loading.resolve_dtype` warns with it (:class:`SlowDtypeWarning`).
 
 Benchmarks record :func:`cpu_facts`, :func:`package_versions` and :func:`load_status` before
@@ -57,7 +58,7 @@ RELEVANT_FLAGS = (
 PACKAGES = ("prefsmith", "torch", "transformers", "numpy", "vllm")
 
 #: Slow-down of a matmul in each dtype against float32 on a CPU without native support.
-SLOWDOWN = {"bfloat16": "~100x", "float16": "~20x"}
+SLOWDOWN = {"bfloat16": "~100x", "float16": "~20-50x"}
 
 
 class SlowDtypeWarning(UserWarning):
