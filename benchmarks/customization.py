@@ -15,6 +15,10 @@ A variant is ``<parts>:<router>``: parts ``criteria`` (system prompt only, exemp
 ``none``), ``exemplars`` (criteria + exemplars inside the system turn) or ``turns`` (criteria
 + exemplars as earlier turns); router ``embedding``, ``rules`` or ``lm``. Results go to
 ``<out>/results.json`` and ``<out>/results.md``; rewards to ``<out>/cache.jsonl`` (resumable).
+Each variant's scoring seconds are timed chunk by chunk; the 1-minute load average before each
+chunk, the CPU facts and package versions go to ``results.json``, and ``results.md`` starts
+with the CPU and, when some chunk started with the load above the core count, a ``LOADED``
+line (the seconds are kept, flagged).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import _machine
 from prefsmith.data.io import read_jsonl_rows
 from prefsmith.data.rows import ScoringItem, to_scoring_item
 from prefsmith.evaluation.routing import confusion_matrix, routing_agreement
@@ -120,9 +125,11 @@ def main() -> None:
     # Rows in an order that interleaves subsets, and every variant scored chunk by chunk, so a
     # run stopped early still compares all variants on the same rows from every section.
     order = interleave(subsets)
+    log = _machine.LoadLog()
     with cache_path.open("a") as out:
         for start in range(0, len(order), args.chunk):
             chunk = order[start : start + args.chunk]
+            log.check(f"rows {start}-{start + len(chunk)}")
             for variant, parts, router_name in variants:
                 style, chosen = PARTS[parts], routes[router_name]
                 todo = [i for i in chunk if (ids[i], chosen[i].domain, style) not in cache]
@@ -143,6 +150,7 @@ def main() -> None:
             done = order[: start + len(chunk)]
             print(f"{len(done)}/{len(order)} rows done for every variant", flush=True)
             summarize(results, variants, routes, cache, done, ids, subsets, plain, seconds)
+            results.update(log.record())
             write_results(args.out, results, domains.names)
 
 
@@ -230,6 +238,9 @@ def write_results(out: Path, results: dict[str, Any], names: list[str]) -> None:
         flips = f"{v['fixed_vs_plain']} / {v['broken_vs_plain']} ({v['sign_test_p']:.2f})"
         lines.append(row(name, v["scores"], flips, f"{100 * v['router_agreement_all_rows']:.0f}%"))
     lines.insert(0, f"Rows scored: {results['rows']} (every run on the same rows)\n")
+    lines.insert(0, _machine.header() + "\n")
+    if note := _machine.note_of(results.get("load_before", [])):
+        lines.insert(1, note + "\n")
     for name, v in results["variants"].items():
         lines += ["", f"Confusion ({name}, all rows): section x routed domain", ""]
         lines.append("| section | " + " | ".join(names) + " |")

@@ -13,7 +13,10 @@
 
 Every (engine, task) runs in a fresh subprocess, so peak RSS is that task's alone and vLLM's
 thread binding does not leak into the hf run. The machine's load average is recorded before
-and after each; on a shared machine, quote it with every figure. vLLM needs its own Python
+and after each; a task that starts while the 1-minute load exceeds the core count is marked
+``LOADED`` in the table and ``"loaded": true`` in the JSON (kept, not refused: quote it as
+such). The JSON records the CPU (model, flags, native bfloat16), torch's threads and the
+package versions of this Python and of each worker's. vLLM needs its own Python
 (``--vllm-python``, e.g. a venv with ``prefsmith[vllm]``); without vLLM its rows are skipped.
 
     python benchmarks/engines.py --vllm-python /work/venv-vllm/bin/python \\
@@ -36,6 +39,8 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from _machine import LoadLog, header
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_SET = ROOT / "src/prefsmith/resources/rewardbench-tiny.jsonl"
@@ -135,6 +140,12 @@ def worker(args: argparse.Namespace) -> dict:
     result["peak_rss_mib"] = peak_rss_mib()
     result["load_avg_before"] = load_before
     result["load_avg_after"] = os.getloadavg()[0]
+    from prefsmith.models.hardware import package_versions
+
+    result["packages"] = package_versions()  # this worker's Python (vLLM's may differ)
+    import torch
+
+    result["torch_threads"] = torch.get_num_threads()
     return result
 
 
@@ -271,13 +282,20 @@ def main() -> None:
     if "vllm" in engines and engine_tasks and not has_vllm(args.vllm_python):
         print(f"vLLM does not import with {args.vllm_python}: skipping the vllm rows")
         engines.remove("vllm")
+    if args.threads:  # the workers' thread count, for the facts this process records
+        import torch
+
+        torch.set_num_threads(args.threads)
     results = []
+    log = LoadLog()
     folder = Path(tempfile.mkdtemp(prefix="engines-bench-"))
     for task in args.tasks.split(","):
         if task == "ray":
             for workers in map(int, args.ray_workers.split(",")):
                 out = folder / f"ray-{workers}.jsonl"
+                load = log.check(f"ray {workers} workers")
                 r = ray_run(workers, out, args.ray_chunk_size, args.threads or 1)
+                r.update(loaded=load["loaded"], load=load)
                 print(json.dumps(r)[:400], flush=True)
                 results.append(r)
             continue
@@ -289,7 +307,9 @@ def main() -> None:
                 if variant:
                     path, size = variant.split(":")
                     extra = {"hf_path": path, "hf_batch_size": int(size)}
+                load = log.check(f"{task} {engine} {variant}".strip())
                 r = run_worker(python, args, engine, task, **extra)
+                r.update(loaded=load["loaded"], load=load)
                 print(json.dumps({k: v for k, v in r.items() if k != "totals"})[:400], flush=True)
                 results.append(r)
 
@@ -301,7 +321,9 @@ def main() -> None:
         diff = max(abs(a - b) for a, b in zip(totals["hf"], totals["vllm"], strict=True))
 
     models = "default pair (ray task)" if engine_tasks == set() else args.model
-    table = Table(title=f"Engines, {models} {args.dtype}, {platform.node()}")
+    table = Table(
+        title=f"Engines, {models} {args.dtype}, {platform.node()}", caption=log.note() or None
+    )
     for col in (
         "task",
         "engine",
@@ -327,8 +349,10 @@ def main() -> None:
             f"{r['tokens_per_s']:.1f}",
             f"{r['peak_rss_mib']:.0f}" if "peak_rss_mib" in r else "-",
             f"{r['load_s']:.0f} s" if r["task"] != "ray" else "-",
-            f"{r['load_avg_before']:.1f}-{r['load_avg_after']:.1f}",
+            f"{r['load_avg_before']:.1f}-{r['load_avg_after']:.1f}"
+            + (" LOADED" if r.get("loaded") else ""),
         )
+    print(header())
     Console(width=160).print(table)
     if diff is not None:
         print(f"largest |hf - vllm| per-response log-prob total: {diff:.2e} nats")
@@ -339,7 +363,7 @@ def main() -> None:
     summary = {
         "model": args.model,
         "dtype": args.dtype,
-        "machine": {"node": platform.node(), "cpus": os.cpu_count()},
+        **log.record(node=platform.node(), cpus=os.cpu_count()),
         "scoring_rows": args.rows or "tiny set (48 responses)",
         "sampling": {"prompts": args.prompts, "n": args.n, "max_new_tokens": args.max_new_tokens},
         "ray_outputs_identical": len(ray_outputs) == 1 if ray_outputs else None,

@@ -10,7 +10,10 @@ prompts, one after the other, with the same :class:`~prefsmith.generation.sampli
 Every ``generate`` call is timed, with its sequences, prompt tokens (what the model reads
 before generating: prefill) and generated tokens, so the report shows where RMBoost's time goes
 (its second pass reads a much longer prompt). Generated tokens/s are given per wall second and
-per CPU second of this process (the machine is shared; CPU seconds are steadier).
+per CPU second of this process (the machine is shared; CPU seconds are steadier). The table
+starts with the CPU (model, native bfloat16 or not); the 1-minute load average before each
+step is a column, ``LOADED`` where it exceeds the core count (the figures are kept, flagged);
+the JSON records it with the CPU facts and package versions.
 
     python benchmarks/generation.py --limit 8 --max-new-tokens 64 --threads 1
 """
@@ -30,6 +33,7 @@ import torch
 
 import prefsmith.generation.rmboost as rmboost_module
 import prefsmith.generation.sampling as sampling_module
+from _machine import LoadLog, header
 from prefsmith.data.runner import process_rows
 from prefsmith.defaults import DEFAULT_GENERATOR
 from prefsmith.evaluation.judge import MT_BENCH
@@ -63,7 +67,8 @@ sampling_module.generate = timed_generate
 rmboost_module.generate = timed_generate
 
 
-def run(name: str, step, prompts: list[dict], chunk_size: int) -> dict:
+def run(name: str, step, prompts: list[dict], chunk_size: int, log: LoadLog) -> dict:
+    load = log.check(name)
     CALLS.clear()
     wall, cpu = time.perf_counter(), time.process_time()
     rows = process_rows(prompts, step, chunk_size=chunk_size)
@@ -78,6 +83,7 @@ def run(name: str, step, prompts: list[dict], chunk_size: int) -> dict:
         "cpu_s": round(cpu, 2),
         "tok_per_wall_s": round(tokens / wall, 2),
         "tok_per_cpu_s": round(tokens / cpu, 2),
+        "load": load,
         "calls": [
             {k: round(v, 2) if isinstance(v, float) else v for k, v in c.items()} for c in CALLS
         ],
@@ -102,21 +108,30 @@ def main() -> None:
     model = LazyModel(args.model, LoadOptions(device="cpu", threads=args.threads))
     model.loaded  # load once, outside the timings  # noqa: B018
     config = SamplingConfig(n=1, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    log = LoadLog()
     results = [
-        run("sample n=1", SampleStep(model, config), prompts, args.chunk_size),
+        run("sample n=1", SampleStep(model, config), prompts, args.chunk_size, log),
         run("sample n=2", SampleStep(model, replace(config, n=2)), prompts,
-            args.chunk_size),
-        run("rmboost", RMBoostStep(model, config), prompts, args.chunk_size),
+            args.chunk_size, log),
+        run("rmboost", RMBoostStep(model, config), prompts, args.chunk_size, log),
     ]  # fmt: skip
-    report = {"settings": vars(args), "results": results}
+    report = {"settings": vars(args), "results": results, **log.record()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
-    print("| step | rows | generated tok | prompt tok | wall s | CPU s | tok/s wall | tok/s CPU |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(header() + "\n")
+    if log.note():
+        print(log.note() + "\n")
+    print(
+        "| step | rows | generated tok | prompt tok | wall s | CPU s | tok/s wall | tok/s CPU"
+        " | load |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
+        load = f"{r['load']['load_1m']}" + (" LOADED" if r["load"]["loaded"] else "")
         print(
             f"| {r['step']} | {r['rows']} | {r['generated_tokens']} | {r['prompt_tokens']} |"
             f" {r['wall_s']} | {r['cpu_s']} | {r['tok_per_wall_s']} | {r['tok_per_cpu_s']} |"
+            f" {load} |"
         )
     for r in results:
         for k, c in enumerate(r["calls"]):

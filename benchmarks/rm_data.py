@@ -26,6 +26,11 @@ newest checkpoint, evaluation per scorer; finished stages are skipped (their tim
 back from ``<out>/<method>/stage.json``). Outputs: ``<out>/<method>/pairs.jsonl``,
 ``<out>/<method>/rm/final`` (the reward model), ``<out>/eval/`` (``prefsmith eval``'s
 outputs), ``<out>/results.json`` and ``<out>/results.md``.
+
+Every stage records the 1-minute load average before it (in ``stage.json``, so a resumed run
+keeps it); ``results.json`` adds the CPU facts and package versions, and ``results.md`` starts
+with the CPU and, when a stage began with the load above the core count, a ``LOADED`` line
+(its seconds are kept, flagged).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+import _machine
 from prefsmith.data.io import read_jsonl_rows
 from prefsmith.data.runner import RunOptions, run_rows
 from prefsmith.defaults import (
@@ -104,7 +110,7 @@ def write_stage(out: Path, method: str, info: dict[str, Any]) -> None:
 
 
 def generate_data(
-    method: str, args: argparse.Namespace, policy: LazyModel, pool: ModelPool
+    method: str, args: argparse.Namespace, policy: LazyModel, pool: ModelPool, log: _machine.LoadLog
 ) -> dict[str, Any]:
     """Build (or resume) ``method``'s pair file; return pairs kept, drops and seconds."""
     stage = read_stage(args.out, method)
@@ -112,6 +118,7 @@ def generate_data(
         return stage
     output = args.out / method / "pairs.jsonl"
     options = RunOptions(on_error="skip", chunk_size=args.batch_size, limit=args.limit)
+    load = log.check(f"{method} generation")
     summary = run_rows(args.prompts, output, build_step(method, args, policy, pool), options)
     stage["generation"] = {
         "seconds": summary.seconds,
@@ -119,13 +126,14 @@ def generate_data(
         "pairs": summary.written,
         "dropped": summary.dropped,
         "resumed": summary.already_done > 0,
+        "load_before": load,
     }
     write_stage(args.out, method, stage)
     print(f"[{method}] {summary.describe()}", flush=True)
     return stage
 
 
-def train_model(method: str, args: argparse.Namespace) -> dict[str, Any]:
+def train_model(method: str, args: argparse.Namespace, log: _machine.LoadLog) -> dict[str, Any]:
     """Train (or resume) ``method``'s reward model; return its folder and seconds."""
     stage = read_stage(args.out, method)
     if "training" in stage or stage["generation"]["pairs"] < 2:
@@ -147,6 +155,7 @@ def train_model(method: str, args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         on_error="skip",
     )
+    load = log.check(f"{method} training")
     result = train(config, resume=latest_checkpoint(run) is not None, progress=False)
     losses = [e["loss"] for e in result.log]
     stage["training"] = {
@@ -156,6 +165,7 @@ def train_model(method: str, args: argparse.Namespace) -> dict[str, Any]:
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         "resumed": result.resumed_from is not None,
+        "load_before": load,
     }
     write_stage(args.out, method, stage)
     print(f"[{method}] trained {result.steps} steps in {result.seconds:.0f}s", flush=True)
@@ -237,12 +247,13 @@ def main() -> None:
         ModelOptions(dtype=args.dtype, threads=args.threads, max_length=args.max_length), cache
     )
     policy = LazyModel(args.policy, LoadOptions(dtype=args.dtype, threads=args.threads))
-    stages = {m: generate_data(m, args, policy, pool) for m in args.methods}
+    log = _machine.LoadLog()
+    stages = {m: generate_data(m, args, policy, pool, log) for m in args.methods}
     policy.release()
     for method in args.methods:
         for name in (args.judge, args.strong, args.weak):
             pool.release(name)  # free generation-time models before training
-        stages[method] = train_model(method, args)
+        stages[method] = train_model(method, args, log)
 
     eval_data = eval_subset(args.eval_data, args.eval_per_subset, args.out)
     trained = [m for m in args.methods if "training" in stages[m]]
@@ -251,6 +262,7 @@ def main() -> None:
         RewardModelReward(stages[m]["training"]["model"], eval_pool.options) for m in trained
     ]
     rewards.append(DensityRatioReward(args.strong, args.weak, "sum", pool=eval_pool))
+    log.check("evaluation")
     result = evaluate_file(
         eval_data, rewards, args.out / "eval", RunOptions(chunk_size=16, progress=False)
     )
@@ -290,9 +302,22 @@ def main() -> None:
         "eval_seconds": result.timings,
         "rows": rows,
         "wall_seconds_this_invocation": wall,
+        **log.record(),
     }
+    # Stages resumed from an earlier invocation carry the load they started under.
+    earlier = [
+        {**stages[m][part]["load_before"], "task": f"{m} {part} (earlier run)"}
+        for m in args.methods
+        for part in ("generation", "training")
+        if part in stages[m]
+        and "load_before" in stages[m][part]
+        and stages[m][part]["load_before"] not in log.tasks
+    ]
+    report["load_before"] = earlier + report["load_before"]
+    report["loaded"] = any(t["loaded"] for t in report["load_before"])
     (args.out / "results.json").write_text(json.dumps(report, indent=2))
-    text = table(rows)
+    lines = [_machine.header(), _machine.note_of(report["load_before"]), table(rows)]
+    text = "\n\n".join(line for line in lines if line)
     (args.out / "results.md").write_text(text + "\n")
     print(text)
     print(f"{result.pairs} evaluation pairs; this invocation took {wall:.0f}s -> {args.out}")

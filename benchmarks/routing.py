@@ -5,7 +5,11 @@ Routing only (no scoring)::
     PYTHONPATH=src nice -n 10 python benchmarks/routing.py \\
         --data ../shared/data/prefsets/rewardbench-dev.jsonl --routers rules embedding lm
 
-The ``lm`` router loads the strong model (``--strong``) only. Writes ``<out>/routes.json``.
+The ``lm`` router loads the strong model (``--strong``) only. Writes ``<out>/routes.json``:
+``routers`` (each router's seconds, agreement, confusion, routes and the 1-minute load average
+before it), ``machine`` (CPU facts, package versions) and ``loaded``. The CPU is printed first;
+a router timed while the load exceeded the core count has ``LOADED`` in its title (flagged,
+not refused).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from rich.console import Console
 
+from _machine import LoadLog, header, note_of
 from prefsmith.data.io import read_jsonl_rows
 from prefsmith.data.rows import to_scoring_item
 from prefsmith.evaluation.routing import confusion_matrix, confusion_table, routing_agreement
@@ -44,13 +49,16 @@ def main() -> None:
     subsets = [str(r.get("subset", "")) for r in rows]
     domains = load_domains(args.domains)
     console = Console(width=120)
-    out: dict[str, object] = {}
+    console.print(header(), highlight=False)
+    log = LoadLog()
+    routers: dict[str, object] = {}
     for name in args.routers:
         backend = None
         if name == "lm":
             from prefsmith.models.backend import load_backend
 
             backend = load_backend(args.strong, LoadOptions(dtype=args.dtype))  # type: ignore[arg-type]
+        load = log.check(name)
         t = time.perf_counter()
         routes = make_router(name, domains, backend).route(prompts)
         seconds = time.perf_counter() - t
@@ -58,9 +66,12 @@ def main() -> None:
         matrix = confusion_matrix(chosen, [section_of(s) for s in subsets])
         agreement = routing_agreement(chosen, subsets)
         title = f"{name}: agreement {100 * agreement:.0f}%, {seconds:.0f}s (router setup + routing)"
+        if note := note_of([load]):
+            title += f"; {note}"
         console.print(confusion_table(matrix, domains.names, title))
-        out[name] = {
+        routers[name] = {
             "seconds": round(seconds, 1),
+            "load": load,
             "agreement": agreement,
             "confusion": matrix,
             "routes": [
@@ -69,6 +80,7 @@ def main() -> None:
             ],
         }
     args.out.mkdir(parents=True, exist_ok=True)
+    out = {"routers": routers, **log.record()}
     (args.out / "routes.json").write_text(json.dumps(out, indent=1))
 
 

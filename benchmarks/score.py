@@ -17,6 +17,11 @@ FLOP/s against this machine's dense matmul FLOP/s measured in the same run. With
 ``--reference-pairs K`` both float32 scorers are also compared with a float64 run of the
 straightforward scorer on the first K pairs, which tells how far each is from exact.
 
+The table starts with the CPU (model, native bfloat16 or not) and torch's threads; the JSON
+records the CPU facts, the package versions and the 1-minute load average before each timed
+task. A task started while the load exceeded the core count flags the table (``LOADED: ...;
+figures not comparable``) and sets ``"loaded": true``; the figures are kept, not refused.
+
     python benchmarks/score.py --data ../shared/data/prefsets/rewardbench-dev.jsonl
 """
 
@@ -25,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import time
 from pathlib import Path
@@ -36,6 +40,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from _machine import LoadLog, header
 from prefsmith.data.io import iter_records
 from prefsmith.data.rows import to_scoring_item
 from prefsmith.models.backend import BatchingOptions, ScoreRequest, TransformersBackend
@@ -207,8 +212,11 @@ def main() -> None:
         print_flops(work_counts(backends, pairs, requests), len(pairs))
         return
     scorer.weak.model  # load both models before any timing  # noqa: B018
+    log = LoadLog()
+    log.check("matmul peak")
     peak_flops = matmul_flops(dtype)
 
+    log.check("engine")
     start = time.perf_counter()
     engine_rewards = [r.reward for r in scorer.score_requests(requests)]
     engine_s = time.perf_counter() - start
@@ -222,6 +230,7 @@ def main() -> None:
             plain(scorer.weak.loaded, BatchingOptions(share_prefix=False)),
             scorer.reduction,
         )
+        log.check("engine, no prefix sharing")
         start = time.perf_counter()
         unshared_rewards = [r.reward for r in scorer_unshared.score_requests(requests)]
         unshared_s = time.perf_counter() - start
@@ -231,6 +240,7 @@ def main() -> None:
             "unshared_max_difference_nats": differences(engine_rewards, unshared_rewards)["max"],
         }
 
+    log.check("straightforward")
     start = time.perf_counter()
     naive_rewards = straightforward_rewards(scorer, pairs)
     naive_s = time.perf_counter() - start
@@ -258,7 +268,6 @@ def main() -> None:
         "weak": args.weak,
         "dtype": str(dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(),
         "prefsmith_seconds": engine_s,
         "prefsmith_pairs_per_s": len(pairs) / engine_s,
         "prefsmith_response_tokens_per_s": response_tokens / engine_s,
@@ -277,14 +286,16 @@ def main() -> None:
         "fraction_of_matmul_peak": flops / engine_s / peak_flops,
         "straightforward_flops_over_engine_flops": counts["straightforward"] / flops,
     }
-    table = Table(title=f"Scoring {len(pairs)} pairs: {args.strong} over {args.weak} ({dtype})")
+    title = f"Scoring {len(pairs)} pairs: {args.strong} over {args.weak} ({dtype})"
+    table = Table(title=title, caption=log.note() or None)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in result.items():
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    print(header())
     Console().print(table)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=2))
+    Path(args.output).write_text(json.dumps({**result, **log.record()}, indent=2))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ them, deliberately, so that ``prefsmith --help`` does not load them.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,44 @@ def fail(message: str) -> None:
 
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def warning_line(message: str) -> None:
+    """Print ``message`` as one ``warning:`` line (plain text, not wrapped)."""
+    from rich.markup import escape
+
+    console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _is_own(category: type[Warning]) -> bool:
+    return category.__module__.startswith("prefsmith.")
+
+
+def show_warnings_as_lines() -> None:
+    """Show prefsmith's own warnings (e.g. ``SlowDtypeWarning``) as one ``warning:`` line each.
+
+    Python would print the file, the line number and the source line of ``warnings.warn``
+    under it; a user of the command needs the message only. Other packages' warnings are
+    shown as before. Installing twice changes nothing.
+    """
+    previous = warnings.showwarning
+    if getattr(previous, "__name__", "") == "_show_warning_line":
+        return
+
+    def _show_warning_line(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
+        if _is_own(category):
+            warning_line(str(message))
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = _show_warning_line
 
 
 def check_choice(option: str, value: str, choices: tuple[str, ...]) -> str:
@@ -185,7 +224,7 @@ def run_step(source: Any, output: Path, step: Any, options: Any) -> Any:
     console.print(summary.describe(), highlight=False)
     warning = drop_warning(summary.inputs, summary.dropped, "cli")
     if warning:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        warning_line(warning)
     return summary
 
 

@@ -18,6 +18,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 import typer
 
 from prefsmith.cli.baselines import rlaif, rlcd, west_of_n
+from prefsmith.cli.common import show_warnings_as_lines
 from prefsmith.cli.evaluate import evaluate, study
 from prefsmith.cli.generate import pairs, rmboost, sample
 from prefsmith.cli.models import models_app
@@ -31,6 +32,14 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _setup() -> None:
+    """Before every command: prefsmith's warnings show as one line each."""
+    show_warnings_as_lines()
+
+
 app.command()(score)
 app.command("eval")(evaluate)
 app.command()(study)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from prefsmith.models.hardware import warn_if_slow_dtype
 from prefsmith.models.registry import (
     PACKAGED_MODELS,
     cache_home,
@@ -342,7 +343,12 @@ def resolve_device(device: Device) -> str:
 
 
 def resolve_dtype(dtype: DType, device: str) -> Any:
-    """Turn a dtype name into a torch dtype; ``auto`` is float32 on CPU, bfloat16 on CUDA."""
+    """Turn a dtype name into a torch dtype; ``auto`` is float32 on CPU, bfloat16 on CUDA.
+
+    bfloat16 or float16 asked for on a CPU without native support for it warns once
+    (:class:`~prefsmith.models.hardware.SlowDtypeWarning`, with the reason): a CPU with AVX2
+    only runs bfloat16 matmuls ~100x slower than float32.
+    """
     import torch
 
     if dtype == "auto":
@@ -355,6 +361,7 @@ def resolve_dtype(dtype: DType, device: str) -> Any:
     }
     if dtype not in dtypes:
         raise ValueError(f"dtype must be auto or one of {', '.join(dtypes)}, not {dtype!r}")
+    warn_if_slow_dtype(dtype, device)
     return dtypes[dtype]
 
 

@@ -125,7 +125,6 @@ def tokenize_pairs(
 
 def load_reward_base(config: TrainConfig) -> tuple[Any, Any]:
     """The base model with a fresh one-output head (seeded), and its tokenizer (pad set)."""
-    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 
     from prefsmith.models.encoding import ensure_chat_template
@@ -133,14 +132,13 @@ def load_reward_base(config: TrainConfig) -> tuple[Any, Any]:
         local_files,
         quiet_transformers,
         resolve_device,
+        resolve_dtype,
         resolve_model,
     )
 
     folder = local_files(resolve_model(config.model))
     device = resolve_device(config.device)  # type: ignore[arg-type]
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(
-        config.dtype, torch.bfloat16 if device == "cuda" else torch.float32
-    )
+    dtype = resolve_dtype(config.dtype, device)  # type: ignore[arg-type]
     with quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(folder)
     ensure_chat_template(tokenizer)

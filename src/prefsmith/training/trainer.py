@@ -54,17 +54,19 @@ class TrainResult:
 
 def load_policy(config: TrainConfig) -> tuple[Any, Any, str]:
     """Model and tokenizer to tune (float weights, train mode) and the folder they came from."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from prefsmith.models.encoding import ensure_chat_template
-    from prefsmith.models.loading import local_files, resolve_device, resolve_model
+    from prefsmith.models.loading import (
+        local_files,
+        resolve_device,
+        resolve_dtype,
+        resolve_model,
+    )
 
     folder = local_files(resolve_model(config.model))
     device = resolve_device(config.device)  # type: ignore[arg-type]
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(
-        config.dtype, torch.bfloat16 if device == "cuda" else torch.float32
-    )
+    dtype = resolve_dtype(config.dtype, device)  # type: ignore[arg-type]
     with quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(folder)
     ensure_chat_template(tokenizer)
