@@ -38,7 +38,7 @@ from prefsmith.data.rows import to_prompt
 from prefsmith.data.runner import Advance, Outcome, RowItem, Step
 from prefsmith.defaults import DEFAULT_SEED
 from prefsmith.models.encoding import Message, adds_bos, ensure_chat_template
-from prefsmith.models.engines.base import Engine, SampleOptions, SampleRequest, finish_completion
+from prefsmith.models.engines.base import Engine, SampleOptions, SampleRequest
 from prefsmith.models.engines.hf import HFEngine
 from prefsmith.models.loading import LazyModel, LoadedModel, LoadOptions
 from prefsmith.rewards.score import short_hash
@@ -259,12 +259,6 @@ def _generation_config(engine: Engine) -> Any:
         return _ConfigHolder(GenerationConfig.from_pretrained(files))
     except OSError:
         return _ConfigHolder(GenerationConfig.from_model_config(AutoConfig.from_pretrained(files)))
-
-
-def decode_generation(tokenizer: Any, new_ids: Sequence[int], stops: Sequence[int]) -> Generation:
-    """Cut generated ids at the first stop token and decode them."""
-    c = finish_completion(tokenizer, new_ids, stops)
-    return Generation(c.text, c.finish_reason, c.n_tokens)
 
 
 # --------------------------------------------------------------------------------------------

@@ -238,36 +238,6 @@ class TransformersBackend(EngineBackend):
     def device(self) -> Any:
         return self.engine.device
 
-    # Internals of the hf engine, kept reachable under their old names.
-    @property
-    def _head_path(self) -> bool | None:
-        return self.engine._head_path
-
-    @_head_path.setter
-    def _head_path(self, value: bool | None) -> None:
-        self.engine._head_path = value
-
-    @property
-    def _prefix_path(self) -> bool | None:
-        return self.engine._prefix_path
-
-    @_prefix_path.setter
-    def _prefix_path(self, value: bool | None) -> None:
-        self.engine._prefix_path = value
-
-    def _plan_sharing(
-        self, encoded: Sequence[EncodedResponse]
-    ) -> tuple[list[tuple[int, list[int]]], list[int]]:
-        return self.engine._plan_sharing(encoded)
-
-    def _forward(
-        self, rows: list[EncodedResponse], prefix_length: int = 0, cache: Any = None
-    ) -> list[np.ndarray]:
-        return self.engine._forward(rows, prefix_length, cache)
-
-    def _prefill(self, prefix: Sequence[int]) -> Any:
-        return self.engine._prefill(prefix)
-
 
 def load_backend(
     name: str,

@@ -283,13 +283,6 @@ def model_files(name: str) -> str:
     return local_files(resolve_model(name))
 
 
-def load_tokenizer(name: str) -> Any:
-    """Load only the tokenizer of a model (cheap; used to check strong/weak compatibility)."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model_files(name))
-
-
 def load_model(name: str, options: LoadOptions | None = None) -> LoadedModel:
     """Resolve, (convert,) and load a causal LM and its tokenizer for inference."""
     import torch

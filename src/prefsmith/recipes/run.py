@@ -46,10 +46,6 @@ from prefsmith.recipes.schema import (
 
 Say = Callable[[str], None]
 
-#: Stage statuses in the summary.
-STATUSES = ("ran", "resumed", "re-ran", "skipped")
-
-
 class RecipeRunError(RuntimeError):
     """A stage produced nothing the next stage could use; the summary says why."""
 

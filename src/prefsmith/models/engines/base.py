@@ -24,13 +24,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from prefsmith.models.encoding import EncodedResponse
-
-EngineName = Literal["hf", "vllm"]
 
 #: Engines :func:`prefsmith.models.engines.load_engine` knows.
 ENGINES: tuple[str, ...] = ("hf", "vllm")

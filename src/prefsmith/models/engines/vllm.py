@@ -82,15 +82,6 @@ def import_vllm() -> Any:
     return vllm
 
 
-def vllm_available() -> bool:
-    """Whether ``vllm`` imports (without raising)."""
-    try:
-        import_vllm()
-    except EngineNotInstalledError:
-        return False
-    return True
-
-
 @dataclass(frozen=True)
 class VLLMOptions:
     """How the ``vllm`` engine builds its ``vllm.LLM``.
