@@ -19,7 +19,8 @@ import pytest
 from typer.testing import CliRunner
 
 from prefsmith.data.io import read_jsonl_rows
-from prefsmith.data.runner import Outcome, RowItem, RunOptions, Step, run_rows
+from prefsmith.data.runner import RunOptions, run_rows
+from prefsmith.data.step import Outcome, RowItem, Step
 
 TINY_SET = Path(__file__).resolve().parents[1] / "src/prefsmith/resources/rewardbench-tiny.jsonl"
 

@@ -67,13 +67,14 @@ _EXPORTS = {
     "run_rows": "prefsmith.data.runner",
     "process_rows": "prefsmith.data.runner",
     "RunOptions": "prefsmith.data.runner",
-    "Step": "prefsmith.data.runner",
+    "Step": "prefsmith.data.step",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
-    from prefsmith.data.runner import RunOptions, Step, process_rows, run_rows
+    from prefsmith.data.runner import RunOptions, process_rows, run_rows
+    from prefsmith.data.step import Step
     from prefsmith.evaluation.fit import FitOptions, run_fits
     from prefsmith.evaluation.harness import evaluate, evaluate_file
     from prefsmith.evaluation.study import run_study

@@ -1,11 +1,13 @@
 """One resumable row runner for every stage (score, sample, pairs, rmboost, relabel, eval).
 
-A stage is a :class:`Step`: it declares its input and output columns, turns one input row into
-a validated item (:meth:`Step.prepare`, raising ``ValueError`` with what is wrong), and turns a
-batch of items into output rows (:meth:`Step.process`). Everything about files is here:
+A stage is a :class:`~prefsmith.data.step.Step` (the contract, in :mod:`prefsmith.data.step`):
+it declares its input and output columns, turns one input row into a validated item
+(``Step.prepare``, raising ``ValueError`` with what is wrong), and turns a batch of items into
+output rows (``Step.process``). Everything about files is here:
 
 * reading any supported input (JSONL, JSON, Parquet, a saved HF dataset, or rows in memory);
-* validating every row before any model loads; a bad row raises a :class:`RowError` naming
+* validating every row (the step's ``prepare``, then its ``required_columns``) before any model
+  loads; a bad row raises a :class:`RowError` naming
   ``file:line`` (``on_error="raise"``) or goes with its reason to ``<output>.rejected.jsonl``
   (``on_error="skip"``);
 * ``<output>.settings.json``: everything that decides the output; a run that would resume into
@@ -26,6 +28,7 @@ Python API). With ``RunOptions(workers=N)`` the chunks are processed on Ray work
 
 A step of your own:
 
+>>> from prefsmith.data.step import Outcome, Step
 >>> class Upper(Step):
 ...     name, input_columns, output_columns = "upper", "text", ("upper",)
 ...     def prepare(self, row):
@@ -50,11 +53,10 @@ import json
 import os
 import sys
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from prefsmith.data.io import (
     INDEX_FIELD,
@@ -69,74 +71,9 @@ from prefsmith.data.io import (
     restore_journal,
 )
 from prefsmith.data.rows import RowError
+from prefsmith.data.step import Columns, Outcome, RowItem, Step, missing_columns
 
 OnError = Literal["raise", "skip"]
-Advance = Callable[[float], None]
-
-
-@dataclass(frozen=True)
-class RowItem:
-    """One validated input row, as a step sees it.
-
-    Attributes:
-        key: The row's position in the input (written as ``source_index``).
-        location: Where it is, for messages (``file.jsonl:12``).
-        row: The input row as read.
-        item: What :meth:`Step.prepare` made of it.
-    """
-
-    key: int
-    location: str
-    row: Mapping[str, Any]
-    item: Any
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one input row produced.
-
-    Attributes:
-        rows: Output rows (zero, one or several).
-        dropped: Why the row produced no output (counted in the summary), or ``None``.
-        counts: Step-specific counters (e.g. ``{"truncated candidates": 2}``), summed over
-            the run.
-    """
-
-    rows: Sequence[dict[str, Any]] = ()
-    dropped: str | None = None
-    counts: Mapping[str, int] = field(default_factory=dict)
-
-
-class Step(ABC):
-    """A stage of the pipeline: a function from a batch of rows to a batch of rows.
-
-    Subclasses set :attr:`name`, :attr:`input_columns` (a sentence, for messages and docs) and
-    :attr:`output_columns`, and implement :meth:`prepare` and :meth:`process`.
-    """
-
-    #: Short name (``score``, ``sample``, ...).
-    name: ClassVar[str] = "step"
-    #: The input columns the step reads, in words.
-    input_columns: ClassVar[str] = ""
-    #: The columns it adds or writes.
-    output_columns: ClassVar[tuple[str, ...]] = ()
-    #: What the progress display calls this run of the step (``None``: its :attr:`name`).
-    progress_label: str | None = None
-
-    @abstractmethod
-    def prepare(self, row: Mapping[str, Any]) -> Any:
-        """Validate and normalize one input row; raise ``ValueError`` saying what is wrong."""
-
-    @abstractmethod
-    def process(self, batch: Sequence[RowItem], advance: Advance) -> list[Outcome]:
-        """Outcomes of a batch, aligned with it; call ``advance(rows)`` as work gets done."""
-
-    def settings(self) -> dict[str, Any]:
-        """Everything (besides the input) that decides the output; recorded and checked."""
-        return {}
-
-    def fit(self, items: Sequence[RowItem]) -> None:  # noqa: B027 - optional hook
-        """See every valid row before processing (e.g. fit a goal scale); default: nothing."""
 
 
 @dataclass(frozen=True)
@@ -272,10 +209,13 @@ def read_items(
     source: str | Path | Iterable[Any],
     prepare: Callable[[Mapping[str, Any]], Any],
     limit: int | None = None,
+    required: Columns = (),
 ) -> tuple[list[RowItem], list[RowError]]:
-    """Read and validate every row with ``prepare`` (a step's); return items and errors.
+    """Read and validate every row with ``prepare`` (a step's) and, for the rows it accepts,
+    ``required`` (a step's ``required_columns``); return items and errors.
 
-    Each error carries the row's position as ``key``.
+    ``prepare`` runs first, so that its message (which says more) names what is wrong with a
+    row it refuses. Each error carries the row's position as ``key``.
     """
     good, bad = [], []
     for record in records_of(source):
@@ -287,6 +227,9 @@ def read_items(
             if not isinstance(record.value, Mapping):
                 raise ValueError(f"a row must be an object, got {type(record.value).__name__}")
             item = prepare(record.value)
+            missing = missing_columns(record.value, required)
+            if missing:
+                raise ValueError(missing)
             good.append(RowItem(record.index, record.location, record.value, item))
         except ValueError as err:
             error = RowError(record.location, str(err))
@@ -317,7 +260,7 @@ def process_rows(
     With ``on_error="skip"`` bad rows are left out; with ``raise`` the first one raises a
     :class:`RowError` before any work.
     """
-    items, bad = read_items(rows, step.prepare)
+    items, bad = read_items(rows, step.prepare, required=step.required_columns)
     if bad and on_error == "raise":
         raise first_error(bad, step)
     step.fit(items)
@@ -344,7 +287,7 @@ def run_rows(
     output = Path(output)
     if output.suffix not in (".jsonl", ".parquet"):
         raise ValueError(f"{output}: output must be .jsonl or .parquet")
-    items, bad = read_items(source, step.prepare, options.limit)
+    items, bad = read_items(source, step.prepare, options.limit, step.required_columns)
     if bad and options.on_error == "raise":
         raise first_error(bad, step)
     step.fit(items)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from prefsmith.data.io import INDEX_FIELD, JsonlAppender, read_jsonl_rows
-from prefsmith.data.rows import ScoringItem, to_scoring_item
+from prefsmith.data.rows import PAIR_COLUMNS, ScoringItem, to_scoring_item
 from prefsmith.data.runner import RunOptions, run_rows
 from prefsmith.evaluation.plots import plot_margins, plot_sections
 from prefsmith.evaluation.results import EvalResult, ScorerResult
@@ -101,6 +101,7 @@ class PairScoreStep(ScoreStep):
 
     name = "eval"
     input_columns = "prompt + chosen/rejected (+ subset, id)"
+    required_columns = PAIR_COLUMNS
 
     def prepare(self, row: Mapping[str, Any]) -> ScoringItem:
         return prepare_pair(row, self.system_prompt)

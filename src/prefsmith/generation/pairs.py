@@ -26,8 +26,8 @@ from typing import Any, Literal
 
 from prefsmith.data.io import INDEX_FIELD
 from prefsmith.data.messages import Message
-from prefsmith.data.rows import ScoringItem, to_prompt
-from prefsmith.data.runner import Advance, Outcome, RowItem, Step
+from prefsmith.data.rows import CANDIDATE_COLUMNS, ScoringItem, to_prompt
+from prefsmith.data.step import Advance, Outcome, RowItem, Step
 from prefsmith.rewards.base import ItemRewards, sigmoid
 from prefsmith.rewards.score import Reward, scored_with
 
@@ -300,6 +300,7 @@ class PairsStep(Step):
 
     name = "pairs"
     input_columns = "prompt (or messages) + responses [+ finish_reasons]"
+    required_columns = CANDIDATE_COLUMNS
     output_columns = (
         "prompt",
         "chosen",

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from prefsmith.data.messages import Message
-from prefsmith.data.rows import ScoringItem
-from prefsmith.data.runner import Advance, Outcome, RowItem, Step
+from prefsmith.data.rows import PROMPT_COLUMNS, ScoringItem
+from prefsmith.data.step import Advance, Outcome, RowItem, Step
 from prefsmith.data.templates import check_placeholders
 from prefsmith.defaults import DEFAULT_SEED
 from prefsmith.generation.pairs import (
@@ -339,6 +339,7 @@ class RMBoostStep(Step):
 
     name = "rmboost"
     input_columns = "prompt (text or messages) or messages"
+    required_columns = PROMPT_COLUMNS
     output_columns = ("prompt", "chosen", "rejected", "rmboost_label", "aspects", "generated_with")
 
     def __init__(

@@ -34,8 +34,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from prefsmith.data.io import INDEX_FIELD
-from prefsmith.data.rows import to_prompt
-from prefsmith.data.runner import Advance, Outcome, RowItem, Step
+from prefsmith.data.rows import PROMPT_COLUMNS, to_prompt
+from prefsmith.data.step import Advance, Outcome, RowItem, Step
 from prefsmith.defaults import DEFAULT_SEED
 from prefsmith.models.encoding import Message, adds_bos, ensure_chat_template
 from prefsmith.models.engines.base import Engine, SampleOptions, SampleRequest
@@ -338,6 +338,7 @@ class SampleStep(Step):
 
     name = "sample"
     input_columns = "prompt (text or messages) or messages"
+    required_columns = PROMPT_COLUMNS
     output_columns = ("responses", "finish_reasons", "n_tokens", "generated_with")
 
     def __init__(

@@ -46,6 +46,7 @@ from prefsmith.recipes.schema import (
 
 Say = Callable[[str], None]
 
+
 class RecipeRunError(RuntimeError):
     """A stage produced nothing the next stage could use; the summary says why."""
 

@@ -30,8 +30,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prefsmith.data.rows import ScoringItem, to_scoring_item
-from prefsmith.data.runner import Advance, Outcome, RowItem, Step, process_rows
+from prefsmith.data.rows import SCORING_COLUMNS, ScoringItem, to_scoring_item
+from prefsmith.data.runner import process_rows
+from prefsmith.data.step import Advance, Outcome, RowItem, Step
 from prefsmith.models.backend import ResponseLogProbs, ScoreRequest
 from prefsmith.models.encoding import token_pieces
 from prefsmith.rewards.base import ItemRewards, ScoredResponse, sigmoid
@@ -209,6 +210,7 @@ class ScoreStep(Step):
 
     name = "score"
     input_columns = "prompt + chosen/rejected (or messages, or prompt + responses)"
+    required_columns = SCORING_COLUMNS
     output_columns = (
         "reward_chosen",
         "reward_rejected",
