@@ -71,16 +71,14 @@ def default_output(kind: str, source: Path, suffix: str = ".jsonl") -> Path:
 def engine_spec(engine: str) -> tuple[str, Any]:
     """``--engine`` (``hf``, ``vllm``, ``vllm:KEY=VALUE,...``) as (kind, vLLM options).
 
-    For ``vllm`` the extra is checked now, before any row is read: the error names it.
+    The engine's package is checked now, before any row is read: a missing extra (``vllm``) is
+    named.
     """
-    from prefsmith.models.engines import parse_engine
+    from prefsmith.models.engines import engine_class, parse_engine
 
     with user_errors():
         kind, vllm_options = parse_engine(engine)
-        if kind == "vllm":
-            from prefsmith.models.engines.vllm import import_vllm
-
-            import_vllm()
+        engine_class(kind).check_installed()
     return kind, vllm_options
 
 

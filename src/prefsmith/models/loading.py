@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from prefsmith.defaults import DEFAULT_ENGINE
 from prefsmith.models.registry import (
     PACKAGED_MODELS,
     cache_home,
@@ -324,10 +325,10 @@ class LazyModel:
         self,
         model: str | LoadedModel,
         options: LoadOptions | None = None,
-        engine: str = "hf",
+        engine: str = DEFAULT_ENGINE,
         vllm_options: Any = None,
     ) -> None:
-        if isinstance(model, LoadedModel) and engine != "hf":
+        if isinstance(model, LoadedModel) and engine != DEFAULT_ENGINE:
             raise ValueError("a model already loaded samples with the hf engine; pass its name")
         self.options = options or LoadOptions()
         self.engine = engine

@@ -165,6 +165,7 @@ class HFEngine:
 
     Attributes:
         kind: ``"hf"``.
+        in_process: ``True``: the model is a ``transformers`` model in this process.
         name: The model name as given.
         load_options: dtype, device, threads.
         batching: Scoring batch plan and prefix sharing.
@@ -175,6 +176,7 @@ class HFEngine:
     """
 
     kind = "hf"
+    in_process = True
 
     def __init__(
         self,
@@ -203,6 +205,36 @@ class HFEngine:
     def from_loaded(cls, loaded: LoadedModel, batching: BatchingOptions | None = None) -> HFEngine:
         """An engine over a model already in memory."""
         return cls(loaded.source.name, batching=batching, loaded=loaded)
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        load_options: LoadOptions | None = None,
+        batching: BatchingOptions | None = None,
+        options: Any = None,
+    ) -> HFEngine:
+        """See :meth:`~prefsmith.models.engines.base.Engine.create` (the hf engine has no
+        options of its own: ``options`` is ignored)."""
+        return cls(name, load_options, batching)
+
+    @classmethod
+    def parse_options(cls, text: str, spec: str) -> None:
+        if text:
+            raise ValueError(f"engine {spec!r}: the hf engine takes no options")
+
+    @classmethod
+    def check_installed(cls) -> None:
+        """transformers is a dependency of prefsmith: always installed."""
+
+    @property
+    def max_sequence(self) -> int:
+        """Longest row to score: ``batching.max_length``, capped by the model's positions."""
+        return min(self.batching.max_length, self.max_positions or self.batching.max_length)
+
+    @property
+    def generation_config(self) -> Any:
+        return self.model.generation_config
 
     @property
     def is_loaded(self) -> bool:
