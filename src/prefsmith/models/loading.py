@@ -284,10 +284,25 @@ def model_files(name: str) -> str:
     return local_files(resolve_model(name))
 
 
-def load_model(name: str, options: LoadOptions | None = None) -> LoadedModel:
-    """Resolve, (convert,) and load a causal LM and its tokenizer for inference."""
+#: The ``transformers`` auto class of each kind of model :func:`load_model` loads.
+HEADS = {
+    "causal-lm": "AutoModelForCausalLM",
+    "sequence-classification": "AutoModelForSequenceClassification",
+}
+
+
+def load_model(
+    name: str, options: LoadOptions | None = None, head: str = "causal-lm", **model_kwargs: Any
+) -> LoadedModel:
+    """Resolve, (convert,) and load a model and its tokenizer on ``options.device``.
+
+    ``head`` is ``causal-lm`` (a language model, the default) or ``sequence-classification``
+    (a reward model's base, e.g. with ``num_labels=1``: ``model_kwargs`` go to
+    ``from_pretrained``). Scoring, sampling and training all load here.
+    """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import transformers
+    from transformers import AutoTokenizer
 
     options = options or LoadOptions()
     if options.threads:
@@ -297,7 +312,8 @@ def load_model(name: str, options: LoadOptions | None = None) -> LoadedModel:
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device)
     tokenizer = AutoTokenizer.from_pretrained(files)
-    model = AutoModelForCausalLM.from_pretrained(files, dtype=dtype)
+    auto_class = getattr(transformers, HEADS[head])
+    model = auto_class.from_pretrained(files, dtype=dtype, **model_kwargs)
     model.to(device)
     model.eval()
     n_params = sum(p.numel() for p in model.parameters())
