@@ -24,8 +24,8 @@ from prefsmith.data.runner import (
     rejected_path,
     run_rows,
 )
+from prefsmith.rewards.base import ScoreStep
 from prefsmith.rewards.density_ratio import DensityRatioReward, Reduction
-from prefsmith.rewards.score import ScoreStep
 
 TINY_SET = Path(__file__).resolve().parents[1] / "src/prefsmith/resources/rewardbench-tiny.jsonl"
 

@@ -95,8 +95,8 @@ def score(
     from prefsmith.data.rows import to_scoring_item
     from prefsmith.models.cache import LogProbCache
     from prefsmith.models.pool import ModelPool
+    from prefsmith.rewards.base import ScoreStep
     from prefsmith.rewards.density_ratio import DensityRatioReward
-    from prefsmith.rewards.score import ScoreStep
     from prefsmith.rewards.spec import ScorerSpec
 
     source = input_path or default_input()

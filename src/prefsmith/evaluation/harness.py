@@ -40,7 +40,7 @@ from prefsmith.evaluation.sections import (
     subset_results,
 )
 from prefsmith.models.cache import CachedBackend
-from prefsmith.rewards.score import Reward, ScoreStep
+from prefsmith.rewards.base import Reward, ScoreStep
 
 
 def pair_id(row: Mapping[str, Any]) -> str:

@@ -58,7 +58,7 @@ from prefsmith.generation.sampling import (
 from prefsmith.models.backend import LogProbBackend, ScoreRequest
 from prefsmith.models.loading import LazyModel, LoadedModel, LoadOptions
 from prefsmith.models.pool import ModelPool
-from prefsmith.rewards.score import Reward
+from prefsmith.rewards.base import Reward
 
 __all__ = [
     "JUDGE_PROMPT",

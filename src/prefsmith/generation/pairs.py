@@ -28,8 +28,7 @@ from prefsmith.data.io import INDEX_FIELD
 from prefsmith.data.messages import Message
 from prefsmith.data.rows import CANDIDATE_COLUMNS, ScoringItem, to_prompt
 from prefsmith.data.step import Advance, Outcome, RowItem, Step
-from prefsmith.rewards.base import ItemRewards, sigmoid
-from prefsmith.rewards.score import Reward, scored_with
+from prefsmith.rewards.base import ItemRewards, Reward, scored_with, sigmoid
 
 Strategy = Literal["best-worst", "all-pairs"]
 PairFormat = Literal["standard", "conversational"]

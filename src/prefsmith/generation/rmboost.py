@@ -54,8 +54,7 @@ from prefsmith.generation.sampling import (
     sampler,
 )
 from prefsmith.models.loading import LazyModel, LoadedModel, LoadOptions
-from prefsmith.rewards.base import sigmoid
-from prefsmith.rewards.score import Reward, scored_with, short_hash
+from prefsmith.rewards.base import Reward, scored_with, short_hash, sigmoid
 
 Label = Literal["better", "worse"]
 

@@ -47,7 +47,7 @@ from prefsmith.models.engines import (
 )
 from prefsmith.models.engines.hf import HFEngine
 from prefsmith.models.loading import LazyModel, LoadedModel, LoadOptions
-from prefsmith.rewards.score import short_hash
+from prefsmith.rewards.base import short_hash
 
 
 @dataclass(frozen=True)

@@ -507,7 +507,7 @@ def _run_rmboost(context: _Context, stage: Stage) -> StageResult:
 
 
 def _run_score(context: _Context, stage: Stage) -> StageResult:
-    from prefsmith.rewards.score import ScoreStep
+    from prefsmith.rewards.base import ScoreStep
 
     config = stage.config
     reward = context.reward(stage, config.scorer, config.customization)
