@@ -159,14 +159,22 @@ def run_options(
         )
 
 
-def check_rows(source: Path, prepare: Any, options: Any) -> None:
-    """Validate every input row before any model loads (``--on-error raise`` stops here)."""
-    from prefsmith.data.runner import first_error, read_items
+def check_rows(source: Path, prepare: Any, options: Any) -> Any:
+    """Read the input once and, with ``--on-error raise``, check every row with ``prepare``
+    (which needs no model) before any model loads: a bad row stops the command here.
+
+    Returns the rows read (a :class:`~prefsmith.data.runner.ReadInput`), for :func:`run_step`:
+    the runner then checks them with the step's own ``prepare`` without reading the file again.
+    """
+    from prefsmith.data.runner import first_error, read_input, read_items
 
     with user_errors():
-        _, bad = read_items(source, prepare, options.limit)
-        if bad and options.on_error == "raise":
-            raise first_error(bad, None)
+        rows = read_input(source, options.limit)
+        if options.on_error == "raise":
+            _, bad = read_items(rows, prepare)
+            if bad:
+                raise first_error(bad, None)
+    return rows
 
 
 def run_step(source: Any, output: Path, step: Any, options: Any) -> Any:

@@ -192,8 +192,39 @@ def side_files(output: str | Path) -> list[Path]:
     ]
 
 
-def records_of(source: str | Path | Iterable[Any]) -> Iterator[Record]:
-    """Records of a file (see :func:`~prefsmith.data.io.iter_records`) or of rows in memory.
+@dataclass(frozen=True)
+class ReadInput:
+    """An input file read once: its records (up to a limit), for every later pass over it.
+
+    The command line reads the input with :func:`read_input`, checks its rows before any model
+    loads, and gives the same records to :func:`run_rows`, which does not read the file again.
+    It prints as its path.
+
+    Attributes:
+        path: The file (or saved dataset folder) read.
+        records: Its records, in order.
+    """
+
+    path: Path
+    records: tuple[Record, ...]
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+def read_input(source: str | Path, limit: int | None = None) -> ReadInput:
+    """Read ``source`` once: its first ``limit`` records (``None``: all)."""
+    records = []
+    for record in iter_records(source):
+        if limit is not None and record.index >= limit:
+            break
+        records.append(record)
+    return ReadInput(Path(source), tuple(records))
+
+
+def records_of(source: str | Path | ReadInput | Iterable[Any]) -> Iterator[Record]:
+    """Records of a file (see :func:`~prefsmith.data.io.iter_records`), of an input already
+    read (:class:`ReadInput`) or of rows in memory.
 
     >>> [r.location for r in records_of([{"a": 1}, {"a": 2}])]
     ['row 0', 'row 1']
@@ -201,12 +232,15 @@ def records_of(source: str | Path | Iterable[Any]) -> Iterator[Record]:
     if isinstance(source, str | Path):
         yield from iter_records(source)
         return
+    if isinstance(source, ReadInput):
+        yield from source.records
+        return
     for index, value in enumerate(source):
         yield Record(index, f"row {index}", value)
 
 
 def read_items(
-    source: str | Path | Iterable[Any],
+    source: str | Path | ReadInput | Iterable[Any],
     prepare: Callable[[Mapping[str, Any]], Any],
     limit: int | None = None,
     required: Columns = (),
@@ -274,7 +308,7 @@ def process_rows(
 
 
 def run_rows(
-    source: str | Path | Iterable[Any],
+    source: str | Path | ReadInput | Iterable[Any],
     output: str | Path,
     step: Step,
     options: RunOptions | None = None,

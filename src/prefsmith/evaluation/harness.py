@@ -28,7 +28,7 @@ from typing import Any
 
 from prefsmith.data.io import INDEX_FIELD, JsonlAppender, read_jsonl_rows
 from prefsmith.data.rows import PAIR_COLUMNS, ScoringItem, to_scoring_item
-from prefsmith.data.runner import RunOptions, run_rows
+from prefsmith.data.runner import ReadInput, RunOptions, run_rows
 from prefsmith.evaluation.plots import plot_margins, plot_sections
 from prefsmith.evaluation.results import EvalResult, ScorerResult
 from prefsmith.evaluation.routing import confusion_matrix, routing_agreement
@@ -117,7 +117,7 @@ def scorer_slug(name: str) -> str:
 
 
 def evaluate_file(
-    data: str | Path,
+    data: str | Path | ReadInput,
     rewards: Sequence[Reward],
     output_dir: str | Path,
     options: RunOptions | None = None,
