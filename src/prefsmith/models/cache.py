@@ -48,14 +48,13 @@ def cache_key(backend: LogProbBackend, request: ScoreRequest) -> str:
 class LogProbCache:
     """SQLite store of :class:`ResponseLogProbs` by key.
 
-        >>> from prefsmith.defaults import DEFAULT_ENGINE
-    from prefsmith.models.backend import ScoreRequest
-        >>> from prefsmith.testing import tiny_backend
-        >>> backend = CachedBackend(tiny_backend(seed=0), LogProbCache(":memory:"))
-        >>> request = ScoreRequest(({"role": "user", "content": "Hi"},), "Hello!")
-        >>> first, again = backend.score([request]), backend.score([request])
-        >>> backend.computed, backend.hits, first[0].total == again[0].total
-        (1, 1, True)
+    >>> from prefsmith.models.backend import ScoreRequest
+    >>> from prefsmith.testing import tiny_backend
+    >>> backend = CachedBackend(tiny_backend(seed=0), LogProbCache(":memory:"))
+    >>> request = ScoreRequest(({"role": "user", "content": "Hi"},), "Hello!")
+    >>> first, again = backend.score([request]), backend.score([request])
+    >>> backend.computed, backend.hits, first[0].total == again[0].total
+    (1, 1, True)
     """
 
     def __init__(self, path: str | Path | None = None) -> None:

@@ -284,6 +284,34 @@ def model_files(name: str) -> str:
     return local_files(resolve_model(name))
 
 
+@dataclass(frozen=True)
+class ModelFiles:
+    """What an engine knows of a model before its weights load.
+
+    Attributes:
+        path: The local folder (:func:`model_files`).
+        fingerprint: Hash of the weights (:func:`fingerprint_directory`).
+        tokenizer: Its ``transformers`` tokenizer.
+        max_positions: ``max_position_embeddings`` of its config, if any.
+    """
+
+    path: str
+    fingerprint: str
+    tokenizer: Any
+    max_positions: int | None
+
+    @classmethod
+    def of(cls, name: str) -> ModelFiles:
+        """Resolve model ``name`` and read its fingerprint, tokenizer and config."""
+        from transformers import AutoConfig, AutoTokenizer
+
+        path = model_files(name)
+        fingerprint = fingerprint_directory(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path)
+        return cls(path, fingerprint, tokenizer, getattr(config, "max_position_embeddings", None))
+
+
 #: The ``transformers`` auto class of each kind of model :func:`load_model` loads.
 HEADS = {
     "causal-lm": "AutoModelForCausalLM",

@@ -48,9 +48,8 @@ from prefsmith.models.invariance import MIN_MATMUL_ROWS, invariant_kernels
 from prefsmith.models.loading import (
     LoadedModel,
     LoadOptions,
-    fingerprint_directory,
+    ModelFiles,
     load_model,
-    model_files,
     resolve_device,
     resolve_dtype,
 )
@@ -185,19 +184,20 @@ class HFEngine:
         batching: BatchingOptions | None = None,
         loaded: LoadedModel | None = None,
     ) -> None:
-        from transformers import AutoConfig, AutoTokenizer
-
         self.name = name
         self.load_options = load_options or LoadOptions()
         self.batching = batching or BatchingOptions()
         self._loaded = loaded
-        files = model_files(name) if loaded is None else loaded.model.name_or_path
-        self.fingerprint = loaded.fingerprint if loaded else fingerprint_directory(files)
-        self.tokenizer = loaded.tokenizer if loaded else AutoTokenizer.from_pretrained(files)
-        config = AutoConfig.from_pretrained(files) if loaded is None else loaded.model.config
+        self.max_positions: int | None
+        if loaded is None:
+            files = ModelFiles.of(name)
+            self.fingerprint, self.tokenizer = files.fingerprint, files.tokenizer
+            self.max_positions = files.max_positions
+        else:
+            self.fingerprint, self.tokenizer = loaded.fingerprint, loaded.tokenizer
+            self.max_positions = getattr(loaded.model.config, "max_position_embeddings", None)
         device = resolve_device(self.load_options.device)
         self.dtype = str(resolve_dtype(self.load_options.dtype, device)).removeprefix("torch.")
-        self.max_positions: int | None = getattr(config, "max_position_embeddings", None)
         self._head_path: bool | None = None
         self._prefix_path: bool | None = None
 

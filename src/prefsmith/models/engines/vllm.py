@@ -51,7 +51,7 @@ from prefsmith.models.engines.base import (
     SampleRequest,
     finish_completion,
 )
-from prefsmith.models.loading import LoadOptions, fingerprint_directory, model_files
+from prefsmith.models.loading import LoadOptions, ModelFiles
 
 #: What to run when vLLM is missing.
 INSTALL_HINT = (
@@ -177,19 +177,15 @@ class VLLMEngine:
         load_options: LoadOptions | None = None,
         max_length: int | None = None,
     ) -> None:
-        from transformers import AutoConfig, AutoTokenizer
-
         import_vllm()  # fail early, naming the extra
         self.name = name
         self.options = options or VLLMOptions()
         self.load_options = load_options or LoadOptions()
         if self.load_options.dtype == "float64" and self.options.dtype == "auto":
             raise ValueError("vLLM has no float64; use the hf engine for float64 scores")
-        self.files = model_files(name)
-        self.fingerprint = fingerprint_directory(self.files)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.files)
-        config = AutoConfig.from_pretrained(self.files)
-        model_positions = getattr(config, "max_position_embeddings", None)
+        files = ModelFiles.of(name)
+        self.files, self.fingerprint = files.path, files.fingerprint
+        self.tokenizer, model_positions = files.tokenizer, files.max_positions
         wanted = self.options.max_model_len
         if wanted is None:
             wanted = (max_length or 2048) + 1
