@@ -88,3 +88,17 @@ def test_models_list_shows_packaged_models():
     result = runner.invoke(app, ["models", "list"])
     assert result.exit_code == 0
     assert "smollm2-135m-instruct" in result.output and "gemma3-270m" in result.output
+
+
+def test_cli_reads_the_input_once(tmp_path, tiny_models, monkeypatch):
+    """The rows checked before any model loads are the rows the runner processes."""
+    import prefsmith.data.runner as runner_module
+
+    real, calls = runner_module.iter_records, []
+    monkeypatch.setattr(runner_module, "iter_records", lambda p: calls.append(p) or real(p))
+    src = tmp_path / "prompts.jsonl"
+    src.write_text('{"prompt": "Say hi."}\n{"prompt": "Say bye."}\n')
+    args = ["sample", str(src), "-o", str(tmp_path / "out.jsonl"), "-m", tiny_models["chatml-a"]]
+    result = runner.invoke(app, [*args, "-n", "1", "--max-new-tokens", "2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert calls == [src] and len(read_jsonl_rows(tmp_path / "out.jsonl")) == 2
