@@ -74,7 +74,7 @@ def model_flops(backend: TransformersBackend, all_tokens: int, head_tokens: int)
 def engine_tokens(backend: TransformersBackend, requests: list[ScoreRequest]) -> int:
     """Tokens the engine runs through the decoder: shared contexts count once."""
     encoded = [backend.encode(r) for r in requests]
-    groups, _ = backend._plan_sharing(encoded)
+    groups, _ = backend.engine._plan_sharing(encoded)
     saved = sum(length * (len(members) - 1) for length, members in groups)
     return sum(len(e.input_ids) for e in encoded) - saved
 

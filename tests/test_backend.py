@@ -96,12 +96,12 @@ def test_scores_do_not_depend_on_batch_size_or_neighbours(tiny_backends, name):
 def test_head_path_equals_full_forward(tiny_backends):
     backend = tiny_backends["chatml-a"]
     fast = backend.score(requests())
-    assert backend._head_path
-    backend._head_path = False
+    assert backend.engine._head_path
+    backend.engine._head_path = False
     try:
         slow = backend.score(requests())
     finally:
-        backend._head_path = True
+        backend.engine._head_path = True
     for a, b in zip(fast, slow, strict=True):
         np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
 

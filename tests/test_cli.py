@@ -115,3 +115,17 @@ def test_score_shows_no_transformers_progress(tmp_path, tiny_models, transformer
     for text in (result.output, out, err):
         assert "Loading weights" not in text and "it/s]" not in text
     assert "score: 2 rows processed" in " ".join(result.output.split())
+
+
+def test_cli_reads_the_input_once(tmp_path, tiny_models, monkeypatch):
+    """The rows checked before any model loads are the rows the runner processes."""
+    import prefsmith.data.runner as runner_module
+
+    real, calls = runner_module.iter_records, []
+    monkeypatch.setattr(runner_module, "iter_records", lambda p: calls.append(p) or real(p))
+    src = tmp_path / "prompts.jsonl"
+    src.write_text('{"prompt": "Say hi."}\n{"prompt": "Say bye."}\n')
+    args = ["sample", str(src), "-o", str(tmp_path / "out.jsonl"), "-m", tiny_models["chatml-a"]]
+    result = runner.invoke(app, [*args, "-n", "1", "--max-new-tokens", "2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert calls == [src] and len(read_jsonl_rows(tmp_path / "out.jsonl")) == 2

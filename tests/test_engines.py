@@ -274,3 +274,14 @@ def test_vllm_options_reach_the_engine_from_the_command_line_spec(tiny_models):
     assert options.engine == "vllm" and options.vllm_options == expected
     assert policy.engine == "vllm" and policy.vllm_options == expected
     assert expected.tensor_parallel_size == 2 and expected.enforce_eager is True
+
+
+def test_one_registry_names_the_engines_and_builds_their_backends(tiny_models):
+    from prefsmith.models.backend import backend_of
+    from prefsmith.models.engines import ENGINES, engine_class
+
+    assert list(ENGINES) == ["hf", "vllm"] and engine_class("hf") is HFEngine
+    assert engine_class("hf").in_process and not engine_class("vllm").in_process
+    engine = load_engine(tiny_models["chatml-a"], "hf")
+    assert isinstance(backend_of(engine), TransformersBackend)
+    assert engine.max_sequence == min(engine.batching.max_length, engine.max_positions)

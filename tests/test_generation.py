@@ -29,11 +29,11 @@ from prefsmith.generation.rmboost import (
 from prefsmith.generation.sampling import (
     SampleStep,
     SamplingConfig,
-    decode_generation,
     generate,
     stop_token_ids,
 )
 from prefsmith.models.backend import ScoreRequest
+from prefsmith.models.engines.base import finish_completion
 from prefsmith.rewards.density_ratio import DensityRatioReward, Reduction
 
 PROMPTS = [
@@ -136,11 +136,11 @@ def test_decode_cuts_at_stop_token(smol_tokenizer):
     assert smol_tokenizer.convert_tokens_to_ids("<|im_end|>") in stops
     hello = smol_tokenizer("Hello there", add_special_tokens=False)["input_ids"]
     end = smol_tokenizer.convert_tokens_to_ids("<|im_end|>")
-    g = decode_generation(smol_tokenizer, [*hello, end, end, end], stops)
+    g = finish_completion(smol_tokenizer, [*hello, end, end, end], stops)
     assert (g.text, g.finish_reason, g.n_tokens) == ("Hello there", "stop", len(hello) + 1)
-    g = decode_generation(smol_tokenizer, hello, stops)
+    g = finish_completion(smol_tokenizer, hello, stops)
     assert (g.finish_reason, g.n_tokens) == ("length", len(hello))
-    g = decode_generation(smol_tokenizer, [end], stops)
+    g = finish_completion(smol_tokenizer, [end], stops)
     assert (g.text, g.finish_reason, g.n_tokens) == ("", "stop", 1)
 
 

@@ -42,9 +42,9 @@ def assert_same_scores(backend: TransformersBackend, requests: list[ScoreRequest
 @pytest.mark.parametrize("name", ["chatml-a", "chatml-q", "plain-c"])
 def test_shared_context_equals_separate_forwards(tiny_backends, name):
     backend = TransformersBackend.from_loaded(tiny_backends[name].loaded, SHARE)
-    groups, single = backend._plan_sharing([backend.encode(r) for r in pair_requests()])
+    groups, single = backend.engine._plan_sharing([backend.encode(r) for r in pair_requests()])
     assert len(groups) == 5 and single == [len(pair_requests()) - 1]
-    assert backend._prefix_path
+    assert backend.engine._prefix_path
     assert_same_scores(backend, pair_requests())
 
 
@@ -54,10 +54,10 @@ def test_sliding_window_model_beyond_its_window(tmp_path, gemma_tokenizer):
     requests = pair_requests()
     assert min(len(backend.encode(r).input_ids) for r in requests[:-1]) > 8
     assert_same_scores(backend, requests)
-    assert backend._prefix_path is None  # the probe ran on the copies above
+    assert backend.engine._prefix_path is None  # the probe ran on the copies above
     shared = TransformersBackend.from_loaded(backend.loaded, SHARE)
     shared.score(requests[:2])
-    assert shared._prefix_path
+    assert shared.engine._prefix_path
 
 
 def test_bidirectional_model_is_scored_without_sharing(tmp_path, gemma_tokenizer):
@@ -65,8 +65,8 @@ def test_bidirectional_model_is_scored_without_sharing(tmp_path, gemma_tokenizer
     folder = build_tiny_gemma3(gemma_tokenizer, tmp_path / "g3b", 8, bidirectional=True)
     backend = TransformersBackend.from_loaded(load_backend(str(folder)).loaded, SHARE)
     requests = pair_requests()
-    assert backend._plan_sharing([backend.encode(r) for r in requests])[0] == []
-    assert backend._prefix_path is False
+    assert backend.engine._plan_sharing([backend.encode(r) for r in requests])[0] == []
+    assert backend.engine._prefix_path is False
     assert_same_scores(backend, requests)
 
 

@@ -19,7 +19,8 @@ import pytest
 from typer.testing import CliRunner
 
 from prefsmith.data.io import read_jsonl_rows
-from prefsmith.data.runner import Outcome, RowItem, RunOptions, Step, run_rows
+from prefsmith.data.runner import RunOptions, run_rows
+from prefsmith.data.step import Outcome, RowItem, Step
 
 TINY_SET = Path(__file__).resolve().parents[1] / "src/prefsmith/resources/rewardbench-tiny.jsonl"
 
@@ -45,8 +46,8 @@ def run_both(tmp_path: Path, rows: Any, make_step, chunk_size: int = 4) -> tuple
 
 
 def test_score_on_two_workers_equals_one_process(ray, tmp_path, tiny_models):
+    from prefsmith.rewards.base import ScoreStep
     from prefsmith.rewards.density_ratio import DensityRatioReward
-    from prefsmith.rewards.score import ScoreStep
 
     def step() -> ScoreStep:  # the cross-tokenizer case, like the default pair
         return ScoreStep(DensityRatioReward(tiny_models["chatml-a"], tiny_models["plain-c"]))
@@ -57,8 +58,8 @@ def test_score_on_two_workers_equals_one_process(ray, tmp_path, tiny_models):
 
 
 def test_score_split_by_model_equals_one_process(ray, tmp_path, tiny_models):
+    from prefsmith.rewards.base import ScoreStep
     from prefsmith.rewards.density_ratio import DensityRatioReward
-    from prefsmith.rewards.score import ScoreStep
 
     step = ScoreStep(DensityRatioReward(tiny_models["chatml-a"], tiny_models["plain-c"]))
     local = tmp_path / "local.jsonl"
@@ -77,8 +78,8 @@ def test_a_model_stage_loads_only_its_model(tiny_models):
     import pickle
 
     from prefsmith.data.runner import read_items
+    from prefsmith.rewards.base import ScoreStep
     from prefsmith.rewards.density_ratio import DensityRatioReward
-    from prefsmith.rewards.score import ScoreStep
 
     def shipped_step() -> ScoreStep:  # as a Ray worker gets it
         step = ScoreStep(DensityRatioReward(tiny_models["chatml-a"], tiny_models["plain-c"]))

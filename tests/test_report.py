@@ -450,8 +450,8 @@ def test_cross_tokenizer_alignment_with_real_tokenizers(smol_tokenizer, gemma_to
 def test_report_of_a_real_score_run(tmp_path: Path, tiny_backends) -> None:
     """Rows written by the score step with token log-probs (tiny models, two tokenizers)."""
     from prefsmith.data.runner import RunOptions, run_rows
+    from prefsmith.rewards.base import ScoreStep
     from prefsmith.rewards.density_ratio import DensityRatioReward, Reduction
-    from prefsmith.rewards.score import ScoreStep
 
     rows = [
         {"id": "a", "subset": "s", "prompt": "2+2?", "chosen": "4 🙂", "rejected": SCRIPT},

@@ -18,8 +18,8 @@ from prefsmith.data.runner import process_rows
 from prefsmith.evaluation.routing import confusion_matrix, routing_agreement
 from prefsmith.models.backend import ScoreRequest
 from prefsmith.models.encoding import ConversationEncoder
+from prefsmith.rewards.base import ScoreStep
 from prefsmith.rewards.density_ratio import DensityRatioReward, Reduction
-from prefsmith.rewards.score import ScoreStep
 from prefsmith.routing.customize import (
     EXEMPLAR_STYLES,
     Customization,

@@ -24,8 +24,9 @@ from prefsmith.data.runner import (
     rejected_path,
     run_rows,
 )
+from prefsmith.data.step import Outcome, Step
+from prefsmith.rewards.base import ScoreStep
 from prefsmith.rewards.density_ratio import DensityRatioReward, Reduction
-from prefsmith.rewards.score import ScoreStep
 
 TINY_SET = Path(__file__).resolve().parents[1] / "src/prefsmith/resources/rewardbench-tiny.jsonl"
 
@@ -264,3 +265,34 @@ def test_progress_prints_plain_lines_when_not_a_terminal():
     assert lines[0].startswith("score: 4/10 rows") and "rows/s" in lines[0] and "ETA" in lines[0]
     assert lines[-1].startswith("score: 10/10 rows")
     assert len(lines) == 2
+
+
+class Echo(Step):
+    """A step whose prepare accepts any row: the runner checks its required columns."""
+
+    name, input_columns, output_columns = "echo", "text (or words)", ("echo",)
+    required_columns = (("text",), ("words",))
+
+    def prepare(self, row):
+        return row
+
+    def process(self, batch, advance):
+        return [Outcome([{"echo": True}]) for _ in batch]
+
+
+def test_required_columns_are_checked_on_rows_prepare_accepts(tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": "a"}, {"other": 1}, {"words": "b"}])
+    with pytest.raises(RowError, match=r"in\.jsonl:2: missing field 'text'"):
+        run_rows(src, tmp_path / "out.jsonl", Echo(), quiet())
+    summary = run_rows(src, tmp_path / "out.jsonl", Echo(), quiet(on_error="skip"))
+    assert (summary.processed, summary.rejected) == (2, 1)
+
+
+def test_score_step_declares_every_shape_it_reads(reward):
+    """Each row shape ScoreStep accepts satisfies its required columns; a row with none names
+    the columns of the closest shape."""
+    step = ScoreStep(reward)
+    for row in ROWS:
+        step.prepare(row)
+        assert step.missing_columns(row) == ""
+    assert step.missing_columns({"prompt": "p", "chosen": "c"}) == "missing field 'rejected'"

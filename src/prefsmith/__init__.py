@@ -26,9 +26,9 @@ _EXPORTS = {
     "RewardModelReward": "prefsmith.rewards.reward_model",
     "ContrastReward": "prefsmith.rewards.contrast",
     "FittedReward": "prefsmith.rewards.fitted",
-    "Reward": "prefsmith.rewards.score",
+    "Reward": "prefsmith.rewards.base",
     "parse_scorer": "prefsmith.rewards.spec",
-    "ScoreStep": "prefsmith.rewards.score",
+    "ScoreStep": "prefsmith.rewards.base",
     "ModelOptions": "prefsmith.models.pool",
     "ModelPool": "prefsmith.models.pool",
     "LogProbCache": "prefsmith.models.cache",
@@ -67,13 +67,14 @@ _EXPORTS = {
     "run_rows": "prefsmith.data.runner",
     "process_rows": "prefsmith.data.runner",
     "RunOptions": "prefsmith.data.runner",
-    "Step": "prefsmith.data.runner",
+    "Step": "prefsmith.data.step",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
-    from prefsmith.data.runner import RunOptions, Step, process_rows, run_rows
+    from prefsmith.data.runner import RunOptions, process_rows, run_rows
+    from prefsmith.data.step import Step
     from prefsmith.evaluation.fit import FitOptions, run_fits
     from prefsmith.evaluation.harness import evaluate, evaluate_file
     from prefsmith.evaluation.study import run_study
@@ -93,11 +94,11 @@ if TYPE_CHECKING:
     from prefsmith.recipes.run import RecipeResult, run_recipe
     from prefsmith.relabel.scale import GoalScale
     from prefsmith.relabel.step import RelabelOptions, RelabelStep
+    from prefsmith.rewards.base import Reward, ScoreStep
     from prefsmith.rewards.contrast import ContrastReward
     from prefsmith.rewards.density_ratio import DensityRatioReward, DPOReward, LogProbReward
     from prefsmith.rewards.fitted import FittedReward
     from prefsmith.rewards.reward_model import RewardModelReward
-    from prefsmith.rewards.score import Reward, ScoreStep
     from prefsmith.rewards.spec import parse_scorer
     from prefsmith.routing.customize import Customization
     from prefsmith.training.config import TrainConfig

@@ -39,7 +39,9 @@ GENERATION_DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
 #: Reductions of token log-ratios.
 REDUCTIONS = ("sum", "mean", "mean-char")
-#: Engines that score (and sample): transformers in process, or vLLM.
-ENGINES = ("hf", "vllm")
+#: The default engine: transformers in this process, the reference (the engines themselves are
+#: named in :data:`prefsmith.models.engines.ENGINES`). Its outputs and cache keys do not record
+#: the engine, so they stay those of the runs made before there were engines.
+DEFAULT_ENGINE = "hf"
 #: How bad input rows are handled.
 ON_ERROR = ("raise", "skip")

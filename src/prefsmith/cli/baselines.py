@@ -85,7 +85,7 @@ def rlaif(
 
     check_choice("--format", fmt, FORMATS)
     run = run_options(on_error, chunk_size, limit, progress, workers, ray_address, gpus_per_worker)
-    check_rows(prompts, to_prompt, run)
+    rows = check_rows(prompts, to_prompt, run)
     sampling = _sampling(2, temperature, top_p, max_new_tokens, seed, batch_size, system_prompt)
     with user_errors():
         pool = ModelPool(
@@ -103,7 +103,7 @@ def rlaif(
             max_prompt_tokens,
         )
     output = output or default_output("rlaif", prompts)
-    summary = run_step(prompts, output, step, run)
+    summary = run_step(rows, output, step, run)
     judged = summary.counts.get("judged", 0)
     agree = summary.counts.get("judge agrees across orders", 0)
     share = f" ({agree / judged:.1%})" if judged else ""
@@ -156,7 +156,7 @@ def rlcd(
 
     check_choice("--format", fmt, FORMATS)
     run = run_options(on_error, chunk_size, limit, progress, workers, ray_address, gpus_per_worker)
-    check_rows(prompts, to_prompt, run)
+    rows = check_rows(prompts, to_prompt, run)
     sampling = _sampling(1, temperature, top_p, max_new_tokens, seed, batch_size, None)
     with user_errors():
         config = RLCDConfig(
@@ -174,7 +174,7 @@ def rlcd(
             max_prompt_tokens,
         )
     output = output or default_output("rlcd", prompts)
-    summary = run_step(prompts, output, step, run)
+    summary = run_step(rows, output, step, run)
     by_domain = {k[7:]: v for k, v in summary.counts.items() if k.startswith("domain ")}
     if by_domain:
         console.print("pairs by domain: " + ", ".join(f"{k} {v}" for k, v in by_domain.items()))
@@ -228,7 +228,7 @@ def west_of_n(
     check_choice("--strategy", strategy, ("best-worst", "all-pairs"))
     check_choice("--format", fmt, FORMATS)
     run = run_options(on_error, chunk_size, limit, progress, workers, ray_address, gpus_per_worker)
-    check_rows(prompts, to_prompt, run)
+    rows = check_rows(prompts, to_prompt, run)
     sampling = _sampling(n, temperature, top_p, max_new_tokens, seed, batch_size, system_prompt)
     options = PairsOptions(strategy, min_margin, fmt, keep_truncated)  # type: ignore[arg-type]
     with user_errors():
@@ -244,7 +244,7 @@ def west_of_n(
             max_prompt_tokens,
         )
     output = output or default_output("west-of-n", prompts)
-    summary = run_step(prompts, output, step, run)
+    summary = run_step(rows, output, step, run)
     statuses = {
         k.removeprefix("candidates "): v
         for k, v in summary.counts.items()

@@ -113,16 +113,14 @@ def default_output(kind: str, source: Path, suffix: str = ".jsonl") -> Path:
 def engine_spec(engine: str) -> tuple[str, Any]:
     """``--engine`` (``hf``, ``vllm``, ``vllm:KEY=VALUE,...``) as (kind, vLLM options).
 
-    For ``vllm`` the extra is checked now, before any row is read: the error names it.
+    The engine's package is checked now, before any row is read: a missing extra (``vllm``) is
+    named.
     """
-    from prefsmith.models.engines import parse_engine
+    from prefsmith.models.engines import engine_class, parse_engine
 
     with user_errors():
         kind, vllm_options = parse_engine(engine)
-        if kind == "vllm":
-            from prefsmith.models.engines.vllm import import_vllm
-
-            import_vllm()
+        engine_class(kind).check_installed()
     return kind, vllm_options
 
 
@@ -203,14 +201,22 @@ def run_options(
         )
 
 
-def check_rows(source: Path, prepare: Any, options: Any) -> None:
-    """Validate every input row before any model loads (``--on-error raise`` stops here)."""
-    from prefsmith.data.runner import first_error, read_items
+def check_rows(source: Path, prepare: Any, options: Any) -> Any:
+    """Read the input once and, with ``--on-error raise``, check every row with ``prepare``
+    (which needs no model) before any model loads: a bad row stops the command here.
+
+    Returns the rows read (a :class:`~prefsmith.data.runner.ReadInput`), for :func:`run_step`:
+    the runner then checks them with the step's own ``prepare`` without reading the file again.
+    """
+    from prefsmith.data.runner import first_error, read_input, read_items
 
     with user_errors():
-        _, bad = read_items(source, prepare, options.limit)
-        if bad and options.on_error == "raise":
-            raise first_error(bad, None)
+        rows = read_input(source, options.limit)
+        if options.on_error == "raise":
+            _, bad = read_items(rows, prepare)
+            if bad:
+                raise first_error(bad, None)
+    return rows
 
 
 def run_step(source: Any, output: Path, step: Any, options: Any) -> Any:

@@ -116,7 +116,7 @@ def evaluate(
     run = run_options(
         on_error, 64, None, progress, workers, ray_address, gpus_per_worker, split_models
     )
-    check_rows(data, lambda row: prepare_pair(row, system_prompt), run)
+    rows = check_rows(data, lambda row: prepare_pair(row, system_prompt), run)
     with user_errors():
         fit_options = None
         if fit:
@@ -130,7 +130,7 @@ def evaluate(
             rewards += [
                 spec.build(pool, custom, contrast_prompts) for spec in specs if spec.kind != "rm"
             ]
-        result = evaluate_file(data, rewards, output, run, system_prompt, save_token_logprobs)
+        result = evaluate_file(rows, rewards, output, run, system_prompt, save_token_logprobs)
         if fit_options is not None:
             fit_evaluation(result, output, fit_options)
     for table in eval_tables(result, console.width):

@@ -97,7 +97,7 @@ def sample(
     from prefsmith.relabel.pairs import goal_system_prompt
 
     run = run_options(on_error, chunk_size, limit, progress, workers, ray_address, gpus_per_worker)
-    check_rows(prompts, to_prompt, run)
+    rows = check_rows(prompts, to_prompt, run)
     with user_errors():
         if goal is not None:
             system_prompt = goal_system_prompt(goal, goal_template, system_prompt)
@@ -105,7 +105,7 @@ def sample(
         policy = generator(model, dtype, device, threads, engine)
         step = SampleStep(policy, config, max_prompt_tokens)
     output = output or default_output("sample", prompts)
-    summary = run_step(prompts, output, step, run)
+    summary = run_step(rows, output, step, run)
     tokens, truncated = summary.counts.get("tokens", 0), summary.counts.get("truncated samples", 0)
     rate = f"{tokens / summary.seconds:.1f} tok/s" if summary.seconds else "-"
     console.print(f"{tokens} tokens ({rate}); {truncated} samples hit --max-new-tokens")
@@ -173,9 +173,9 @@ def pairs(
         )
         step = PairsStep(reward, options)
     run = run_options(on_error, chunk_size, limit, progress, workers, ray_address, gpus_per_worker)
-    check_rows(candidates, lambda row: prepare_candidates(row, options), run)
+    rows = check_rows(candidates, lambda row: prepare_candidates(row, options), run)
     output = output or default_output("pairs", candidates)
-    summary = run_step(candidates, output, step, run)
+    summary = run_step(rows, output, step, run)
     statuses = {k.removeprefix("candidates "): v for k, v in summary.counts.items()}
     console.print("candidates: " + ", ".join(f"{v} {k}" for k, v in sorted(statuses.items())))
 
@@ -248,7 +248,7 @@ def rmboost(
     if min_probability is not None and scorer is None:
         fail("--min-probability needs a calibrated --scorer fitted:FILE[#NAME]")
     run = run_options(on_error, chunk_size, limit, progress, workers, ray_address, gpus_per_worker)
-    check_rows(prompts, to_prompt, run)
+    rows = check_rows(prompts, to_prompt, run)
     names = tuple(a.strip() for a in aspects.split(",") if a.strip())
     sampling = _sampling(1, temperature, top_p, max_new_tokens, seed, batch_size, system_prompt)
     if scorer is not None:
@@ -272,7 +272,7 @@ def rmboost(
             min_probability=min_probability,
         )
     output = output or default_output("rmboost", prompts)
-    summary = run_step(prompts, output, step, run)
+    summary = run_step(rows, output, step, run)
     if check:
         shares = agreement(summary.counts)
         shown = [f"{k} {'-' if v is None else f'{v:.1%}'}" for k, v in shares.items()]

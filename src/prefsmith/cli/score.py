@@ -95,8 +95,8 @@ def score(
     from prefsmith.data.rows import to_scoring_item
     from prefsmith.models.cache import LogProbCache
     from prefsmith.models.pool import ModelPool
+    from prefsmith.rewards.base import ScoreStep
     from prefsmith.rewards.density_ratio import DensityRatioReward
-    from prefsmith.rewards.score import ScoreStep
     from prefsmith.rewards.spec import ScorerSpec
 
     source = input_path or default_input()
@@ -104,7 +104,7 @@ def score(
     run = run_options(
         on_error, chunk_size, limit, progress, workers, ray_address, gpus_per_worker, split_models
     )
-    check_rows(source, lambda row: to_scoring_item(row, system_prompt), run)
+    rows = check_rows(source, lambda row: to_scoring_item(row, system_prompt), run)
     models = model_options(
         dtype,
         device,
@@ -125,7 +125,7 @@ def score(
             reward = spec.build(pool, custom, contrast_prompts)
         else:
             reward = DensityRatioReward(strong, weak, reduction, customization=custom, pool=pool)
-    run_step(source, output, ScoreStep(reward, system_prompt, save_token_logprobs), run)
+    run_step(rows, output, ScoreStep(reward, system_prompt, save_token_logprobs), run)
     print_tables(output, f"{reward.name}")
     if report:
         write_html_report(output)

@@ -36,7 +36,7 @@ import pickle
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-# The runner's types (Step, RowItem, Outcome) are not imported: the runner imports this module.
+from prefsmith.data.step import Outcome, RowItem, Step
 
 INSTALL_HINT = 'pip install "prefsmith[ray]"'
 
@@ -123,17 +123,16 @@ def chunk_worker(
 
 
 def ray_outcomes(
-    step: Any,
-    chunks: Sequence[Sequence[Any]],
+    step: Step,
+    chunks: Sequence[Sequence[RowItem]],
     *,
     workers: int,
     address: str | None = None,
     cpus_per_worker: float = 1.0,
     gpus_per_worker: float = 0.0,
     split_models: bool = False,
-) -> Iterator[tuple[Sequence[Any], list[Any]]]:
-    """Each chunk (of ``RowItem`` s) with the ``Outcome`` s ``step`` made of it on Ray actors,
-    in input order.
+) -> Iterator[tuple[Sequence[RowItem], list[Outcome]]]:
+    """Each chunk with the outcomes ``step`` made of it on Ray actors, in input order.
 
     ``workers`` actors run the whole step; with ``split_models`` and a step that has model
     stages (``step.model_stages()``, e.g. ``("strong", "weak")`` for a density ratio), each
@@ -146,7 +145,7 @@ def ray_outcomes(
     from ray import cloudpickle
 
     step_bytes = cloudpickle.dumps(step)
-    roles = tuple(step.model_stages()) if split_models and hasattr(step, "model_stages") else ()
+    roles = step.model_stages() if split_models else ()
     stages = [(role, k == 0, k == len(roles) - 1) for k, role in enumerate(roles)] or [
         (None, True, True)
     ]

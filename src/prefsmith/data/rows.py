@@ -20,6 +20,17 @@ from prefsmith.data.messages import Message, common_prefix_length
 
 ROLES = ("system", "user", "assistant", "tool")
 
+# The columns of each shape, as a step's ``required_columns`` (alternatives: any one suffices).
+#: Prompt-only rows (generation).
+PROMPT_COLUMNS = (("prompt",), ("messages",))
+#: Pairs: ``chosen``/``rejected`` with ``prompt`` or ``messages``, or as whole conversations
+#: that carry their prompt.
+PAIR_COLUMNS = (("chosen", "rejected"),)
+#: Candidates: ``responses`` with ``prompt`` or ``messages``.
+CANDIDATE_COLUMNS = (("prompt", "responses"), ("messages", "responses"))
+#: Anything :func:`to_scoring_item` accepts.
+SCORING_COLUMNS = PAIR_COLUMNS + CANDIDATE_COLUMNS
+
 
 class RowError(ValueError):
     """A row that cannot be used, with where it is and what is wrong."""

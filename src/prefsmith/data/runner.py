@@ -1,11 +1,13 @@
 """One resumable row runner for every stage (score, sample, pairs, rmboost, relabel, eval).
 
-A stage is a :class:`Step`: it declares its input and output columns, turns one input row into
-a validated item (:meth:`Step.prepare`, raising ``ValueError`` with what is wrong), and turns a
-batch of items into output rows (:meth:`Step.process`). Everything about files is here:
+A stage is a :class:`~prefsmith.data.step.Step` (the contract, in :mod:`prefsmith.data.step`):
+it declares its input and output columns, turns one input row into a validated item
+(``Step.prepare``, raising ``ValueError`` with what is wrong), and turns a batch of items into
+output rows (``Step.process``). Everything about files is here:
 
 * reading any supported input (JSONL, JSON, Parquet, a saved HF dataset, or rows in memory);
-* validating every row before any model loads; a bad row raises a :class:`RowError` naming
+* validating every row (the step's ``prepare``, then its ``required_columns``) before any model
+  loads; a bad row raises a :class:`RowError` naming
   ``file:line`` (``on_error="raise"``) or goes with its reason to ``<output>.rejected.jsonl``
   (``on_error="skip"``);
 * ``<output>.settings.json``: everything that decides the output; a run that would resume into
@@ -26,6 +28,7 @@ Python API). With ``RunOptions(workers=N)`` the chunks are processed on Ray work
 
 A step of your own:
 
+>>> from prefsmith.data.step import Outcome, Step
 >>> class Upper(Step):
 ...     name, input_columns, output_columns = "upper", "text", ("upper",)
 ...     def prepare(self, row):
@@ -50,11 +53,10 @@ import json
 import os
 import sys
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from prefsmith.data.io import (
     INDEX_FIELD,
@@ -71,74 +73,9 @@ from prefsmith.data.io import (
     restore_journal,
 )
 from prefsmith.data.rows import RowError
+from prefsmith.data.step import Columns, Outcome, RowItem, Step, missing_columns
 
 OnError = Literal["raise", "skip"]
-Advance = Callable[[float], None]
-
-
-@dataclass(frozen=True)
-class RowItem:
-    """One validated input row, as a step sees it.
-
-    Attributes:
-        key: The row's position in the input (written as ``source_index``).
-        location: Where it is, for messages (``file.jsonl:12``).
-        row: The input row as read.
-        item: What :meth:`Step.prepare` made of it.
-    """
-
-    key: int
-    location: str
-    row: Mapping[str, Any]
-    item: Any
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one input row produced.
-
-    Attributes:
-        rows: Output rows (zero, one or several).
-        dropped: Why the row produced no output (counted in the summary), or ``None``.
-        counts: Step-specific counters (e.g. ``{"truncated candidates": 2}``), summed over
-            the run.
-    """
-
-    rows: Sequence[dict[str, Any]] = ()
-    dropped: str | None = None
-    counts: Mapping[str, int] = field(default_factory=dict)
-
-
-class Step(ABC):
-    """A stage of the pipeline: a function from a batch of rows to a batch of rows.
-
-    Subclasses set :attr:`name`, :attr:`input_columns` (a sentence, for messages and docs) and
-    :attr:`output_columns`, and implement :meth:`prepare` and :meth:`process`.
-    """
-
-    #: Short name (``score``, ``sample``, ...).
-    name: ClassVar[str] = "step"
-    #: The input columns the step reads, in words.
-    input_columns: ClassVar[str] = ""
-    #: The columns it adds or writes.
-    output_columns: ClassVar[tuple[str, ...]] = ()
-    #: What the progress display calls this run of the step (``None``: its :attr:`name`).
-    progress_label: str | None = None
-
-    @abstractmethod
-    def prepare(self, row: Mapping[str, Any]) -> Any:
-        """Validate and normalize one input row; raise ``ValueError`` saying what is wrong."""
-
-    @abstractmethod
-    def process(self, batch: Sequence[RowItem], advance: Advance) -> list[Outcome]:
-        """Outcomes of a batch, aligned with it; call ``advance(rows)`` as work gets done."""
-
-    def settings(self) -> dict[str, Any]:
-        """Everything (besides the input) that decides the output; recorded and checked."""
-        return {}
-
-    def fit(self, items: Sequence[RowItem]) -> None:  # noqa: B027 - optional hook
-        """See every valid row before processing (e.g. fit a goal scale); default: nothing."""
 
 
 @dataclass(frozen=True)
@@ -257,8 +194,39 @@ def side_files(output: str | Path) -> list[Path]:
     ]
 
 
-def records_of(source: str | Path | Iterable[Any]) -> Iterator[Record]:
-    """Records of a file (see :func:`~prefsmith.data.io.iter_records`) or of rows in memory.
+@dataclass(frozen=True)
+class ReadInput:
+    """An input file read once: its records (up to a limit), for every later pass over it.
+
+    The command line reads the input with :func:`read_input`, checks its rows before any model
+    loads, and gives the same records to :func:`run_rows`, which does not read the file again.
+    It prints as its path.
+
+    Attributes:
+        path: The file (or saved dataset folder) read.
+        records: Its records, in order.
+    """
+
+    path: Path
+    records: tuple[Record, ...]
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+def read_input(source: str | Path, limit: int | None = None) -> ReadInput:
+    """Read ``source`` once: its first ``limit`` records (``None``: all)."""
+    records = []
+    for record in iter_records(source):
+        if limit is not None and record.index >= limit:
+            break
+        records.append(record)
+    return ReadInput(Path(source), tuple(records))
+
+
+def records_of(source: str | Path | ReadInput | Iterable[Any]) -> Iterator[Record]:
+    """Records of a file (see :func:`~prefsmith.data.io.iter_records`), of an input already
+    read (:class:`ReadInput`) or of rows in memory.
 
     >>> [r.location for r in records_of([{"a": 1}, {"a": 2}])]
     ['row 0', 'row 1']
@@ -266,18 +234,24 @@ def records_of(source: str | Path | Iterable[Any]) -> Iterator[Record]:
     if isinstance(source, str | Path):
         yield from iter_records(source)
         return
+    if isinstance(source, ReadInput):
+        yield from source.records
+        return
     for index, value in enumerate(source):
         yield Record(index, f"row {index}", value)
 
 
 def read_items(
-    source: str | Path | Iterable[Any],
+    source: str | Path | ReadInput | Iterable[Any],
     prepare: Callable[[Mapping[str, Any]], Any],
     limit: int | None = None,
+    required: Columns = (),
 ) -> tuple[list[RowItem], list[RowError]]:
-    """Read and validate every row with ``prepare`` (a step's); return items and errors.
+    """Read and validate every row with ``prepare`` (a step's) and, for the rows it accepts,
+    ``required`` (a step's ``required_columns``); return items and errors.
 
-    Each error carries the row's position as ``key``.
+    ``prepare`` runs first, so that its message (which says more) names what is wrong with a
+    row it refuses. Each error carries the row's position as ``key``.
     """
     good, bad = [], []
     for record in records_of(source):
@@ -289,6 +263,9 @@ def read_items(
             if not isinstance(record.value, Mapping):
                 raise ValueError(f"a row must be an object, got {type(record.value).__name__}")
             item = prepare(record.value)
+            missing = missing_columns(record.value, required)
+            if missing:
+                raise ValueError(missing)
             good.append(RowItem(record.index, record.location, record.value, item))
         except ValueError as err:
             error = RowError(record.location, str(err))
@@ -319,7 +296,7 @@ def process_rows(
     With ``on_error="skip"`` bad rows are left out; with ``raise`` the first one raises a
     :class:`RowError` before any work.
     """
-    items, bad = read_items(rows, step.prepare)
+    items, bad = read_items(rows, step.prepare, required=step.required_columns)
     if bad and on_error == "raise":
         raise first_error(bad, step)
     step.fit(items)
@@ -333,7 +310,7 @@ def process_rows(
 
 
 def run_rows(
-    source: str | Path | Iterable[Any],
+    source: str | Path | ReadInput | Iterable[Any],
     output: str | Path,
     step: Step,
     options: RunOptions | None = None,
@@ -346,7 +323,7 @@ def run_rows(
     output = Path(output)
     if output.suffix not in (".jsonl", ".parquet"):
         raise ValueError(f"{output}: output must be .jsonl or .parquet")
-    items, bad = read_items(source, step.prepare, options.limit)
+    items, bad = read_items(source, step.prepare, options.limit, step.required_columns)
     if bad and options.on_error == "raise":
         raise first_error(bad, step)
     step.fit(items)

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from prefsmith.data.io import INDEX_FIELD, JsonlAppender, read_jsonl_rows
-from prefsmith.data.rows import ScoringItem, to_scoring_item
-from prefsmith.data.runner import RunOptions, run_rows
+from prefsmith.data.rows import PAIR_COLUMNS, ScoringItem, to_scoring_item
+from prefsmith.data.runner import ReadInput, RunOptions, run_rows
 from prefsmith.evaluation.plots import plot_margins, plot_sections
 from prefsmith.evaluation.results import EvalResult, ScorerResult
 from prefsmith.evaluation.routing import confusion_matrix, routing_agreement
@@ -40,7 +40,7 @@ from prefsmith.evaluation.sections import (
     subset_results,
 )
 from prefsmith.models.cache import CachedBackend
-from prefsmith.rewards.score import Reward, ScoreStep
+from prefsmith.rewards.base import Reward, ScoreStep
 
 
 def pair_id(row: Mapping[str, Any]) -> str:
@@ -101,6 +101,7 @@ class PairScoreStep(ScoreStep):
 
     name = "eval"
     input_columns = "prompt + chosen/rejected (+ subset, id)"
+    required_columns = PAIR_COLUMNS
 
     def prepare(self, row: Mapping[str, Any]) -> ScoringItem:
         return prepare_pair(row, self.system_prompt)
@@ -116,7 +117,7 @@ def scorer_slug(name: str) -> str:
 
 
 def evaluate_file(
-    data: str | Path,
+    data: str | Path | ReadInput,
     rewards: Sequence[Reward],
     output_dir: str | Path,
     options: RunOptions | None = None,

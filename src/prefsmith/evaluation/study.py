@@ -28,8 +28,8 @@ from prefsmith.evaluation.results import ScorerResult
 from prefsmith.models.backend import ResponseLogProbs, ScoreRequest
 from prefsmith.models.pool import ModelPool
 from prefsmith.plotting import pyplot, save_figure
-from prefsmith.rewards.base import Reduction, reduce_logprobs
 from prefsmith.rewards.density_ratio import reduce_ratio
+from prefsmith.rewards.reduction import Reduction, reduce_logprobs
 
 #: How a model's own strength is measured by default: its reference-free accuracy.
 STRENGTH_SCORER = "logprob:mean"

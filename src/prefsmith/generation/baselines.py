@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from prefsmith.data.messages import Message
-from prefsmith.data.runner import Advance, Outcome, RowItem, Step
+from prefsmith.data.rows import PROMPT_COLUMNS
+from prefsmith.data.step import Advance, Outcome, RowItem, Step
 from prefsmith.data.templates import check_placeholders
 from prefsmith.defaults import DEFAULT_JUDGE
 from prefsmith.generation.pairs import (
@@ -57,7 +58,7 @@ from prefsmith.generation.sampling import (
 from prefsmith.models.backend import LogProbBackend, ScoreRequest
 from prefsmith.models.loading import LazyModel, LoadedModel, LoadOptions
 from prefsmith.models.pool import ModelPool
-from prefsmith.rewards.score import Reward
+from prefsmith.rewards.base import Reward
 
 __all__ = [
     "JUDGE_PROMPT",
@@ -248,6 +249,7 @@ class _PromptStep(Step):
     """Shared parts of the steps that read prompts and sample from a policy."""
 
     input_columns = "prompt (text or messages) or messages"
+    required_columns = PROMPT_COLUMNS
     model: LazyModel
     sampling: SamplingConfig
     room: int | None

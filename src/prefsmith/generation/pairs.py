@@ -26,10 +26,9 @@ from typing import Any, Literal
 
 from prefsmith.data.io import INDEX_FIELD
 from prefsmith.data.messages import Message
-from prefsmith.data.rows import ScoringItem, to_prompt
-from prefsmith.data.runner import Advance, Outcome, RowItem, Step
-from prefsmith.rewards.base import ItemRewards, sigmoid
-from prefsmith.rewards.score import Reward, scored_with
+from prefsmith.data.rows import CANDIDATE_COLUMNS, ScoringItem, to_prompt
+from prefsmith.data.step import Advance, Outcome, RowItem, Step
+from prefsmith.rewards.base import ItemRewards, Reward, scored_with, sigmoid
 
 Strategy = Literal["best-worst", "all-pairs"]
 PairFormat = Literal["standard", "conversational"]
@@ -300,6 +299,7 @@ class PairsStep(Step):
 
     name = "pairs"
     input_columns = "prompt (or messages) + responses [+ finish_reasons]"
+    required_columns = CANDIDATE_COLUMNS
     output_columns = (
         "prompt",
         "chosen",

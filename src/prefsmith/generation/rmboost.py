@@ -35,8 +35,8 @@ from typing import Any, Literal
 
 from prefsmith.data.io import BadFileError, read_text_file
 from prefsmith.data.messages import Message
-from prefsmith.data.rows import ScoringItem
-from prefsmith.data.runner import Advance, Outcome, RowItem, Step
+from prefsmith.data.rows import PROMPT_COLUMNS, ScoringItem
+from prefsmith.data.step import Advance, Outcome, RowItem, Step
 from prefsmith.data.templates import check_placeholders
 from prefsmith.defaults import DEFAULT_SEED
 from prefsmith.generation.pairs import (
@@ -55,8 +55,7 @@ from prefsmith.generation.sampling import (
     sampler,
 )
 from prefsmith.models.loading import LazyModel, LoadedModel, LoadOptions
-from prefsmith.rewards.base import sigmoid
-from prefsmith.rewards.score import Reward, scored_with, short_hash
+from prefsmith.rewards.base import Reward, scored_with, short_hash, sigmoid
 
 Label = Literal["better", "worse"]
 
@@ -341,6 +340,7 @@ class RMBoostStep(Step):
 
     name = "rmboost"
     input_columns = "prompt (text or messages) or messages"
+    required_columns = PROMPT_COLUMNS
     output_columns = ("prompt", "chosen", "rejected", "rmboost_label", "aspects", "generated_with")
 
     def __init__(

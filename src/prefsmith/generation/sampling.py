@@ -34,14 +34,20 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from prefsmith.data.io import INDEX_FIELD
-from prefsmith.data.rows import to_prompt
-from prefsmith.data.runner import Advance, Outcome, RowItem, Step
-from prefsmith.defaults import DEFAULT_SEED
+from prefsmith.data.rows import PROMPT_COLUMNS, to_prompt
+from prefsmith.data.step import Advance, Outcome, RowItem, Step
+from prefsmith.defaults import DEFAULT_ENGINE, DEFAULT_SEED
 from prefsmith.models.encoding import Message, adds_bos, ensure_chat_template
-from prefsmith.models.engines.base import Engine, SampleOptions, SampleRequest, finish_completion
+from prefsmith.models.engines import (
+    Engine,
+    SampleOptions,
+    SampleRequest,
+    engine_class,
+    load_engine,
+)
 from prefsmith.models.engines.hf import HFEngine
 from prefsmith.models.loading import LazyModel, LoadedModel, LoadOptions
-from prefsmith.rewards.score import short_hash
+from prefsmith.rewards.base import short_hash
 
 
 @dataclass(frozen=True)
@@ -134,7 +140,9 @@ def with_system_prompt(
 
 
 def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
-    """Ids that end a response: the EOS ids and any known end-of-turn token in the vocabulary."""
+    """Ids that end a response: the EOS ids (the tokenizer's, and those of ``model``'s
+    ``generation_config``: a transformers model or an engine) and any known end-of-turn token
+    in the vocabulary."""
     ids: list[int] = []
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     for value in (tokenizer.eos_token_id, configured):
@@ -204,8 +212,7 @@ def generate(
                 f"conversation {i}: {len(ids)} prompt tokens + max_new_tokens"
                 f" {config.max_new_tokens} exceed the model's {limit} positions"
             )
-    model = engine.model if isinstance(engine, HFEngine) else _generation_config(engine)
-    stops = stop_token_ids(tokenizer, model)
+    stops = stop_token_ids(tokenizer, engine)
     requests = [
         SampleRequest(tuple(ids), tuple(sample_seed(config.seed, conv, j) for j in range(config.n)))
         for conv, ids in zip(convs, encoded, strict=True)
@@ -223,12 +230,12 @@ def generate(
 
 def sampler(model: LazyModel) -> LoadedModel | Engine:
     """What :func:`generate` samples ``model`` with: its ``transformers`` model in this process
-    (engine ``hf``) or an engine of ``model.engine``'s kind, created once per model."""
-    if model.engine == "hf":
+    when ``model.engine`` runs one (``in_process``: ``hf``), else an engine of that kind,
+    created once per model."""
+    kind = engine_class(model.engine)
+    if kind.in_process:
         return model.loaded
     if model.engine not in model.engines:
-        from prefsmith.models.engines import load_engine
-
         model.engines[model.engine] = load_engine(
             model.name, model.engine, model.options, vllm_options=model.vllm_options
         )
@@ -240,35 +247,6 @@ def as_engine(loaded: LoadedModel | Engine) -> Engine:
     if isinstance(loaded, LoadedModel):
         return HFEngine.from_loaded(loaded)
     return loaded
-
-
-class _ConfigHolder:
-    def __init__(self, generation_config: Any) -> None:
-        self.generation_config = generation_config
-
-
-def _generation_config(engine: Engine) -> Any:
-    """An object whose ``generation_config`` is the one transformers would give the model
-    (its EOS ids), for engines that do not load a transformers model."""
-    files = getattr(engine, "files", None)
-    if not files:
-        return None
-    from transformers import AutoConfig, GenerationConfig
-
-    from prefsmith.models.loading import quiet_transformers
-
-    with quiet_transformers():
-        try:
-            return _ConfigHolder(GenerationConfig.from_pretrained(files))
-        except OSError:
-            config = AutoConfig.from_pretrained(files)
-            return _ConfigHolder(GenerationConfig.from_model_config(config))
-
-
-def decode_generation(tokenizer: Any, new_ids: Sequence[int], stops: Sequence[int]) -> Generation:
-    """Cut generated ids at the first stop token and decode them."""
-    c = finish_completion(tokenizer, new_ids, stops)
-    return Generation(c.text, c.finish_reason, c.n_tokens)
 
 
 # --------------------------------------------------------------------------------------------
@@ -287,7 +265,7 @@ def generator_settings(model: LazyModel, config: SamplingConfig) -> dict[str, An
         "template": short_hash(str(template)),
         **asdict(config),
     }
-    if model.engine != "hf":  # engines draw different samples from the same seeds
+    if model.engine != DEFAULT_ENGINE:  # engines draw different samples from the same seeds
         settings["engine"] = model.engine
     return settings
 
@@ -348,6 +326,7 @@ class SampleStep(Step):
 
     name = "sample"
     input_columns = "prompt (text or messages) or messages"
+    required_columns = PROMPT_COLUMNS
     output_columns = ("responses", "finish_reasons", "n_tokens", "generated_with")
 
     def __init__(

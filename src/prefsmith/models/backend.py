@@ -5,10 +5,13 @@ with the model's chat template (:class:`~prefsmith.models.encoding.ConversationE
 place where the exact prompt/response token boundary is found) and hands the token ids to an
 *engine* (:mod:`prefsmith.models.engines`), which returns the response tokens' log-probs:
 
-* :class:`TransformersBackend`: the ``hf`` engine, transformers in this process (CPU or one
-  GPU); the reference and the default;
 * :class:`EngineBackend` over any engine, e.g. ``vllm`` (``load_backend(name, engine="vllm")``,
-  optional extra ``prefsmith[vllm]``).
+  optional extra ``prefsmith[vllm]``);
+* :class:`TransformersBackend`, the same over an engine that runs a ``transformers`` model in
+  this process (``hf``: CPU or one GPU; the reference and the default), with that model in
+  reach (``loaded``, ``model``, ``device``).
+
+:func:`load_backend` builds either from a model name and an engine name.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from prefsmith.defaults import DEFAULT_ENGINE
 from prefsmith.models.encoding import ConversationEncoder, EncodedResponse, Message
-from prefsmith.models.engines.base import Engine
+from prefsmith.models.engines import Engine, load_engine
 from prefsmith.models.engines.hf import (
     HEAD_CHUNK_BYTES,
     BatchingOptions,
@@ -41,6 +45,7 @@ __all__ = [
     "ScoreRequest",
     "TransformersBackend",
     "_gather_logprobs",
+    "backend_of",
     "load_backend",
     "plan_batches",
     "shared_prefix_groups",
@@ -146,14 +151,14 @@ class EngineBackend:
         encoder: Renders requests to token ids and finds the response boundary.
     """
 
-    def __init__(self, engine: Engine, fingerprint: str, max_length: int) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.engine_kind = engine.kind
         self.name = engine.name
-        self.fingerprint = fingerprint
+        self.fingerprint = engine.fingerprint
         self.tokenizer = engine.tokenizer
         self.dtype = engine.dtype
-        self.encoder = ConversationEncoder(self.tokenizer, max_length)
+        self.encoder = ConversationEncoder(self.tokenizer, engine.max_sequence)
         self.template = self.encoder.template
         self.tokenizer_fingerprint = tokenizer_fingerprint(self.tokenizer)
 
@@ -189,10 +194,6 @@ class EngineBackend:
         ]
 
 
-def _max_length(batching: BatchingOptions, max_positions: int | None) -> int:
-    return min(batching.max_length, max_positions or batching.max_length)
-
-
 class TransformersBackend(EngineBackend):
     """Teacher-forced log-probs from a ``transformers`` causal LM (the ``hf`` engine).
 
@@ -202,28 +203,18 @@ class TransformersBackend(EngineBackend):
 
     engine: HFEngine
 
-    def __init__(
-        self,
-        name: str,
-        load_options: LoadOptions | None = None,
-        batching: BatchingOptions | None = None,
-        loaded: LoadedModel | None = None,
-    ) -> None:
-        """Prepare scoring with model ``name``; the weights load on first use (or pass
-        ``loaded`` to reuse a model already in memory)."""
-        engine = HFEngine(name, load_options, batching, loaded)
-        self.load_options = engine.load_options
-        self.batching = engine.batching
-        super().__init__(
-            engine, engine.fingerprint, _max_length(self.batching, engine.max_positions)
-        )
+    def __init__(self, engine: HFEngine) -> None:
+        """Scoring with ``engine``; its weights load on first use (see :func:`load_backend`)."""
+        super().__init__(engine)
+        self.load_options: LoadOptions = engine.load_options
+        self.batching: BatchingOptions = engine.batching
 
     @classmethod
     def from_loaded(
         cls, loaded: LoadedModel, batching: BatchingOptions | None = None
     ) -> TransformersBackend:
         """A backend over a model already in memory."""
-        return cls(loaded.source.name, batching=batching, loaded=loaded)
+        return cls(HFEngine.from_loaded(loaded, batching))
 
     @property
     def loaded(self) -> LoadedModel:
@@ -238,43 +229,13 @@ class TransformersBackend(EngineBackend):
     def device(self) -> Any:
         return self.engine.device
 
-    # Internals of the hf engine, kept reachable under their old names.
-    @property
-    def _head_path(self) -> bool | None:
-        return self.engine._head_path
-
-    @_head_path.setter
-    def _head_path(self, value: bool | None) -> None:
-        self.engine._head_path = value
-
-    @property
-    def _prefix_path(self) -> bool | None:
-        return self.engine._prefix_path
-
-    @_prefix_path.setter
-    def _prefix_path(self, value: bool | None) -> None:
-        self.engine._prefix_path = value
-
-    def _plan_sharing(
-        self, encoded: Sequence[EncodedResponse]
-    ) -> tuple[list[tuple[int, list[int]]], list[int]]:
-        return self.engine._plan_sharing(encoded)
-
-    def _forward(
-        self, rows: list[EncodedResponse], prefix_length: int = 0, cache: Any = None
-    ) -> list[np.ndarray]:
-        return self.engine._forward(rows, prefix_length, cache)
-
-    def _prefill(self, prefix: Sequence[int]) -> Any:
-        return self.engine._prefill(prefix)
-
 
 def load_backend(
     name: str,
     options: LoadOptions | None = None,
     batching: BatchingOptions | None = None,
     *,
-    engine: str = "hf",
+    engine: str = DEFAULT_ENGINE,
     vllm_options: Any = None,
 ) -> EngineBackend:
     """A backend for model ``name`` (see :mod:`prefsmith.models.loading`); weights load lazily.
@@ -284,14 +245,13 @@ def load_backend(
     :class:`prefsmith.models.engines.vllm.VLLMOptions`, and ``options.dtype`` applies when it
     leaves ``dtype`` at ``auto``). ``batching.max_length`` bounds the encoded rows for both.
     """
-    if engine == "hf":
-        return TransformersBackend(name, options, batching)
-    if engine == "vllm":
-        from prefsmith.models.engines.vllm import VLLMEngine, VLLMOptions
+    return backend_of(load_engine(name, engine, options, batching, vllm_options))
 
-        batching = batching or BatchingOptions()
-        vllm_engine = VLLMEngine(
-            name, vllm_options or VLLMOptions(), options, max_length=batching.max_length
-        )
-        return EngineBackend(vllm_engine, vllm_engine.fingerprint, vllm_engine.max_sequence)
-    raise ValueError(f"engine must be one of hf, vllm; got {engine!r}")
+
+def backend_of(engine: Engine) -> EngineBackend:
+    """The backend over ``engine``: a :class:`TransformersBackend` when it runs a
+    ``transformers`` model in this process (``engine.in_process``), else an
+    :class:`EngineBackend`."""
+    if engine.in_process:
+        return TransformersBackend(engine)  # type: ignore[arg-type]
+    return EngineBackend(engine)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from prefsmith.defaults import DEFAULT_ENGINE
 from prefsmith.models.backend import LogProbBackend, ResponseLogProbs, ScoreRequest
 from prefsmith.models.registry import cache_home
 
@@ -28,12 +29,13 @@ def default_cache_path() -> Path:
 
 def cache_key(backend: LogProbBackend, request: ScoreRequest) -> str:
     """Key of one response under one backend's settings (and engine: numbers of two engines
-    agree only to rounding, so each keeps its own; hf keys are unchanged)."""
+    agree only to rounding, so each keeps its own; the default engine's keys are unchanged)."""
     template = hashlib.sha256(backend.template.encode()).hexdigest()
     max_length = getattr(getattr(backend, "encoder", None), "max_length", None)
+    engine = getattr(backend, "engine_kind", DEFAULT_ENGINE)
     payload = [
         backend.fingerprint,
-        *([] if getattr(backend, "engine_kind", "hf") == "hf" else [backend.engine_kind]),
+        *([] if engine == DEFAULT_ENGINE else [engine]),
         backend.dtype,
         template,
         max_length,

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from prefsmith.defaults import DEFAULT_ENGINE
 from prefsmith.models.hardware import warn_if_slow_dtype
 from prefsmith.models.registry import (
     PACKAGED_MODELS,
@@ -370,19 +371,54 @@ def model_files(name: str) -> str:
     return local_files(resolve_model(name))
 
 
-def load_tokenizer(name: str) -> Any:
-    """Load only the tokenizer of a model (cheap; used to check strong/weak compatibility)."""
-    from transformers import AutoTokenizer
+@dataclass(frozen=True)
+class ModelFiles:
+    """What an engine knows of a model before its weights load.
 
-    files = model_files(name)
-    with quiet_transformers():
-        return AutoTokenizer.from_pretrained(files)
+    Attributes:
+        path: The local folder (:func:`model_files`).
+        fingerprint: Hash of the weights (:func:`fingerprint_directory`).
+        tokenizer: Its ``transformers`` tokenizer.
+        max_positions: ``max_position_embeddings`` of its config, if any.
+    """
+
+    path: str
+    fingerprint: str
+    tokenizer: Any
+    max_positions: int | None
+
+    @classmethod
+    def of(cls, name: str) -> ModelFiles:
+        """Resolve model ``name`` and read its fingerprint, tokenizer and config."""
+        from transformers import AutoConfig, AutoTokenizer
+
+        path = model_files(name)
+        fingerprint = fingerprint_directory(path)
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            config = AutoConfig.from_pretrained(path)
+        return cls(path, fingerprint, tokenizer, getattr(config, "max_position_embeddings", None))
 
 
-def load_model(name: str, options: LoadOptions | None = None) -> LoadedModel:
-    """Resolve, (convert,) and load a causal LM and its tokenizer for inference."""
+#: The ``transformers`` auto class of each kind of model :func:`load_model` loads.
+HEADS = {
+    "causal-lm": "AutoModelForCausalLM",
+    "sequence-classification": "AutoModelForSequenceClassification",
+}
+
+
+def load_model(
+    name: str, options: LoadOptions | None = None, head: str = "causal-lm", **model_kwargs: Any
+) -> LoadedModel:
+    """Resolve, (convert,) and load a model and its tokenizer on ``options.device``.
+
+    ``head`` is ``causal-lm`` (a language model, the default) or ``sequence-classification``
+    (a reward model's base, e.g. with ``num_labels=1``: ``model_kwargs`` go to
+    ``from_pretrained``). Scoring, sampling and training all load here.
+    """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import transformers
+    from transformers import AutoTokenizer
 
     options = options or LoadOptions()
     if options.threads:
@@ -393,7 +429,8 @@ def load_model(name: str, options: LoadOptions | None = None) -> LoadedModel:
     dtype = resolve_dtype(options.dtype, device)
     with quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(files)
-        model = AutoModelForCausalLM.from_pretrained(files, dtype=dtype)
+        auto_class = getattr(transformers, HEADS[head])
+        model = auto_class.from_pretrained(files, dtype=dtype, **model_kwargs)
     model.to(device)
     model.eval()
     n_params = sum(p.numel() for p in model.parameters())
@@ -421,10 +458,10 @@ class LazyModel:
         self,
         model: str | LoadedModel,
         options: LoadOptions | None = None,
-        engine: str = "hf",
+        engine: str = DEFAULT_ENGINE,
         vllm_options: Any = None,
     ) -> None:
-        if isinstance(model, LoadedModel) and engine != "hf":
+        if isinstance(model, LoadedModel) and engine != DEFAULT_ENGINE:
             raise ValueError("a model already loaded samples with the hf engine; pass its name")
         self.options = options or LoadOptions()
         self.engine = engine

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from prefsmith.defaults import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_MAX_LENGTH
+from prefsmith.defaults import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_ENGINE, DEFAULT_MAX_LENGTH
 from prefsmith.models.backend import BatchingOptions, LogProbBackend, load_backend
 from prefsmith.models.cache import CachedBackend, LogProbCache
 from prefsmith.models.loading import LoadOptions
@@ -48,7 +48,7 @@ class ModelOptions:
     batch_tokens: int = 8192
     max_batch_size: int = 64
     batch_invariant: bool = True
-    engine: str = "hf"
+    engine: str = DEFAULT_ENGINE
     vllm_options: Any = None
 
     def __post_init__(self) -> None:

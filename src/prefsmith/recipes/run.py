@@ -47,9 +47,6 @@ from prefsmith.recipes.schema import (
 
 Say = Callable[[str], None]
 
-#: Stage statuses in the summary.
-STATUSES = ("ran", "resumed", "re-ran", "skipped")
-
 
 class RecipeRunError(RuntimeError):
     """A stage produced nothing the next stage could use; the summary says why."""
@@ -514,7 +511,7 @@ def _run_rmboost(context: _Context, stage: Stage) -> StageResult:
 
 
 def _run_score(context: _Context, stage: Stage) -> StageResult:
-    from prefsmith.rewards.score import ScoreStep
+    from prefsmith.rewards.base import ScoreStep
 
     config = stage.config
     reward = context.reward(stage, config.scorer, config.customization)

@@ -180,7 +180,7 @@ class RMBoostStage:
 
 @dataclass(frozen=True)
 class ScoreStage:
-    """``score``: rewards for every response (:class:`~prefsmith.rewards.score.ScoreStep`).
+    """``score``: rewards for every response (:class:`~prefsmith.rewards.base.ScoreStep`).
 
     Attributes:
         input: Pairs or candidates.

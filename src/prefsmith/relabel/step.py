@@ -21,8 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from prefsmith.data.rows import ScoringItem, to_scoring_item
-from prefsmith.data.runner import Advance, Outcome, RowItem, Step
+from prefsmith.data.rows import PAIR_COLUMNS, ScoringItem, to_scoring_item
+from prefsmith.data.step import Advance, Outcome, RowItem, Step
 from prefsmith.relabel.pairs import (
     OutputFormat,
     TieRule,
@@ -106,6 +106,11 @@ class RelabelStep(Step):
 
     def __init__(self, options: RelabelOptions | None = None) -> None:
         self.options = options or RelabelOptions()
+        o = self.options
+        probability = (o.probability_column,) if o.min_probability is not None else ()
+        self.required_columns = (
+            (*PAIR_COLUMNS[0], o.chosen_reward, o.rejected_reward, *probability),
+        )
         self.template = load_template(self.options.template)
         self.fitted: FittedScale | None = None
 

@@ -37,9 +37,9 @@ from prefsmith.data.rows import ScoringItem
 from prefsmith.defaults import DEFAULT_REDUCTION, DEFAULT_STRONG
 from prefsmith.models.backend import LogProbBackend, ScoreRequest
 from prefsmith.models.pool import ModelOptions, ModelPool
-from prefsmith.rewards.base import ItemRewards, Reduction, ScoredResponse
+from prefsmith.rewards.base import ItemRewards, Reward, ScoredResponse, short_hash
 from prefsmith.rewards.density_ratio import _model_settings, _options, reduce_ratio
-from prefsmith.rewards.score import Reward, short_hash
+from prefsmith.rewards.reduction import Reduction
 
 if TYPE_CHECKING:
     from prefsmith.models.cache import LogProbCache

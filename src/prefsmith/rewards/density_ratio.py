@@ -21,13 +21,8 @@ from typing import TYPE_CHECKING, Any
 from prefsmith.defaults import DEFAULT_REDUCTION, DEFAULT_STRONG, DEFAULT_WEAK
 from prefsmith.models.backend import LogProbBackend, ResponseLogProbs, ScoreRequest
 from prefsmith.models.pool import ModelOptions, ModelPool
-from prefsmith.rewards.base import (
-    IncompatibleModelsError,
-    Reduction,
-    ScoredResponse,
-    reduce_logprobs,
-)
-from prefsmith.rewards.score import Reward
+from prefsmith.rewards.base import IncompatibleModelsError, Reward, ScoredResponse
+from prefsmith.rewards.reduction import Reduction, reduce_logprobs
 
 if TYPE_CHECKING:
     from prefsmith.models.cache import LogProbCache

@@ -29,8 +29,7 @@ from typing import Any
 from prefsmith.data.io import load_json_file
 from prefsmith.data.rows import ScoringItem
 from prefsmith.models.backend import ScoreRequest
-from prefsmith.rewards.base import ItemRewards, ScoredResponse
-from prefsmith.rewards.score import Reward
+from prefsmith.rewards.base import ItemRewards, Reward, ScoredResponse
 
 #: How a response's length is counted for a length penalty.
 LENGTH_UNITS = ("chars", "tokens")

@@ -32,8 +32,7 @@ from prefsmith.models.backend import ResponseLogProbs, ScoreRequest
 from prefsmith.models.encoding import ensure_chat_template
 from prefsmith.models.invariance import MIN_MATMUL_ROWS, invariant_kernels
 from prefsmith.models.pool import ModelOptions
-from prefsmith.rewards.base import ScoredResponse
-from prefsmith.rewards.score import Reward
+from prefsmith.rewards.base import Reward, ScoredResponse
 
 __all__ = ["RewardModelReward", "load_reward_model", "rm_input_ids"]
 

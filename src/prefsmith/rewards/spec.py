@@ -14,20 +14,19 @@ Grammar: ``KIND[:MODELS][:OPTION]``
 Models left out are the run's ``--strong`` / ``--weak`` (by default the embedded pair). Strong
 and weak are separated by a comma; ``STRONG/WEAK`` also works when each name has no slash.
 :func:`parse_scorer` returns the :class:`~prefsmith.rewards.base.Reward`; its ``name`` is the
-spec written out in full.
+spec written out in full. :data:`SCORERS` says how each kind is read and built.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from prefsmith.defaults import DEFAULT_STRONG, DEFAULT_WEAK
 from prefsmith.models.pool import ModelPool
-from prefsmith.rewards.base import Reduction
+from prefsmith.rewards.base import Reward
 from prefsmith.rewards.density_ratio import DensityRatioReward, DPOReward, LogProbReward
-from prefsmith.rewards.score import Reward
-
-KINDS = ("density-ratio", "logprob", "contrast", "dpo", "rm", "fitted")
+from prefsmith.rewards.reduction import Reduction
 
 
 @dataclass(frozen=True)
@@ -72,29 +71,25 @@ class ScorerSpec:
         ValueError: unknown scorer 'ratio'; choose from density-ratio, logprob, contrast, dpo, ...
         """
         kind, *rest = text.split(":")
-        if kind not in KINDS:
+        if kind not in SCORERS:
             raise ValueError(f"unknown scorer {kind!r}; choose from {', '.join(KINDS)}")
-        if kind == "fitted":
-            path, _, name = ":".join(rest).partition("#")
+        how = SCORERS[kind]
+        if how.models == "path":
+            path, name = ":".join(rest), ""
+            if how.named:
+                path, _, name = path.partition("#")
             if not path:
-                raise ValueError(f"{text!r}: give the fit file, e.g. fitted:runs/eval/fit.json")
+                raise ValueError(f"{text!r}: give {how.option}")
             return cls(kind, (path,), name)
-        if kind == "rm":
-            path = ":".join(rest)
-            if not path:
-                raise ValueError(f"{text!r}: give the reward model's folder, e.g. rm:runs/rm/final")
-            return cls(kind, (path,), "")
         models_text, option = "", ""
         if len(rest) == 1:
-            (models_text, option) = ("", rest[0]) if _is_option(kind, rest[0]) else (rest[0], "")
+            (models_text, option) = ("", rest[0]) if how.accepts(rest[0]) else (rest[0], "")
         elif len(rest) >= 2:
             models_text, option = ":".join(rest[:-1]), rest[-1]
-        option = option or ("0.1" if kind == "dpo" else "sum")
-        if not _is_option(kind, option):
-            what = "a beta, e.g. dpo:0.1" if kind == "dpo" else "sum, mean or mean-char"
-            what += " (+empty)" if kind == "contrast" else ""
-            raise ValueError(f"{text!r}: the last part must be {what}, not {option!r}")
-        if kind in ("logprob", "contrast"):
+        option = option or how.default
+        if not how.accepts(option):
+            raise ValueError(f"{text!r}: the last part must be {how.option}, not {option!r}")
+        if how.models == "one":
             models = (models_text or strong,)
         else:
             models = _split_pair(models_text, text) if models_text else (strong, weak)
@@ -103,10 +98,8 @@ class ScorerSpec:
     @property
     def name(self) -> str:
         """The spec written out in full."""
-        if self.kind == "rm":
-            return f"rm:{self.models[0]}"
-        if self.kind == "fitted":
-            return f"fitted:{self.models[0]}" + (f"#{self.option}" if self.option else "")
+        if SCORERS[self.kind].models == "path":
+            return f"{self.kind}:{self.models[0]}" + (f"#{self.option}" if self.option else "")
         return f"{self.kind}:{','.join(self.models)}:{self.option}"
 
     def build(
@@ -117,46 +110,114 @@ class ScorerSpec:
         ``contrast_prompts`` (a prompts YAML file) replaces the shipped prompts of ``contrast``
         scorers, also inside a ``fitted`` file.
         """
-        pool = pool or ModelPool()
-        if self.kind == "fitted":
-            from prefsmith.rewards.fitted import FittedReward, load_fitted_model
+        return SCORERS[self.kind].build(self, pool or ModelPool(), customization, contrast_prompts)
 
-            model = load_fitted_model(self.models[0], self.option or None)
-            parts = []
-            for name in model.scorers:
-                if name.endswith("+cdr") and customization is None:
-                    raise ValueError(f"{name} in {self.models[0]} needs --domains/--router")
-                plain = ScorerSpec.parse(name.removesuffix("+cdr"))
-                custom = customization if name.endswith("+cdr") else None
-                parts.append(plain.build(pool, custom, contrast_prompts))
-            return FittedReward(model, parts, source=self.name)
-        if self.kind == "contrast":
-            from prefsmith.rewards.contrast import ContrastReward, parse_contrast_option
 
-            reduction, negative = parse_contrast_option(self.option)
-            return ContrastReward(
-                self.models[0],
-                reduction,
-                negative,
-                prompts=contrast_prompts,
-                customization=customization,
-                pool=pool,
-            )
-        if self.kind == "rm":
-            if customization is not None:
-                raise ValueError("rm: scorers read no context customization (--domains/--router)")
-            from prefsmith.rewards.reward_model import RewardModelReward
+def _is_reduction(text: str) -> bool:
+    return text in {r.value for r in Reduction}
 
-            return RewardModelReward(self.models[0], pool.options)
-        if self.kind == "logprob":
-            return LogProbReward(
-                self.models[0], self.option, customization=customization, pool=pool
-            )
-        if self.kind == "dpo":
-            return DPOReward(
-                *self.models, float(self.option), customization=customization, pool=pool
-            )
-        return DensityRatioReward(*self.models, self.option, customization=customization, pool=pool)
+
+def _is_contrast_option(text: str) -> bool:
+    return _is_reduction(text.removesuffix("+empty"))
+
+
+def _is_beta(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _density_ratio(spec: ScorerSpec, pool: ModelPool, customization, contrast_prompts) -> Reward:
+    return DensityRatioReward(*spec.models, spec.option, customization=customization, pool=pool)
+
+
+def _logprob(spec: ScorerSpec, pool: ModelPool, customization, contrast_prompts) -> Reward:
+    return LogProbReward(spec.models[0], spec.option, customization=customization, pool=pool)
+
+
+def _contrast(spec: ScorerSpec, pool: ModelPool, customization, contrast_prompts) -> Reward:
+    from prefsmith.rewards.contrast import ContrastReward, parse_contrast_option
+
+    reduction, negative = parse_contrast_option(spec.option)
+    return ContrastReward(
+        spec.models[0],
+        reduction,
+        negative,
+        prompts=contrast_prompts,
+        customization=customization,
+        pool=pool,
+    )
+
+
+def _dpo(spec: ScorerSpec, pool: ModelPool, customization, contrast_prompts) -> Reward:
+    return DPOReward(*spec.models, float(spec.option), customization=customization, pool=pool)
+
+
+def _reward_model(spec: ScorerSpec, pool: ModelPool, customization, contrast_prompts) -> Reward:
+    if customization is not None:
+        raise ValueError("rm: scorers read no context customization (--domains/--router)")
+    from prefsmith.rewards.reward_model import RewardModelReward
+
+    return RewardModelReward(spec.models[0], pool.options)
+
+
+def _fitted(spec: ScorerSpec, pool: ModelPool, customization, contrast_prompts) -> Reward:
+    from prefsmith.rewards.fitted import FittedReward, load_fitted_model
+
+    model = load_fitted_model(spec.models[0], spec.option or None)
+    parts = []
+    for name in model.scorers:
+        if name.endswith("+cdr") and customization is None:
+            raise ValueError(f"{name} in {spec.models[0]} needs --domains/--router")
+        plain = ScorerSpec.parse(name.removesuffix("+cdr"))
+        custom = customization if name.endswith("+cdr") else None
+        parts.append(plain.build(pool, custom, contrast_prompts))
+    return FittedReward(model, parts, source=spec.name)
+
+
+@dataclass(frozen=True)
+class ScorerKind:
+    """How one kind of scorer spec is read and built.
+
+    Attributes:
+        build: The reward of a parsed spec: ``(spec, pool, customization, contrast_prompts)``.
+        models: ``pair`` (``STRONG,WEAK``, default the run's pair), ``one`` (``MODEL``, default
+            the run's strong model) or ``path`` (everything after the kind is a file or folder).
+        option: What the option is, for messages (``path`` kinds: what to give).
+        accepts: Whether a text is a valid option (``pair``/``one`` kinds).
+        default: The option when left out.
+        named: ``path`` kinds: the path may end in ``#NAME``, kept as the option.
+    """
+
+    build: Callable[[ScorerSpec, ModelPool, object, object], Reward]
+    models: str = "pair"
+    option: str = "sum, mean or mean-char"
+    accepts: Callable[[str], bool] = _is_reduction
+    default: str = "sum"
+    named: bool = False
+
+
+#: Every kind of scorer spec, in the order messages list them: adding a kind is one entry.
+SCORERS: dict[str, ScorerKind] = {
+    "density-ratio": ScorerKind(_density_ratio),
+    "logprob": ScorerKind(_logprob, models="one"),
+    "contrast": ScorerKind(
+        _contrast,
+        models="one",
+        option="sum, mean or mean-char (+empty)",
+        accepts=_is_contrast_option,
+    ),
+    "dpo": ScorerKind(_dpo, option="a beta, e.g. dpo:0.1", accepts=_is_beta, default="0.1"),
+    "rm": ScorerKind(
+        _reward_model, models="path", option="the reward model's folder, e.g. rm:runs/rm/final"
+    ),
+    "fitted": ScorerKind(
+        _fitted, models="path", option="the fit file, e.g. fitted:runs/eval/fit.json", named=True
+    ),
+}
+KINDS = tuple(SCORERS)
 
 
 def parse_scorer(
@@ -176,18 +237,6 @@ def parse_scorer(
     True
     """
     return ScorerSpec.parse(text, strong, weak).build(pool, customization, contrast_prompts)
-
-
-def _is_option(kind: str, text: str) -> bool:
-    if kind == "dpo":
-        try:
-            float(text)
-        except ValueError:
-            return False
-        return True
-    if kind == "contrast":
-        text = text.removesuffix("+empty")
-    return text in {r.value for r in Reduction}
 
 
 def _split_pair(text: str, spec: str) -> tuple[str, str]:

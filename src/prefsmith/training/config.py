@@ -152,6 +152,21 @@ class TrainConfig:
             task_type=task_type,
         )
 
+    def load_base(self, head: str = "causal-lm", **model_kwargs: Any) -> Any:
+        """:attr:`model` loaded through :func:`prefsmith.models.loading.load_model` (this
+        config's dtype, device and threads), its tokenizer ready for TRL (a chat template and a
+        pad token); ``head`` and ``model_kwargs`` as there. Returns the
+        :class:`~prefsmith.models.loading.LoadedModel`."""
+        from prefsmith.models.encoding import ensure_chat_template
+        from prefsmith.models.loading import LoadOptions, load_model
+
+        options = LoadOptions(self.dtype, self.device, self.threads)  # type: ignore[arg-type]
+        loaded = load_model(self.model, options, head, **model_kwargs)
+        ensure_chat_template(loaded.tokenizer)
+        if loaded.tokenizer.pad_token is None:
+            loaded.tokenizer.pad_token = loaded.tokenizer.eos_token
+        return loaded
+
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (saved as ``train_config.yaml`` in the output folder)."""
         return asdict(self)

@@ -125,32 +125,12 @@ def tokenize_pairs(
 
 def load_reward_base(config: TrainConfig) -> tuple[Any, Any]:
     """The base model with a fresh one-output head (seeded), and its tokenizer (pad set)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+    from transformers import set_seed
 
-    from prefsmith.models.encoding import ensure_chat_template
-    from prefsmith.models.loading import (
-        local_files,
-        quiet_transformers,
-        resolve_device,
-        resolve_dtype,
-        resolve_model,
-    )
-
-    folder = local_files(resolve_model(config.model))
-    device = resolve_device(config.device)  # type: ignore[arg-type]
-    dtype = resolve_dtype(config.dtype, device)  # type: ignore[arg-type]
-    with quiet_transformers():
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-    ensure_chat_template(tokenizer)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     set_seed(config.seed)  # the head is initialized at random
-    with quiet_transformers():
-        model = AutoModelForSequenceClassification.from_pretrained(
-            folder, num_labels=1, dtype=dtype
-        )
-    model.config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
+    base = config.load_base("sequence-classification", num_labels=1)
+    base.model.config.pad_token_id = base.tokenizer.pad_token_id
+    return base.model, base.tokenizer
 
 
 def write_rejected(output_dir: Path, bad: Sequence[RowError]) -> Path | None:

@@ -52,31 +52,6 @@ class TrainResult:
     eval: dict[str, Any] | None = None
 
 
-def load_policy(config: TrainConfig) -> tuple[Any, Any, str]:
-    """Model and tokenizer to tune (float weights, train mode) and the folder they came from."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from prefsmith.models.encoding import ensure_chat_template
-    from prefsmith.models.loading import (
-        local_files,
-        resolve_device,
-        resolve_dtype,
-        resolve_model,
-    )
-
-    folder = local_files(resolve_model(config.model))
-    device = resolve_device(config.device)  # type: ignore[arg-type]
-    dtype = resolve_dtype(config.dtype, device)  # type: ignore[arg-type]
-    with quiet_transformers():
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-    ensure_chat_template(tokenizer)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    with quiet_transformers():
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
-    return model, tokenizer, folder
-
-
 def trl_args(config: TrainConfig, device: str) -> Any:
     """The TRL config object (``DPOConfig`` or ``CPOConfig``) for ``config``."""
     common: dict[str, Any] = {
@@ -157,7 +132,7 @@ def build_trainer(config: TrainConfig, callbacks: list[Any] | None = None) -> An
 
         return build_reward_trainer(config, args, callbacks)
     rows = load_preference_rows(config.data, config.max_rows)
-    model, tokenizer, _ = load_policy(config)
+    policy = config.load_base()
     peft_config = config.peft_config("CAUSAL_LM")
 
     train_rows, eval_rows = split_rows(rows, config.eval_fraction, config.seed)
@@ -166,11 +141,11 @@ def build_trainer(config: TrainConfig, callbacks: list[Any] | None = None) -> An
     else:  # SimPO: CPO trainer with the SimPO loss (its args are set above)
         from trl.experimental.cpo import CPOTrainer as trainer_class
     return trainer_class(
-        model=model,
+        model=policy.model,
         args=args,
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
-        processing_class=tokenizer,
+        processing_class=policy.tokenizer,
         peft_config=peft_config,
         callbacks=callbacks,
     )

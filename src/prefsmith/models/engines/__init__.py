@@ -1,16 +1,19 @@
 """Engines run one model: token ids in, log-probs or sampled completions out.
 
-See :mod:`prefsmith.models.engines.base` for the interface; ``hf`` is
-:class:`~prefsmith.models.engines.hf.HFEngine`, ``vllm`` is
-:class:`~prefsmith.models.engines.vllm.VLLMEngine` (imported only when asked for).
+See :mod:`prefsmith.models.engines.base` for the interface. :data:`ENGINES` names every engine,
+once: ``hf`` is :class:`~prefsmith.models.engines.hf.HFEngine`, ``vllm`` is
+:class:`~prefsmith.models.engines.vllm.VLLMEngine` (vLLM itself is imported only when a vllm
+engine is created). Whatever dispatches on an engine name (``--engine``, ``ModelOptions.engine``,
+a recipe's ``engine``) goes through :func:`engine_class`, :func:`parse_engine` and
+:func:`load_engine`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from prefsmith.defaults import DEFAULT_ENGINE
 from prefsmith.models.engines.base import (
-    ENGINES,
     Completion,
     Engine,
     EngineNotInstalledError,
@@ -18,6 +21,8 @@ from prefsmith.models.engines.base import (
     SampleRequest,
     finish_completion,
 )
+from prefsmith.models.engines.hf import HFEngine
+from prefsmith.models.engines.vllm import VLLMEngine
 
 __all__ = [
     "ENGINES",
@@ -26,18 +31,37 @@ __all__ = [
     "EngineNotInstalledError",
     "SampleOptions",
     "SampleRequest",
+    "engine_class",
     "finish_completion",
     "load_engine",
     "parse_engine",
 ]
 
+#: Engine name -> engine class.
+ENGINES: dict[str, type[Engine]] = {"hf": HFEngine, "vllm": VLLMEngine}
+
+
+def engine_class(name: str, spec: str | None = None) -> type[Engine]:
+    """The class of engine ``name`` (``spec``: the text it came from, for the message).
+
+    >>> engine_class("hf").kind
+    'hf'
+    >>> engine_class("tgi")
+    Traceback (most recent call last):
+    ...
+    ValueError: engine must be one of hf, vllm; got 'tgi'
+    """
+    if name not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {spec or name!r}")
+    return ENGINES[name]
+
 
 def parse_engine(text: str) -> tuple[str, Any]:
-    """An engine spec: ``hf``, ``vllm`` or ``vllm:KEY=VALUE,...`` -> (kind, vLLM options).
+    """An engine spec: ``hf``, ``vllm`` or ``vllm:KEY=VALUE,...`` -> (kind, its options).
 
-    The keys are fields of :class:`~prefsmith.models.engines.vllm.VLLMOptions` (GPU memory
-    fraction, tensor-parallel size, maximum length, dtype, ...); values are read as JSON
-    (numbers, ``true``, ``null``) or else as text. vLLM itself is not imported.
+    For ``vllm`` the keys are fields of :class:`~prefsmith.models.engines.vllm.VLLMOptions`
+    (GPU memory fraction, tensor-parallel size, maximum length, dtype, ...); values are read as
+    JSON (numbers, ``true``, ``null``) or else as text. vLLM itself is not imported.
 
     >>> parse_engine("hf")
     ('hf', None)
@@ -49,38 +73,13 @@ def parse_engine(text: str) -> tuple[str, Any]:
     ...
     ValueError: engine 'vllm:tp=8': unknown vllm option 'tp'; choose from dtype, ...
     """
-    import dataclasses
-    import json
-
     kind, _, rest = text.partition(":")
-    if kind not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {text!r}")
-    if kind == "hf":
-        if rest:
-            raise ValueError(f"engine {text!r}: the hf engine takes no options")
-        return kind, None
-    from prefsmith.models.engines.vllm import VLLMOptions
-
-    names = [f.name for f in dataclasses.fields(VLLMOptions) if f.name != "engine_kwargs"]
-    values: dict[str, Any] = {}
-    for part in filter(None, rest.split(",")):
-        key, sep, value = part.partition("=")
-        if not sep:
-            raise ValueError(f"engine {text!r}: write options as KEY=VALUE, not {part!r}")
-        if key not in names:
-            raise ValueError(
-                f"engine {text!r}: unknown vllm option {key!r}; choose from {', '.join(names)}"
-            )
-        try:
-            values[key] = json.loads(value)
-        except json.JSONDecodeError:
-            values[key] = value
-    return kind, VLLMOptions(**values)
+    return kind, engine_class(kind, text).parse_options(rest, text)
 
 
 def load_engine(
     name: str,
-    engine: str = "hf",
+    engine: str = DEFAULT_ENGINE,
     load_options: Any = None,
     batching: Any = None,
     vllm_options: Any = None,
@@ -89,16 +88,8 @@ def load_engine(
 
     ``load_options`` is a :class:`~prefsmith.models.loading.LoadOptions` (dtype, device),
     ``batching`` a :class:`~prefsmith.models.engines.hf.BatchingOptions` (``hf`` scoring;
-    its ``max_length`` also bounds ``vllm``), ``vllm_options`` a
-    :class:`~prefsmith.models.engines.vllm.VLLMOptions`. Weights load on first use.
+    its ``max_length`` also bounds ``vllm``), ``vllm_options`` the engine's own options (a
+    :class:`~prefsmith.models.engines.vllm.VLLMOptions`; the hf engine has none). Weights load
+    on first use.
     """
-    if engine == "hf":
-        from prefsmith.models.engines.hf import HFEngine
-
-        return HFEngine(name, load_options, batching)
-    if engine == "vllm":
-        from prefsmith.models.engines.vllm import VLLMEngine, VLLMOptions
-
-        max_length = getattr(batching, "max_length", None)
-        return VLLMEngine(name, vllm_options or VLLMOptions(), load_options, max_length=max_length)
-    raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+    return engine_class(engine).create(name, load_options, batching, vllm_options)

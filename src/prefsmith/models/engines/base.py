@@ -24,16 +24,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 from prefsmith.models.encoding import EncodedResponse
-
-EngineName = Literal["hf", "vllm"]
-
-#: Engines :func:`prefsmith.models.engines.load_engine` knows.
-ENGINES: tuple[str, ...] = ("hf", "vllm")
 
 Progress = Callable[[int], None] | None
 
@@ -128,19 +123,58 @@ class Completion:
 class Engine(Protocol):
     """What prefsmith needs from whatever runs a model.
 
+    An engine class is registered under its :attr:`kind` in
+    :data:`prefsmith.models.engines.ENGINES` and built by
+    :func:`prefsmith.models.engines.load_engine` through :meth:`create`.
+
     Attributes:
         kind: ``hf`` or ``vllm``.
+        in_process: Whether the engine runs a ``transformers`` model held in this process
+            (``engine.loaded``; a model already in memory can be wrapped), which the Python API
+            exposes (:class:`~prefsmith.models.backend.TransformersBackend`) and samplers share;
+            otherwise the engine holds its weights itself (vLLM).
         name: The model name as given (packaged name, folder, GGUF file, hub id).
         tokenizer: Its ``transformers`` tokenizer (used above the engine for templates).
+        fingerprint: Hash of the weights.
         dtype: Compute dtype, e.g. ``float32``.
         max_positions: Longest sequence (prompt + response) the engine accepts, if known.
+        max_sequence: Longest row the encoder above may send for scoring.
+        generation_config: The model's ``transformers`` generation config (its EOS ids).
     """
 
-    kind: str
+    kind: ClassVar[str]
+    in_process: ClassVar[bool]
     name: str
     tokenizer: Any
+    fingerprint: str
     dtype: str
     max_positions: int | None
+
+    @property
+    def max_sequence(self) -> int: ...
+
+    @property
+    def generation_config(self) -> Any: ...
+
+    @classmethod
+    def create(
+        cls, name: str, load_options: Any = None, batching: Any = None, options: Any = None
+    ) -> Engine:
+        """The engine for model ``name``: ``load_options`` (dtype, device), ``batching``
+        (:class:`~prefsmith.models.engines.hf.BatchingOptions`; its ``max_length`` bounds every
+        engine) and the engine's own ``options`` (from :meth:`parse_options`). Weights load on
+        first use."""
+        ...
+
+    @classmethod
+    def parse_options(cls, text: str, spec: str) -> Any:
+        """The engine's options from the ``KEY=VALUE,...`` part of an engine ``spec``."""
+        ...
+
+    @classmethod
+    def check_installed(cls) -> None:
+        """Raise :class:`EngineNotInstalledError` naming the extra if the engine cannot run."""
+        ...
 
     def score_tokens(
         self, rows: Sequence[EncodedResponse], on_progress: Progress = None

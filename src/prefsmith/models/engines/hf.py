@@ -48,10 +48,8 @@ from prefsmith.models.invariance import MIN_MATMUL_ROWS, invariant_kernels
 from prefsmith.models.loading import (
     LoadedModel,
     LoadOptions,
-    fingerprint_directory,
+    ModelFiles,
     load_model,
-    model_files,
-    quiet_transformers,
     resolve_device,
     resolve_dtype,
 )
@@ -166,6 +164,7 @@ class HFEngine:
 
     Attributes:
         kind: ``"hf"``.
+        in_process: ``True``: the model is a ``transformers`` model in this process.
         name: The model name as given.
         load_options: dtype, device, threads.
         batching: Scoring batch plan and prefix sharing.
@@ -176,6 +175,7 @@ class HFEngine:
     """
 
     kind = "hf"
+    in_process = True
 
     def __init__(
         self,
@@ -184,23 +184,20 @@ class HFEngine:
         batching: BatchingOptions | None = None,
         loaded: LoadedModel | None = None,
     ) -> None:
-        from transformers import AutoConfig, AutoTokenizer
-
         self.name = name
         self.load_options = load_options or LoadOptions()
         self.batching = batching or BatchingOptions()
         self._loaded = loaded
-        files = model_files(name) if loaded is None else loaded.model.name_or_path
-        self.fingerprint = loaded.fingerprint if loaded else fingerprint_directory(files)
+        self.max_positions: int | None
         if loaded is None:
-            with quiet_transformers():
-                self.tokenizer = AutoTokenizer.from_pretrained(files)
-                config = AutoConfig.from_pretrained(files)
+            files = ModelFiles.of(name)
+            self.fingerprint, self.tokenizer = files.fingerprint, files.tokenizer
+            self.max_positions = files.max_positions
         else:
-            self.tokenizer, config = loaded.tokenizer, loaded.model.config
+            self.fingerprint, self.tokenizer = loaded.fingerprint, loaded.tokenizer
+            self.max_positions = getattr(loaded.model.config, "max_position_embeddings", None)
         device = resolve_device(self.load_options.device)
         self.dtype = str(resolve_dtype(self.load_options.dtype, device)).removeprefix("torch.")
-        self.max_positions: int | None = getattr(config, "max_position_embeddings", None)
         self._head_path: bool | None = None
         self._prefix_path: bool | None = None
 
@@ -208,6 +205,36 @@ class HFEngine:
     def from_loaded(cls, loaded: LoadedModel, batching: BatchingOptions | None = None) -> HFEngine:
         """An engine over a model already in memory."""
         return cls(loaded.source.name, batching=batching, loaded=loaded)
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        load_options: LoadOptions | None = None,
+        batching: BatchingOptions | None = None,
+        options: Any = None,
+    ) -> HFEngine:
+        """See :meth:`~prefsmith.models.engines.base.Engine.create` (the hf engine has no
+        options of its own: ``options`` is ignored)."""
+        return cls(name, load_options, batching)
+
+    @classmethod
+    def parse_options(cls, text: str, spec: str) -> None:
+        if text:
+            raise ValueError(f"engine {spec!r}: the hf engine takes no options")
+
+    @classmethod
+    def check_installed(cls) -> None:
+        """transformers is a dependency of prefsmith: always installed."""
+
+    @property
+    def max_sequence(self) -> int:
+        """Longest row to score: ``batching.max_length``, capped by the model's positions."""
+        return min(self.batching.max_length, self.max_positions or self.batching.max_length)
+
+    @property
+    def generation_config(self) -> Any:
+        return self.model.generation_config
 
     @property
     def is_loaded(self) -> bool:

@@ -31,6 +31,9 @@ completions as the ``hf`` engine (different samplers and floating-point paths).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -48,12 +51,7 @@ from prefsmith.models.engines.base import (
     SampleRequest,
     finish_completion,
 )
-from prefsmith.models.loading import (
-    LoadOptions,
-    fingerprint_directory,
-    model_files,
-    quiet_transformers,
-)
+from prefsmith.models.loading import LoadOptions, ModelFiles, quiet_transformers
 
 #: What to run when vLLM is missing.
 INSTALL_HINT = (
@@ -85,15 +83,6 @@ def import_vllm() -> Any:
             " pip uninstall -y torchvision torchaudio torchcodec"
         ) from err
     return vllm
-
-
-def vllm_available() -> bool:
-    """Whether ``vllm`` imports (without raising)."""
-    try:
-        import_vllm()
-    except EngineNotInstalledError:
-        return False
-    return True
 
 
 @dataclass(frozen=True)
@@ -165,6 +154,7 @@ class VLLMEngine:
 
     Attributes:
         kind: ``"vllm"``.
+        in_process: ``False``: vLLM holds the weights.
         name: The model name as given; its files come from
             :func:`prefsmith.models.loading.model_files` (a packaged model's safetensors
             folder, a converted GGUF, a local folder or a cached hub snapshot).
@@ -178,6 +168,7 @@ class VLLMEngine:
     """
 
     kind = "vllm"
+    in_process = False
 
     def __init__(
         self,
@@ -186,20 +177,15 @@ class VLLMEngine:
         load_options: LoadOptions | None = None,
         max_length: int | None = None,
     ) -> None:
-        from transformers import AutoConfig, AutoTokenizer
-
         import_vllm()  # fail early, naming the extra
         self.name = name
         self.options = options or VLLMOptions()
         self.load_options = load_options or LoadOptions()
         if self.load_options.dtype == "float64" and self.options.dtype == "auto":
             raise ValueError("vLLM has no float64; use the hf engine for float64 scores")
-        self.files = model_files(name)
-        self.fingerprint = fingerprint_directory(self.files)
-        with quiet_transformers():
-            self.tokenizer = AutoTokenizer.from_pretrained(self.files)
-            config = AutoConfig.from_pretrained(self.files)
-        model_positions = getattr(config, "max_position_embeddings", None)
+        files = ModelFiles.of(name)
+        self.files, self.fingerprint = files.path, files.fingerprint
+        self.tokenizer, model_positions = files.tokenizer, files.max_positions
         wanted = self.options.max_model_len
         if wanted is None:
             wanted = (max_length or 2048) + 1
@@ -209,6 +195,54 @@ class VLLMEngine:
         self.max_sequence = wanted - 1
         self.dtype = self._resolve_dtype()
         self._llm: Any = None
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        load_options: LoadOptions | None = None,
+        batching: Any = None,
+        options: VLLMOptions | None = None,
+    ) -> VLLMEngine:
+        """See :meth:`~prefsmith.models.engines.base.Engine.create`; ``batching.max_length``
+        bounds the rows scored."""
+        return cls(name, options, load_options, max_length=getattr(batching, "max_length", None))
+
+    @classmethod
+    def parse_options(cls, text: str, spec: str) -> VLLMOptions:
+        """:class:`VLLMOptions` from ``KEY=VALUE,...``; values are read as JSON (numbers,
+        ``true``, ``null``) or else as text. vLLM itself is not imported."""
+        names = [f.name for f in dataclasses.fields(VLLMOptions) if f.name != "engine_kwargs"]
+        values: dict[str, Any] = {}
+        for part in filter(None, text.split(",")):
+            key, sep, value = part.partition("=")
+            if not sep:
+                raise ValueError(f"engine {spec!r}: write options as KEY=VALUE, not {part!r}")
+            if key not in names:
+                raise ValueError(
+                    f"engine {spec!r}: unknown vllm option {key!r}; choose from {', '.join(names)}"
+                )
+            try:
+                values[key] = json.loads(value)
+            except json.JSONDecodeError:
+                values[key] = value
+        return VLLMOptions(**values)
+
+    @classmethod
+    def check_installed(cls) -> None:
+        import_vllm()
+
+    @functools.cached_property
+    def generation_config(self) -> Any:
+        """The ``transformers`` generation config of the model's files (its EOS ids), read
+        without loading the weights."""
+        from transformers import AutoConfig, GenerationConfig
+
+        with quiet_transformers():
+            try:
+                return GenerationConfig.from_pretrained(self.files)
+            except OSError:
+                return GenerationConfig.from_model_config(AutoConfig.from_pretrained(self.files))
 
     def _on_cpu(self) -> bool:
         from vllm.platforms import current_platform
