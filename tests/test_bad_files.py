@@ -253,8 +253,8 @@ def test_read_jsonl_rows_names_a_broken_complete_line(tmp_path):
 def scored(tmp_path, tiny_backends):
     """A finished score run's output (with its settings and checkpoint files)."""
     from prefsmith.data.runner import RunOptions, run_rows
+    from prefsmith.rewards.base import ScoreStep
     from prefsmith.rewards.density_ratio import DensityRatioReward
-    from prefsmith.rewards.score import ScoreStep
 
     reward = DensityRatioReward(tiny_backends["chatml-a"], tiny_backends["chatml-b"])
     src, out = rows_file(tmp_path), tmp_path / "out.jsonl"

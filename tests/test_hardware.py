@@ -132,12 +132,11 @@ def test_no_warning_where_the_dtype_is_fine(cpu, text, dtype, device):
 
 def test_training_resolves_dtypes_the_same_way(cpu, tiny_models):
     from prefsmith.training.config import TrainConfig
-    from prefsmith.training.trainer import load_policy
 
     cpu(AVX2_ONLY)
     config = TrainConfig(data="unused.jsonl", model=tiny_models["chatml-a"], dtype="bfloat16")
     with pytest.warns(SlowDtypeWarning, match="no native bfloat16"):
-        model, _, _ = load_policy(config)
+        model = config.load_base().model
     import torch
 
     assert next(model.parameters()).dtype is torch.bfloat16
