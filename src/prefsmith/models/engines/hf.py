@@ -5,9 +5,10 @@ depend on that response and its context only, never on the other rows of a call,
 the chunking of a run or the thread count (:mod:`prefsmith.models.invariance` says why and how):
 each response runs in a forward pass of its own, with at least
 :data:`~prefsmith.models.invariance.MIN_MATMUL_ROWS` rows per product and math-kernel attention.
-On CPU this is also the faster path (no compute spent on padding);
-``BatchingOptions(batch_invariant=False)`` restores right-padded, length-sorted batches (faster
-on a GPU; rewards then move in their last digits with their neighbours).
+No compute is spent on padding (timed against padded batches on a loaded machine: within
+noise of each other; not yet measured idle). ``BatchingOptions(batch_invariant=False)``
+restores right-padded, length-sorted batches (faster on a GPU; rewards then move in their last
+digits with their neighbours).
 
 Only the hidden states of positions that predict response tokens go through the output layer,
 in memory-bounded chunks, and log-softmax is taken in float32 (float64 for float64 models). (If
