@@ -233,7 +233,7 @@ def test_eval_tables_split_many_scorers_to_fit_the_terminal():
 
     from rich.console import Console
 
-    from prefsmith.cli.evaluate import eval_tables
+    from prefsmith.cli.show import eval_tables
 
     subsets = {
         "alpacaeval-easy": {"section": "Chat", "total": 4},

@@ -10,6 +10,8 @@ Every command, config and function that needs one of these imports it from here.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 #: The strong (better aligned) model of the embedded default pair: SmolLM2-135M-Instruct.
 DEFAULT_STRONG = "smollm2-135m-instruct"
 #: The weak (less aligned) model of the embedded default pair: gemma-3-270m base.
@@ -31,14 +33,20 @@ DEFAULT_DEVICE = "auto"
 #: Longest scored sequence in tokens.
 DEFAULT_MAX_LENGTH = 2048
 
-#: Dtypes accepted for scoring (float64 is the exact reference).
-SCORING_DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
+#: A dtype accepted for scoring (float64 is the exact reference; generation refuses it).
+ScoringDType = Literal["auto", "float32", "bfloat16", "float16", "float64"]
+#: A device.
+Device = Literal["auto", "cpu", "cuda"]
+#: A reduction of token log-ratios.
+ReductionName = Literal["sum", "mean", "mean-char"]
+#: Dtypes accepted for scoring.
+SCORING_DTYPES: tuple[str, ...] = get_args(ScoringDType)
 #: Dtypes accepted for generation and training.
 GENERATION_DTYPES = ("auto", "float32", "bfloat16", "float16")
 #: Devices accepted everywhere.
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES: tuple[str, ...] = get_args(Device)
 #: Reductions of token log-ratios.
-REDUCTIONS = ("sum", "mean", "mean-char")
+REDUCTIONS: tuple[str, ...] = get_args(ReductionName)
 #: The default engine: transformers in this process, the reference (the engines themselves are
 #: named in :data:`prefsmith.models.engines.ENGINES`). Its outputs and cache keys do not record
 #: the engine, so they stay those of the runs made before there were engines.

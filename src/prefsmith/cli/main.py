@@ -17,15 +17,11 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import typer
 
-from prefsmith.cli.baselines import rlaif, rlcd, west_of_n
 from prefsmith.cli.common import show_warnings_as_lines
-from prefsmith.cli.evaluate import evaluate, study
-from prefsmith.cli.generate import pairs, rmboost, sample
 from prefsmith.cli.models import models_app
 from prefsmith.cli.recipe import run
 from prefsmith.cli.report import report
-from prefsmith.cli.score import score
-from prefsmith.cli.train import judge, relabel, train
+from prefsmith.cli.stages import register_all
 
 app = typer.Typer(
     help="Preference data for LLM alignment from off-the-shelf open models.",
@@ -40,18 +36,7 @@ def _setup() -> None:
     show_warnings_as_lines()
 
 
-app.command()(score)
-app.command("eval")(evaluate)
-app.command()(study)
-app.command()(sample)
-app.command()(pairs)
-app.command()(rmboost)
-app.command()(rlaif)
-app.command()(rlcd)
-app.command("west-of-n")(west_of_n)
-app.command()(relabel)
-app.command()(train)
-app.command()(judge)
+register_all(app)
 app.command()(report)
 app.command("run")(run)
 app.add_typer(models_app, name="models")

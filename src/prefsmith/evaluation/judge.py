@@ -26,12 +26,18 @@ import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefsmith.data.io import iter_records, read_jsonl_rows
 from prefsmith.data.messages import Message
 from prefsmith.data.rows import RowError
-from prefsmith.defaults import DEFAULT_REDUCTION, DEFAULT_SEED, DEFAULT_STRONG, DEFAULT_WEAK
+from prefsmith.defaults import (
+    DEFAULT_REDUCTION,
+    DEFAULT_SEED,
+    DEFAULT_STRONG,
+    DEFAULT_WEAK,
+    ReductionName,
+)
 from prefsmith.generation.sampling import SamplingConfig, generate
 from prefsmith.models.backend import ScoreRequest
 from prefsmith.models.loading import LoadOptions, load_model
@@ -196,14 +202,14 @@ class JudgeOptions:
     scale_high: float = 10.0
     strong: str = DEFAULT_STRONG
     weak: str = DEFAULT_WEAK
-    reduction: str = DEFAULT_REDUCTION
+    reduction: ReductionName = DEFAULT_REDUCTION
     max_new_tokens: int = 256
     temperature: float = 0.7
     top_p: float = 0.85
     seed: int = DEFAULT_SEED
     batch_size: int = 8
     tie_tolerance: float = 0.0
-    ci: str = "wilson"
+    ci: Literal["wilson", "bootstrap"] = "wilson"
     device: str = "auto"
     threads: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)

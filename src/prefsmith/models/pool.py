@@ -10,7 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from prefsmith.defaults import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_ENGINE, DEFAULT_MAX_LENGTH
+from prefsmith.defaults import (
+    DEFAULT_DEVICE,
+    DEFAULT_DTYPE,
+    DEFAULT_ENGINE,
+    DEFAULT_MAX_LENGTH,
+    Device,
+    ScoringDType,
+)
 from prefsmith.models.backend import BatchingOptions, LogProbBackend, load_backend
 from prefsmith.models.cache import CachedBackend, LogProbCache
 from prefsmith.models.loading import LoadOptions
@@ -32,7 +39,10 @@ class ModelOptions:
         batch_invariant: One forward pass per response, so a reward never depends on the other
             rows it was scored with (:mod:`prefsmith.models.invariance`); the two batch
             budgets above apply only when this is off (``hf`` engine and reward models).
-        engine: What computes the log-probs: ``hf`` (transformers here) or ``vllm``.
+        engine: What computes the log-probs and samples: ``hf`` (transformers in process; the
+            exact reference) or ``vllm`` (``pip install 'prefsmith[vllm]'``), optionally with
+            vLLM options: ``vllm:tensor_parallel_size=8,gpu_memory_utilization=0.45`` (they go
+            to ``vllm_options``).
         vllm_options: The ``vllm`` engine's
             :class:`~prefsmith.models.engines.vllm.VLLMOptions`, or a dict of its fields
             (``None``: its defaults).
@@ -41,8 +51,8 @@ class ModelOptions:
     2048
     """
 
-    dtype: str = DEFAULT_DTYPE
-    device: str = DEFAULT_DEVICE
+    dtype: ScoringDType = DEFAULT_DTYPE
+    device: Device = DEFAULT_DEVICE
     threads: int | None = None
     max_length: int = DEFAULT_MAX_LENGTH
     batch_tokens: int = 8192
@@ -52,6 +62,12 @@ class ModelOptions:
     vllm_options: Any = None
 
     def __post_init__(self) -> None:
+        if ":" in self.engine:  # vllm:KEY=VALUE,...
+            from prefsmith.models.engines import parse_engine
+
+            kind, options = parse_engine(self.engine)
+            object.__setattr__(self, "engine", kind)
+            object.__setattr__(self, "vllm_options", options)
         if isinstance(self.vllm_options, dict):  # from a recipe's YAML
             from prefsmith.models.engines.vllm import VLLMOptions
 

@@ -20,72 +20,29 @@ stage's settings include its inputs' keys, the stages that read it re-run too.
 from __future__ import annotations
 
 import contextlib
-import gc
 import hashlib
 import json
 import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from prefsmith.data.advice import drop_warning
 from prefsmith.data.io import load_json_file
-from prefsmith.data.runner import RunSummary, run_rows, settings_difference, side_files
+from prefsmith.data.runner import settings_difference, side_files
 from prefsmith.recipes.load import load_recipe
-from prefsmith.recipes.schema import (
-    RUN_FIELDS,
-    CustomizationSpec,
-    Recipe,
-    Stage,
-    model_refs,
-    resolve_path,
-    to_plain,
-)
+from prefsmith.recipes.schema import RUN_FIELDS, Recipe, Stage, model_refs, to_plain
+from prefsmith.stages import StageContext, StageResult, record, resolve_path, run_stage
+
+__all__ = ["RecipeResult", "RecipeRunError", "StageResult", "run_recipe"]
 
 Say = Callable[[str], None]
 
 
 class RecipeRunError(RuntimeError):
     """A stage produced nothing the next stage could use; the summary says why."""
-
-
-@dataclass
-class StageResult:
-    """What one stage did (this run, or an earlier run when skipped).
-
-    Attributes:
-        name: The stage's name.
-        kind: Its kind.
-        status: ``ran``, ``resumed`` (finished an interrupted run), ``re-ran`` (its settings
-            changed) or ``skipped`` (finished earlier with the same settings).
-        reason: Why it re-ran (the changed settings), empty otherwise.
-        output: Its output file or folder.
-        inputs: Input rows (row stages, eval: pairs, judge: prompts, train: pairs).
-        written: Output rows (row stages), or pairs evaluated / prompts judged.
-        rejected: Bad input rows set aside (``run.on_error: skip``).
-        dropped: Input rows that gave no output, by reason.
-        counts: Step-specific counters (candidate statuses, tokens, ties, ...).
-        seconds: Wall time of the work (of the run that did it, for a skipped stage).
-        details: Kind-specific results (train: steps and loss; judge: win rate; eval: sections).
-        warnings: Things to look at, with the recipe key that changes them.
-    """
-
-    name: str
-    kind: str
-    status: str = "ran"
-    reason: str = ""
-    output: str = ""
-    inputs: int | None = None
-    written: int | None = None
-    rejected: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-    details: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -180,14 +137,12 @@ class _State:
 
 
 @dataclass
-class _Context:
-    """What stages share in one run: the folder, model names, pools, how to report."""
+class _Run:
+    """What the stages of one run share: the recipe and its folder."""
 
     recipe: Recipe
     run_dir: Path
     progress: bool
-    say: Say
-    pools: dict[Any, Any] = field(default_factory=dict)
 
     def output(self, stage: Stage) -> Path:
         return self.run_dir / (f"{stage.name}.jsonl" if stage.writes_rows else stage.name)
@@ -205,46 +160,16 @@ class _Context:
             text = text.replace(f"@{ref}", str(self.output(self.recipe.stage(ref)) / "final"))
         return text
 
-    def pool(self, stage: Stage, cache: bool = False) -> Any:
-        from prefsmith.models.cache import LogProbCache
-        from prefsmith.models.pool import ModelPool
-
-        key = (stage.engine, cache)
-        if key not in self.pools:
-            self.pools[key] = ModelPool(stage.engine, LogProbCache() if cache else None)
-        return self.pools[key]
-
-    def reward(self, stage: Stage, spec: str, custom: CustomizationSpec | None = None) -> Any:
-        from prefsmith.rewards.spec import parse_scorer
-
-        models = self.recipe.models
-        return parse_scorer(
-            self.model(spec),
-            strong=models.strong,
-            weak=models.weak,
-            pool=self.pool(stage, cache=getattr(stage.config, "cache", False)),
-            customization=_customization(custom),
+    def context(self, stage: Stage) -> StageContext:
+        """The stage's context: its output, engine and run options, names resolved here."""
+        return StageContext(
+            self.output(stage),
+            stage.engine,
+            replace(stage.run, progress=self.progress),
+            resolve_input=self.source,
+            resolve_model=self.model,
+            audience="recipe",
         )
-
-    def run_options(self, stage: Stage) -> Any:
-        return replace(stage.run, progress=self.progress)
-
-    def release(self) -> None:
-        """Free the models of the last stage (the next may need the memory)."""
-        self.pools.clear()
-        gc.collect()
-        torch = sys.modules.get("torch")
-        if torch is not None and torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-
-def _customization(spec: CustomizationSpec | None) -> Any:
-    if spec is None:
-        return None
-    from prefsmith.routing.customize import Customization
-
-    domains = str(resolve_path(spec.domains)) if spec.domains else None
-    return Customization(domains, spec.router, spec.exemplars)
 
 
 def _stderr(text: str) -> None:
@@ -298,7 +223,7 @@ def run_recipe(
         yaml.safe_dump(recipe.raw, sort_keys=False, allow_unicode=True)
     )
     state = _State(run_dir / "state.json")
-    context = _Context(recipe, run_dir, progress, say)
+    context = _Run(recipe, run_dir, progress)
     keys: dict[str, str] = {}
     results: list[StageResult] = []
     start = time.perf_counter()
@@ -331,14 +256,11 @@ def run_recipe(
                 say(f"{label}: running -> {_rel(output, run_dir)}")
             remove_output(output)
         state.put(stage.name, {"key": key, "settings": settings, "done": False, "result": None})
-        try:
-            result = RUNNERS[stage.kind](context, stage)
-        finally:
-            context.release()
-        result.status, result.reason = status, reason
+        result = run_stage(stage.config, context.context(stage))
+        result.name, result.status, result.reason = stage.name, status, reason
         result.output = _rel(output, run_dir)
         state.put(
-            stage.name, {"key": key, "settings": settings, "done": True, "result": asdict(result)}
+            stage.name, {"key": key, "settings": settings, "done": True, "result": record(result)}
         )
         say(f"{label}: {describe(result)}")
         for warning in result.warnings:
@@ -413,238 +335,6 @@ def describe(result: StageResult) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# One runner per kind
-
-
-def _from_rows(stage: Stage, summary: RunSummary) -> StageResult:
-    warning = drop_warning(summary.inputs, summary.dropped, "recipe")
-    result = StageResult(
-        stage.name,
-        stage.kind,
-        inputs=summary.inputs,
-        written=summary.written,
-        rejected=summary.rejected,
-        dropped=dict(summary.dropped),
-        counts=dict(summary.counts),
-        seconds=summary.seconds,
-        warnings=[warning] if warning else [],
-    )
-    if not summary.written and not warning:
-        result.warnings.append("no output rows")
-    return result
-
-
-def _tokens_per_second(result: StageResult, summary: RunSummary) -> None:
-    tokens = summary.counts.get("tokens", 0)
-    if tokens and summary.seconds > 0 and summary.processed == summary.inputs:
-        result.details["tokens_per_second"] = round(tokens / summary.seconds, 2)
-
-
-def _policy(context: _Context, stage: Stage, model: str) -> Any:
-    """The stage's policy, loaded and sampled with the stage's engine options."""
-    from prefsmith.models.loading import LazyModel
-
-    options = stage.engine
-    return LazyModel(
-        context.model(model), options.load_options(), options.engine, options.vllm_options
-    )
-
-
-def _run_sample(context: _Context, stage: Stage) -> StageResult:
-    from prefsmith.generation.sampling import SampleStep
-
-    config = stage.config
-    step = SampleStep(
-        _policy(context, stage, config.model), config.sampling, config.max_prompt_tokens
-    )
-    summary = run_rows(
-        context.source(config.input), context.output(stage), step, context.run_options(stage)
-    )
-    result = _from_rows(stage, summary)
-    _tokens_per_second(result, summary)
-    truncated = summary.counts.get("truncated samples", 0)
-    samples = summary.counts.get("samples", 0)
-    result.details["headline"] = f"{samples} samples, {truncated} hit max_new_tokens"
-    return result
-
-
-def _run_pairs(context: _Context, stage: Stage) -> StageResult:
-    from prefsmith.generation.pairs import PairsStep
-
-    config = stage.config
-    reward = context.reward(stage, config.scorer, config.customization)
-    step = PairsStep(reward, config.pairs)
-    summary = run_rows(
-        context.source(config.input), context.output(stage), step, context.run_options(stage)
-    )
-    result = _from_rows(stage, summary)
-    result.details["scorer"] = reward.name
-    return result
-
-
-def _run_rmboost(context: _Context, stage: Stage) -> StageResult:
-    from prefsmith.generation.rmboost import RMBoostStep, agreement
-
-    config = stage.config
-    check = context.reward(stage, config.check) if config.check else None
-    step = RMBoostStep(
-        _policy(context, stage, config.model),
-        config.sampling,
-        config.rmboost,
-        config.format,
-        check,
-        config.filter_agreement,
-        config.max_prompt_tokens,
-        min_probability=config.min_probability,
-    )
-    summary = run_rows(
-        context.source(config.input), context.output(stage), step, context.run_options(stage)
-    )
-    result = _from_rows(stage, summary)
-    _tokens_per_second(result, summary)
-    if check is not None:
-        shares = agreement(summary.counts)
-        result.details["agreement"] = shares
-        if shares["all"] is not None:
-            result.details["headline"] = f"check agrees on {shares['all']:.0%}"
-    return result
-
-
-def _run_score(context: _Context, stage: Stage) -> StageResult:
-    from prefsmith.rewards.base import ScoreStep
-
-    config = stage.config
-    reward = context.reward(stage, config.scorer, config.customization)
-    step = ScoreStep(reward, config.system_prompt, config.save_token_logprobs)
-    summary = run_rows(
-        context.source(config.input), context.output(stage), step, context.run_options(stage)
-    )
-    result = _from_rows(stage, summary)
-    result.details["scorer"] = reward.name
-    return result
-
-
-def _run_relabel(context: _Context, stage: Stage) -> StageResult:
-    from prefsmith.relabel.step import RelabelStep
-
-    config = stage.config
-    step = RelabelStep(config.relabel)
-    summary = run_rows(
-        context.source(config.input), context.output(stage), step, context.run_options(stage)
-    )
-    return _from_rows(stage, summary)
-
-
-def _run_train(context: _Context, stage: Stage) -> StageResult:
-    from prefsmith.training.rows import load_preference_rows
-    from prefsmith.training.trainer import latest_checkpoint, train
-
-    config = stage.config
-    output = context.output(stage)
-    train_config = replace(
-        config.train,
-        data=str(context.source(config.input)),
-        output_dir=str(output),
-        model=context.model(config.train.model),
-    )
-    pairs = len(load_preference_rows(train_config.data, train_config.max_rows))
-    if not context.progress:  # TRL's dataset preparation prints bars of its own
-        import datasets
-
-        datasets.disable_progress_bars()
-    resume = latest_checkpoint(output) is not None
-    if not resume and output.exists():
-        shutil.rmtree(output)
-    done = train(train_config, resume=resume, progress=context.progress)
-    losses = [entry["loss"] for entry in done.log]
-    details: dict[str, Any] = {
-        "method": train_config.method,
-        "finetune": train_config.finetune,
-        "steps": done.steps,
-        "first_loss": losses[0] if losses else None,
-        "last_loss": losses[-1] if losses else None,
-        "model": _rel(done.final_model, context.run_dir),
-        "resumed_from": done.resumed_from,
-    }
-    loss = f", loss {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else ""
-    details["headline"] = (
-        f"{train_config.method} ({train_config.finetune}) {done.steps} steps{loss};"
-        f" model {details['model']}"
-    )
-    return StageResult(stage.name, stage.kind, inputs=pairs, seconds=done.seconds, details=details)
-
-
-def _run_judge(context: _Context, stage: Stage) -> StageResult:
-    from prefsmith.evaluation.judge import judge, read_prompts
-
-    config = stage.config
-    prompts = read_prompts(resolve_path(config.prompts), config.limit, config.offset)
-    tuned, baseline = context.model(config.tuned), context.model(config.baseline)
-    start = time.perf_counter()
-    rate, judged = judge(tuned, baseline, prompts, context.output(stage), config.judge)
-    seconds = time.perf_counter() - start
-    details = {
-        "tuned": _rel(Path(tuned), context.run_dir) if Path(tuned).exists() else tuned,
-        "baseline": baseline,
-        "win_rate": asdict(rate),
-        "mean_reward_tuned": sum(r["reward_tuned"] for r in judged) / len(judged),
-        "mean_reward_baseline": sum(r["reward_baseline"] for r in judged) / len(judged),
-        "headline": f"win rate {rate.rate:.3f} (95% {rate.method} CI {rate.low:.3f}-"
-        f"{rate.high:.3f}; {rate.wins} wins, {rate.losses} losses, {rate.ties} ties)",
-    }
-    return StageResult(
-        stage.name,
-        stage.kind,
-        inputs=len(prompts),
-        written=len(judged),
-        seconds=seconds,
-        details=details,
-    )
-
-
-def _run_eval(context: _Context, stage: Stage) -> StageResult:
-    from prefsmith.evaluation.harness import evaluate_file
-
-    config = stage.config
-    rewards = [context.reward(stage, spec) for spec in config.scorers]
-    if config.customization is not None:
-        rewards += [context.reward(stage, spec, config.customization) for spec in config.scorers]
-    start = time.perf_counter()
-    evaluated = evaluate_file(
-        context.source(config.input),
-        rewards,
-        context.output(stage),
-        context.run_options(stage),
-        config.system_prompt,
-    )
-    seconds = time.perf_counter() - start
-    sections = {s.scorer: s.sections for s in evaluated.scorers}
-    overall = ", ".join(f"{name}: {100 * s.get('Overall', 0):.1f}" for name, s in sections.items())
-    details = {"sections": sections, "headline": f"overall accuracy {overall}"}
-    return StageResult(
-        stage.name,
-        stage.kind,
-        inputs=evaluated.pairs,
-        written=evaluated.pairs,
-        seconds=seconds,
-        details=details,
-    )
-
-
-#: How each stage kind runs.
-RUNNERS: dict[str, Callable[[_Context, Stage], StageResult]] = {
-    "sample": _run_sample,
-    "pairs": _run_pairs,
-    "rmboost": _run_rmboost,
-    "score": _run_score,
-    "relabel": _run_relabel,
-    "train": _run_train,
-    "judge": _run_judge,
-    "eval": _run_eval,
-}
-
-
-# --------------------------------------------------------------------------------------------
 # The summary
 
 
@@ -659,7 +349,7 @@ def write_summary(
         "run_dir": str(run_dir),
         "seconds_this_invocation": round(seconds, 2),
         "seconds_all_stages": round(stage_seconds, 2),
-        "stages": [asdict(r) for r in results],
+        "stages": [record(r) for r in results],
         "finished": len(results) == len(recipe.stages) and all(r.written != 0 for r in results),
     }
     js.write_text(json.dumps(data, indent=2, ensure_ascii=False))

@@ -31,30 +31,37 @@ import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, is_dataclass
-from importlib.resources import files
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, Union
 
 from prefsmith.data.runner import RunOptions
+from prefsmith.data.step import Columns
 from prefsmith.defaults import DEFAULT_GENERATOR, DEFAULT_STRONG, DEFAULT_WEAK
-from prefsmith.evaluation.judge import JudgeOptions
-from prefsmith.generation.pairs import PairFormat, PairsOptions
-from prefsmith.generation.rmboost import RMBoostConfig
-from prefsmith.generation.sampling import SamplingConfig
 from prefsmith.models.pool import ModelOptions
-from prefsmith.relabel.step import RelabelOptions
 from prefsmith.rewards.spec import ScorerSpec
+from prefsmith.stages import STAGES, CustomizationSpec, resolve_path
+from prefsmith.stages.base import RESOURCE_PREFIX, resource_path
 from prefsmith.training.config import TrainConfig
 
-#: Stage kinds, in the order a loop usually runs them.
-KINDS = ("sample", "pairs", "rmboost", "score", "relabel", "train", "judge", "eval")
+__all__ = [
+    "KINDS",
+    "CustomizationSpec",
+    "Models",
+    "Recipe",
+    "RecipeError",
+    "Stage",
+    "parse_recipe",
+    "resolve_path",
+    "resource_path",
+]
+
+#: Stage kinds: every stage of :data:`~prefsmith.stages.STAGES`.
+KINDS = tuple(STAGES)
 #: Kinds whose output is a file of rows (the others write a folder).
-ROW_KINDS = ("sample", "pairs", "rmboost", "score", "relabel")
+ROW_KINDS = tuple(name for name, kind in STAGES.items() if kind.output == "rows")
 #: Top-level sections (``--set models.policy=...``); no stage may take these names.
 SECTIONS = ("models", "engine", "run")
-#: Prefix of a file shipped with prefsmith.
-RESOURCE_PREFIX = "prefsmith:"
 #: ``TrainConfig`` fields a recipe does not set: the runner does.
 TRAIN_FIELDS_SET_BY_RUN = ("data", "output_dir")
 #: ``RunOptions`` fields a recipe sets (``progress`` is the caller's).
@@ -94,192 +101,20 @@ class Models:
     weak: str = DEFAULT_WEAK
 
 
-@dataclass(frozen=True)
-class CustomizationSpec:
-    """The customized density ratio (:class:`~prefsmith.routing.customize.Customization`).
-
-    Attributes:
-        domains: Domains YAML (``None``: the shipped default; ``prefsmith:`` paths allowed).
-        router: ``embedding``, ``rules`` or ``lm``.
-        exemplars: ``system``, ``turns`` or ``none``.
-    """
-
-    domains: str | None = None
-    router: Literal["embedding", "rules", "lm"] = "embedding"
-    exemplars: Literal["system", "turns", "none"] = "system"
-
-
-# --------------------------------------------------------------------------------------------
-# Stages. Common fields: name, kind, engine (ModelOptions fields over the recipe's engine),
-# run (RunOptions fields over the recipe's run; row stages only).
-
-
-@dataclass(frozen=True)
-class SampleStage:
-    """``sample``: N responses per prompt (:class:`~prefsmith.generation.sampling.SampleStep`).
-
-    Attributes:
-        input: Prompts: an earlier stage, a file, or a ``prefsmith:`` resource.
-        model: Generator (default: ``models.policy``; ``@stage`` for a trained model).
-        sampling: :class:`~prefsmith.generation.sampling.SamplingConfig` fields.
-        max_prompt_tokens: Reject longer prompts (``None``: what fits the context).
-    """
-
-    input: str
-    model: str | None = None
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    max_prompt_tokens: int | None = None
-
-
-@dataclass(frozen=True)
-class PairsStage:
-    """``pairs``: best-of-N pairs under a reward (:class:`~prefsmith.generation.pairs.PairsStep`).
-
-    Attributes:
-        input: Candidates (a ``sample`` stage, or a file with ``prompt`` + ``responses``).
-        scorer: Scorer spec (``density-ratio:sum``; models left out are ``models.strong`` and
-            ``models.weak``).
-        customization: Route and customize contexts before scoring (``None``: plain).
-        pairs: :class:`~prefsmith.generation.pairs.PairsOptions` fields.
-    """
-
-    input: str
-    scorer: str = "density-ratio:sum"
-    customization: CustomizationSpec | None = None
-    pairs: PairsOptions = field(default_factory=PairsOptions)
-
-
-@dataclass(frozen=True)
-class RMBoostStage:
-    """``rmboost``: RMBoost pairs (:class:`~prefsmith.generation.rmboost.RMBoostStep`).
-
-    Attributes:
-        input: Prompts.
-        model: Generator (default: ``models.policy``).
-        sampling: :class:`~prefsmith.generation.sampling.SamplingConfig` fields (``n`` is 1).
-        rmboost: :class:`~prefsmith.generation.rmboost.RMBoostConfig` fields.
-        format: ``conversational`` or ``standard`` output.
-        check: Scorer spec that scores every pair and records whether it agrees with the
-            label (``None``: no check).
-        filter_agreement: Keep only pairs the check agrees with.
-        max_prompt_tokens: Reject longer prompts.
-        min_probability: Keep only pairs a calibrated check (``fitted:FILE#calibration:...``)
-            prefers with P(chosen preferred) above this (``None``: no threshold).
-    """
-
-    input: str
-    model: str | None = None
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    rmboost: RMBoostConfig = field(default_factory=RMBoostConfig)
-    format: PairFormat = "conversational"
-    check: str | None = None
-    filter_agreement: bool = False
-    max_prompt_tokens: int | None = None
-    min_probability: float | None = None
-
-
-@dataclass(frozen=True)
-class ScoreStage:
-    """``score``: rewards for every response (:class:`~prefsmith.rewards.base.ScoreStep`).
-
-    Attributes:
-        input: Pairs or candidates.
-        scorer: Scorer spec.
-        customization: Customized density ratio (``None``: plain).
-        system_prompt: System turn for rows without one.
-        save_token_logprobs: Store per-token log-probs (for ``prefsmith report``).
-    """
-
-    input: str
-    scorer: str = "density-ratio:sum"
-    customization: CustomizationSpec | None = None
-    system_prompt: str | None = None
-    save_token_logprobs: bool = False
-
-
-@dataclass(frozen=True)
-class RelabelStage:
-    """``relabel``: goal-conditioned pairs (:class:`~prefsmith.relabel.step.RelabelStep`).
-
-    Attributes:
-        input: Scored pairs (``pairs`` or ``score`` output).
-        relabel: :class:`~prefsmith.relabel.step.RelabelOptions` fields (``scale`` holds
-            :class:`~prefsmith.relabel.scale.GoalScale` fields).
-    """
-
-    input: str
-    relabel: RelabelOptions = field(default_factory=RelabelOptions)
-
-
-@dataclass(frozen=True)
-class TrainStage:
-    """``train``: DPO/SimPO (or any method ``TrainConfig`` knows) through TRL.
-
-    Attributes:
-        input: Preference rows in TRL format (``pairs``, ``rmboost`` or ``relabel`` output).
-        train: :class:`~prefsmith.training.config.TrainConfig` fields except ``data`` and
-            ``output_dir`` (the stage's input and folder); ``model`` defaults to
-            ``models.policy``, ``device``/``threads`` to the engine's.
-    """
-
-    input: str
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-
-@dataclass(frozen=True)
-class JudgeStage:
-    """``judge``: win rate of a tuned policy over a baseline (density-ratio judge).
-
-    Attributes:
-        tuned: The tuned policy: ``@stage`` (a ``train`` stage) or a model.
-        baseline: The starting policy (default: ``models.policy``).
-        prompts: Prompts with ``turns`` or ``prompt`` (default: the shipped MT-Bench).
-        limit: Prompts to use (0: all).
-        offset: Skip this many prompts first.
-        judge: :class:`~prefsmith.evaluation.judge.JudgeOptions` fields (``strong``/``weak``
-            default to ``models``, ``device``/``threads`` to the engine's).
-    """
-
-    tuned: str
-    baseline: str | None = None
-    prompts: str = "prefsmith:prompts/mt-bench.jsonl"
-    limit: int = 0
-    offset: int = 0
-    judge: JudgeOptions = field(default_factory=JudgeOptions)
-
-
-@dataclass(frozen=True)
-class EvalStage:
-    """``eval``: RewardBench-style accuracy of scorers (``evaluate_file``).
-
-    Attributes:
-        input: Pairs with ``prompt``/``chosen``/``rejected`` (+ ``subset``, ``id``).
-        scorers: Scorer specs (``rm:@stage`` for a reward model a ``train`` stage wrote).
-        customization: Also evaluate every scorer customized this way (plain vs. CDR).
-        system_prompt: System turn for rows without one.
-        cache: Use the on-disk log-prob cache (``$PREFSMITH_HOME/logprobs.sqlite``).
-    """
-
-    input: str
-    scorers: list[str] = field(default_factory=lambda: ["density-ratio:sum"])
-    customization: CustomizationSpec | None = None
-    system_prompt: str | None = None
-    cache: bool = True
-
-
-#: The fields each stage kind takes (besides name, kind, engine and run).
-STAGE_CLASSES: dict[str, type] = {
-    "sample": SampleStage,
-    "pairs": PairsStage,
-    "rmboost": RMBoostStage,
-    "score": ScoreStage,
-    "relabel": RelabelStage,
-    "train": TrainStage,
-    "judge": JudgeStage,
-    "eval": EvalStage,
-}
+#: The fields each stage kind takes (besides name, kind, engine and run): its config class.
+STAGE_CLASSES: dict[str, type] = {name: kind.config for name, kind in STAGES.items()}
 #: Fields holding model names, where ``@stage`` refers to a trained model.
-MODEL_FIELDS = ("model", "scorer", "check", "scorers", "tuned", "baseline")
+MODEL_FIELDS = (
+    "model",
+    "scorer",
+    "scorers",
+    "strong",
+    "weak",
+    "tuned",
+    "baseline",
+    "judge",
+    "models",
+)
 
 
 @dataclass(frozen=True)
@@ -517,20 +352,6 @@ def to_plain(value: Any) -> Any:
 # Files and references
 
 
-def resource_path(text: str) -> Path:
-    """The file behind ``prefsmith:PATH`` (a file shipped in ``prefsmith/resources``).
-
-    >>> resource_path("prefsmith:prompts/mt-bench.jsonl").name
-    'mt-bench.jsonl'
-    """
-    return Path(str(files("prefsmith").joinpath("resources", text.removeprefix(RESOURCE_PREFIX))))
-
-
-def resolve_path(text: str) -> Path:
-    """A recipe's path: ``prefsmith:`` resources, else relative to the working directory."""
-    return resource_path(text) if text.startswith(RESOURCE_PREFIX) else Path(text)
-
-
 def model_refs(value: Any) -> list[str]:
     """Stage names referred to as ``@name`` in a model field (a string or list of strings).
 
@@ -573,6 +394,8 @@ def parse_recipe(data: Any, source: str = "") -> Recipe:
             stages.append(stage)
         if isinstance(raw, Mapping) and isinstance(raw.get("name"), str):
             kinds.setdefault(raw["name"], str(raw.get("kind")))
+    if not problems:
+        problems += column_problems(stages)
     if problems:
         raise RecipeError(problems)
     name = data.get("recipe") or (Path(source).stem if source else "recipe")
@@ -609,12 +432,15 @@ def _parse_stage(
     body = {k: v for k, v in raw.items() if k not in ("name", "kind", "engine", "run")}
     stage_engine = _merged(ModelOptions, engine, raw.get("engine"), f"{path}.engine", problems)
     run_skip = [f.name for f in fields(RunOptions) if f.name not in RUN_FIELDS + RUN_PLACEMENT]
-    stage_run = run
+    stage_run = _merged(RunOptions, run, STAGES[kind].run_defaults, path, problems, run_skip)
     if "run" in raw:
-        if kind not in ROW_KINDS:
-            problems.append(f"{path}.run: only row stages ({', '.join(ROW_KINDS)}) take run")
+        if not STAGES[kind].row_runner:
+            takes = ", ".join(k for k, v in STAGES.items() if v.row_runner)
+            problems.append(f"{path}.run: only stages that run rows ({takes}) take run")
         else:
-            stage_run = _merged(RunOptions, run, raw["run"], f"{path}.run", problems, run_skip)
+            stage_run = _merged(
+                RunOptions, stage_run, raw["run"], f"{path}.run", problems, run_skip
+            )
     body = _inherit(kind, body, models, stage_engine)
     skip = TRAIN_FIELDS_SET_BY_RUN if kind == "train" else ()
     config = _build_stage(cls, body, path, problems, skip)
@@ -636,7 +462,7 @@ def _build_stage(
     cls: type, body: dict[str, Any], path: str, problems: list[str], train_skip: Sequence[str]
 ) -> Any:
     """A stage config; the ``train`` section is a ``TrainConfig`` without data/output_dir."""
-    if cls is not TrainStage:
+    if cls is not STAGE_CLASSES["train"]:
         return build(cls, body, path, problems)
     config = build(cls, {k: v for k, v in body.items() if k != "train"}, path, problems)
     train = build(TrainConfig, body.get("train"), f"{path}.train", problems, skip=train_skip)
@@ -645,12 +471,19 @@ def _build_stage(
     return dataclasses.replace(config, train=train)
 
 
+#: Top-level config fields that default to a model of the recipe's ``models`` section.
+INHERITED_MODELS = {"model": "policy", "strong": "strong", "weak": "weak", "baseline": "policy"}
+
+
 def _inherit(kind: str, body: dict[str, Any], models: Models, engine: ModelOptions) -> dict:
     """Fill defaults from ``models`` and ``engine`` where the stage does not set them."""
     body = dict(body)
-    if kind in ("sample", "rmboost"):
-        body.setdefault("model", models.policy)
+    names = {f.name for f in fields(STAGE_CLASSES[kind])}
+    for name, role in INHERITED_MODELS.items():
+        if name in names:
+            body.setdefault(name, getattr(models, role))
     if kind == "train":
+        body.setdefault("resume", True)  # an interrupted train stage goes on from its checkpoint
         train = body.get("train") or {}
         if isinstance(train, Mapping):
             train = dict(train)
@@ -661,7 +494,6 @@ def _inherit(kind: str, body: dict[str, Any], models: Models, engine: ModelOptio
                 train.setdefault("dtype", engine.dtype)
             body["train"] = train
     if kind == "judge":
-        body.setdefault("baseline", models.policy)
         judge = body.get("judge") or {}
         if isinstance(judge, Mapping):
             judge = dict(judge)
@@ -671,6 +503,61 @@ def _inherit(kind: str, body: dict[str, Any], models: Models, engine: ModelOptio
             judge.setdefault("threads", engine.threads)
             body["judge"] = judge
     return body
+
+
+def column_problems(stages: Sequence[Stage]) -> list[str]:
+    """Stages whose input is an earlier stage that does not write a column they read.
+
+    Checked when the recipe is read, before any model loads. A stage's columns are those its
+    kind writes, plus its input's where it keeps them (``score``); a file's columns are not
+    known here (the row runner checks every row of it before the stage's models load).
+
+    >>> import textwrap
+    >>> try:
+    ...     parse_recipe({"stages": [
+    ...         {"name": "sample", "kind": "sample", "input": "prefsmith:prompts/mt-bench.jsonl"},
+    ...         {"name": "relabel", "kind": "relabel", "input": "sample"}]})
+    ... except RecipeError as err:
+    ...     print(textwrap.fill(err.problems[0], 88))
+    stages[1].input: stage relabel (relabel) reads 'chosen', 'rejected', 'reward_chosen',
+    'reward_rejected', which stage sample (sample) does not write (it writes: responses,
+    finish_reasons, n_tokens, generated_with, and its input's columns)
+    """
+    written: dict[str, frozenset[str] | None] = {}
+    problems = []
+    for number, stage in enumerate(stages):
+        kind = STAGES[stage.kind]
+        source = getattr(stage.config, "input", None)
+        upstream = written.get(source) if source in written else None
+        if source in written and upstream is not None and kind.reads is not None:
+            needed: Columns = kind.reads(stage.config)
+            if not any(set(columns) <= upstream for columns in needed):
+                closest = min(needed, key=lambda c: len(set(c) - upstream))
+                lacking = ", ".join(repr(c) for c in closest if c not in upstream)
+                producer = next(s for s in stages if s.name == source)
+                shown = ", ".join(STAGES[producer.kind].writes)
+                if STAGES[producer.kind].keeps_columns:
+                    shown += ", and its input's columns"
+                problems.append(
+                    f"stages[{number}].input: stage {stage.name} ({stage.kind}) reads {lacking},"
+                    f" which stage {producer.name} ({producer.kind}) does not write"
+                    f" (it writes: {shown})"
+                )
+        if kind.output == "rows":
+            own = frozenset(kind.writes)
+            if kind.keeps_columns:
+                inherited = written.get(source) if source in written else _prompt_like(source)
+                written[stage.name] = None if inherited is None else own | inherited
+            else:
+                written[stage.name] = own
+    return problems
+
+
+def _prompt_like(source: Any) -> frozenset[str] | None:
+    """A file's columns are unknown here, except a shipped prompt set's: ``prompt``."""
+    if isinstance(source, str) and source.startswith(f"{RESOURCE_PREFIX}prompts/"):
+        return frozenset({"prompt", "id"})
+    return None
 
 
 def _check_refs(
@@ -708,7 +595,7 @@ def _check_refs(
                 problems.append(f"{path}.{key}: @{ref} is a {earlier[ref]} stage; @ names a model")
             else:
                 needs.append(ref)
-    for key in ("scorer", "check", "scorers"):
+    for key in ("scorer", "scorers"):
         specs = raw.get(key)
         for i, spec in enumerate(specs if isinstance(specs, list) else [specs]):
             where = f"{path}.{key}" + (f"[{i}]" if isinstance(specs, list) else "")

@@ -1,0 +1,306 @@
+"""Every stage's command, derived from its config (:data:`prefsmith.stages.STAGES`).
+
+An option's name, type, default, choices and help come from the config field (help from the
+class's ``Attributes:`` docstring): nested configs are flattened (``sampling.n`` is ``--n``;
+a name two sections share is prefixed by its section, ``--rmboost-seed``), and options are
+grouped in the help by where they belong (models, the stage's sections, engine, run, output).
+Every command also takes ``--config FILE`` (YAML of the same names, as TRL's ``--config``)
+and ``--set NAME=VALUE``. A command's body is: parse, build the config, one
+:func:`~prefsmith.stages.run_stage` call, show the result.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import typer
+
+from prefsmith.stages.base import STAGES, StageKind
+from prefsmith.stages.fields import Leaf, choices, leaves, unwrap_optional
+
+#: Fields shown under "Models" wherever they are.
+MODEL_FIELDS = ("model", "strong", "weak", "scorer", "scorers", "reduction", "judge", "models")
+#: Short options.
+SHORT = {"model": "-m", "n": "-n"}
+#: Fields a stage fixes, not offered as options.
+HIDDEN = {
+    "rmboost": ("sampling.n",),
+    "rlaif": ("sampling.n",),
+    "rlcd": ("sampling.n", "sampling.system_prompt"),
+    "train": ("train.data", "train.output_dir"),
+    "eval": ("scorer", "reduction"),  # --scorer is repeatable: the scorers field
+}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option and the setting it fills.
+
+    Attributes:
+        param: The Python parameter's name.
+        flag: The option (``--max-new-tokens``).
+        target: ``config``, ``engine`` or ``run``: which object the value goes to.
+        leaf: The setting.
+        panel: The help group.
+    """
+
+    param: str
+    flag: str
+    target: str
+    leaf: Leaf
+    panel: str
+
+
+def _panel(leaf: Leaf) -> str:
+    if leaf.name in MODEL_FIELDS and len(leaf.path) <= 2:
+        return "Models"
+    return leaf.path[-2].replace("_", " ").capitalize() if len(leaf.path) > 1 else "Options"
+
+
+def options_of(kind: StageKind) -> list[Option]:
+    """The options of ``kind``'s command: its config's settings, then the engine's and the
+    row runner's (without ``progress``, an output option)."""
+    from prefsmith.data.runner import RunOptions
+    from prefsmith.models.pool import ModelOptions
+
+    groups = [("config", leaves(kind.config))]
+    if kind.engine:
+        groups.append(("engine", leaves(ModelOptions)))
+    if kind.row_runner:
+        groups.append(("run", [x for x in leaves(RunOptions) if x.name != "progress"]))
+    hidden = HIDDEN.get(kind.name, ())
+    usable = [
+        (target, leaf)
+        for target, group in groups
+        for leaf in group
+        if _cli_type(leaf) is not None
+        and leaf.dotted not in hidden
+        and not (target == "config" and leaf.dotted == kind.argument)
+    ]
+    counts: dict[str, int] = {}
+    for _, leaf in usable:
+        counts[leaf.name] = counts.get(leaf.name, 0) + 1
+    out, seen = [], set()
+    for target, leaf in usable:
+        name = leaf.name if counts[leaf.name] == 1 or leaf.name not in seen else leaf.dotted
+        seen.add(leaf.name)
+        flag = kind.flags.get(leaf.dotted) if target == "config" else None
+        flag = flag or "--" + name.replace(".", "-").replace("_", "-")
+        panel = {"engine": "Engine", "run": "Run"}.get(target) or _panel(leaf)
+        out.append(Option(flag.lstrip("-").replace("-", "_"), flag, target, leaf, panel))
+    return out
+
+
+def _cli_type(leaf: Leaf) -> Any:
+    """The type typer parses the option as, or ``None`` for settings a recipe alone sets."""
+    inner, _ = unwrap_optional(leaf.hint)
+    if choices(leaf.hint) is not None or inner in (str, int, float):
+        return inner if choices(leaf.hint) is None else str
+    if inner is bool:
+        return bool
+    if typing.get_origin(inner) in (tuple, list):
+        return list[str]
+    return None
+
+
+def terminal_help(text: str) -> str:
+    """A docstring entry as terminal help: ````x```` as ``x``, brackets kept (not markup).
+
+    >>> terminal_help("``hf`` or ``vllm`` (``pip install 'prefsmith[vllm]'``)")
+    "hf or vllm (pip install 'prefsmith\\[vllm]')"
+    """
+    from rich.markup import escape
+
+    return escape(text.replace("``", ""))
+
+
+def _shown_default(leaf: Leaf, defaults: Mapping[str, Any]) -> str | bool:
+    default = defaults.get(leaf.name, leaf.default)
+    if isinstance(default, tuple | list):
+        return ",".join(map(str, default)) if default else False
+    return False if default is None or default is inspect.Parameter.empty else str(default)
+
+
+def _parameter(option: Option, defaults: Mapping[str, Any]) -> inspect.Parameter:
+    leaf, kind = option.leaf, _cli_type(option.leaf)
+    decls = [option.flag]
+    if kind is bool:
+        decls = [f"{option.flag}/--no-{option.flag.removeprefix('--')}"]
+    elif leaf.name in SHORT and option.flag == f"--{leaf.name}":
+        decls.append(SHORT[leaf.name])
+    allowed = choices(leaf.hint)
+    extra = " (repeatable or comma-separated)" if kind == list[str] else ""
+    info = typer.Option(
+        None,
+        *decls,
+        help=terminal_help(leaf.help or leaf.dotted) + extra,
+        rich_help_panel=option.panel,
+        show_default=_shown_default(leaf, defaults if option.target == "run" else {}),
+    )
+    annotation = (Literal[allowed] if allowed else kind) | None  # type: ignore[valid-type]
+    return inspect.Parameter(option.param, inspect.Parameter.KEYWORD_ONLY, default=info,
+                             annotation=annotation)  # fmt: skip
+
+
+def _common_parameters(kind: StageKind) -> list[inspect.Parameter]:
+    """The argument and the output options every stage command takes."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    argument_leaf = next(x for x in leaves(kind.config) if x.dotted == kind.argument)
+    default = kind.default_input
+    argument = typer.Argument(
+        None,
+        metavar=kind.argument.upper(),
+        help=terminal_help(argument_leaf.help) + (f" Default: {default}." if default else ""),
+        show_default=False,
+    )
+    output_help = "Output file (.jsonl or .parquet)." if kind.output == "rows" else "Folder."
+    return [
+        inspect.Parameter("argument", keyword, default=argument, annotation=str | None),
+        inspect.Parameter(
+            "output",
+            keyword,
+            default=typer.Option(
+                None, "--output", "-o", help=output_help, rich_help_panel="Output"
+            ),
+            annotation=Path | None,
+        ),
+        inspect.Parameter(
+            "config_file",
+            keyword,
+            default=typer.Option(
+                None,
+                "--config",
+                help="YAML file of settings by option name (underscores), e.g. `max_new_tokens:"
+                " 64`; options given on the command line win.",
+                rich_help_panel="Output",
+            ),
+            annotation=Path | None,
+        ),
+        inspect.Parameter(
+            "sets",
+            keyword,
+            default=typer.Option(
+                None,
+                "--set",
+                help="NAME=VALUE (YAML value) for any setting, also those without an option;"
+                " repeatable.",
+                rich_help_panel="Output",
+            ),
+            annotation=list[str] | None,
+        ),
+        inspect.Parameter(
+            "progress",
+            keyword,
+            default=typer.Option(True, help="Show progress.", rich_help_panel="Output"),
+            annotation=bool,
+        ),
+    ]
+
+
+def stage_command(kind: StageKind) -> Callable[..., None]:
+    """The typer command of ``kind``."""
+    options = options_of(kind)
+
+    def command(**values: Any) -> None:
+        from prefsmith.cli.common import run_stage_command
+
+        run_stage_command(kind, options, values)
+
+    # Typer shows the panels in the order their first option comes: models first.
+    ordered = sorted(options, key=lambda o: o.panel != "Models")
+    params = [_parameter(o, kind.run_defaults) for o in ordered] + _common_parameters(kind)
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = kind.summary
+    command.__name__ = kind.name.replace("-", "_")
+    return command
+
+
+def settings_from(
+    kind: StageKind, options: list[Option], values: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """The nested settings (``{"config": {...}, "engine": {...}, "run": {...}}``) of a command
+    line: ``--config`` file, then ``--set``, then the options given."""
+    from prefsmith.data.io import load_yaml_file
+
+    by_name = {o.param: o for o in options}
+    by_name |= {o.leaf.dotted.replace(".", "_"): o for o in options}
+    given: dict[str, Any] = {}
+    if values.get("config_file") is not None:
+        loaded = load_yaml_file(values["config_file"]) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{values['config_file']}: expected a mapping of option: value")
+        given |= {str(k).replace("-", "_"): v for k, v in loaded.items()}
+    for item in values.get("sets") or ():
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects NAME=VALUE, got {item!r}")
+        import yaml
+
+        given[key.strip().replace("-", "_")] = yaml.safe_load(text)
+    given |= {k: v for k, v in values.items() if k in by_name and v is not None}
+    argument_key = kind.flags.get(kind.argument, kind.argument).lstrip("-").replace("-", "_")
+    settings: dict[str, dict[str, Any]] = {"config": {}, "engine": {}, "run": {}}
+    for key, value in given.items():
+        if key in (argument_key, kind.argument):
+            settings["config"][kind.argument] = value
+            continue
+        option = by_name.get(key)
+        if option is None:
+            known = ", ".join(sorted(o.param for o in options))
+            raise ValueError(f"unknown setting {key!r} for {kind.name} (known: {known})")
+        if isinstance(value, list) and _cli_type(option.leaf) == list[str]:
+            value = [part.strip() for v in value for part in str(v).split(",") if part.strip()]
+        _put(settings[option.target], option.leaf.path, value)
+    if values.get("argument") is not None:
+        settings["config"][kind.argument] = values["argument"]
+    return settings
+
+
+def _put(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for name in path[:-1]:
+        tree = tree.setdefault(name, {})
+    tree[path[-1]] = value
+
+
+def build_settings(kind: StageKind, settings: Mapping[str, Mapping[str, Any]]) -> tuple:
+    """(config, engine options, run options) from nested settings; raises ``ValueError``
+    listing every problem with its setting's name."""
+    from prefsmith.data.runner import RunOptions
+    from prefsmith.models.pool import ModelOptions
+    from prefsmith.recipes.schema import build
+
+    problems: list[str] = []
+    config_values = dict(settings["config"])
+    if kind.default_input and kind.argument not in config_values:
+        config_values[kind.argument] = kind.default_input
+    if kind.argument not in config_values and _required(kind.config, kind.argument):
+        problems.append(f"missing {kind.argument.upper()}: give it as the argument")
+    config = build(kind.config, config_values, kind.name, problems)
+    engine = build(ModelOptions, settings["engine"], "engine", problems)
+    run = build(RunOptions, {**kind.run_defaults, **settings["run"]}, "run", problems)
+    if problems:
+        raise ValueError("; ".join(p.removeprefix(f"{kind.name}.") for p in problems))
+    return config, engine, run
+
+
+def _required(cls: type, name: str) -> bool:
+    import dataclasses
+
+    return any(
+        f.name == name
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+        for f in fields(cls)
+    )
+
+
+def register_all(app: typer.Typer) -> None:
+    """Add one command per stage to ``app``, in pipeline order."""
+    for kind in STAGES.values():
+        app.command(kind.name, help=kind.summary)(stage_command(kind))
