@@ -141,7 +141,8 @@ def test_fit_file_that_is_not_json_or_not_a_fit(tmp_path):
     with pytest.raises(BadFileError, match=at(path, ":2:7: not valid JSON")):
         load_fitted_model(path)
     one_line_error(
-        ["score", str(rows_file(tmp_path)), "--fitted", str(path)], f"{path}:2:7: not valid JSON"
+        ["score", str(rows_file(tmp_path)), "--scorer", f"fitted:{path}"],
+        f"{path}:2:7: not valid JSON",
     )
     write(path, "[1, 2]")
     with pytest.raises(ValueError, match=at(path, ": not a fit file")):

@@ -35,7 +35,7 @@ def test_eval_end_to_end_and_rerun_from_cache(tmp_path, tiny_models):
         tiny_models["chatml-a"],
         "--weak",
         tiny_models["chatml-b"],
-        "--cache",
+        "--cache-path",
         str(cache),
     ]
     for spec in SPECS:
@@ -167,7 +167,7 @@ def test_study_three_models_three_passes(tmp_path, tiny_models):
             names[1],
             "-o",
             str(tmp_path / "s"),
-            "--cache",
+            "--cache-path",
             str(tmp_path / "c.sqlite"),
         ],
     )
@@ -196,7 +196,7 @@ def test_eval_with_customization_reports_plain_and_cdr_side_by_side(tmp_path, ti
             tiny_models["chatml-b"],
             "--router",
             "rules",
-            "--cache",
+            "--cache-path",
             str(tmp_path / "c.sqlite"),
         ],
     )

@@ -145,7 +145,7 @@ def test_eval_fit_end_to_end_and_score_with_the_fitted_file(tmp_path, tiny_model
     cache = str(tmp_path / "c.sqlite")
     args = ["eval", str(TINY_SET), "-o", str(out), "--strong", strong, "--weak", weak]
     args += ["--scorer", "density-ratio:sum", "--scorer", f"contrast:{strong}:mean"]
-    args += ["--fit", "length,ensemble,calibration", "--folds", "3", "--cache", cache]
+    args += ["--fit", "length,ensemble,calibration", "--folds", "3", "--cache-path", cache]
     args += ["--no-report"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -162,10 +162,17 @@ def test_eval_fit_end_to_end_and_score_with_the_fitted_file(tmp_path, tiny_model
     assert "held-out ECE" in (out / "report.md").read_text()
     assert "wins/losses" in result.output
 
-    # The fitted models apply to new data through the spec and `score --fitted`.
+    # The fitted models apply to new data through the spec and `score --scorer fitted:FILE`.
     scored = tmp_path / "scored.jsonl"
-    args = ["score", str(TINY_SET), "-o", str(scored), "--fitted", f"{out / 'fit.json'}#ensemble"]
-    args += ["--strong", strong, "--weak", weak, "--cache", cache, "--no-report"]
+    args = [
+        "score",
+        str(TINY_SET),
+        "-o",
+        str(scored),
+        "--scorer",
+        f"fitted:{out / 'fit.json'}#ensemble",
+    ]
+    args += ["--strong", strong, "--weak", weak, "--cache-path", cache, "--no-report"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in scored.read_text().splitlines()]

@@ -21,6 +21,7 @@ PIPELINE = [
     "training",
     "evaluation",
     "report",
+    "stages",
     "recipes",
     "cli",
 ]

@@ -59,6 +59,22 @@ _EXPORTS = {
     "GoalScale": "prefsmith.relabel.scale",
     # training
     "TrainConfig": "prefsmith.training.config",
+    # stages: one config per stage, run by run_stage (the CLI and recipes use them)
+    "run_stage": "prefsmith.stages.base",
+    "StageContext": "prefsmith.stages.base",
+    "STAGES": "prefsmith.stages.base",
+    "ScoreStage": "prefsmith.stages.evaluate",
+    "EvalStage": "prefsmith.stages.evaluate",
+    "StudyStage": "prefsmith.stages.evaluate",
+    "SampleStage": "prefsmith.stages.generate",
+    "PairsStage": "prefsmith.stages.generate",
+    "RMBoostStage": "prefsmith.stages.generate",
+    "RLAIFStage": "prefsmith.stages.generate",
+    "RLCDStage": "prefsmith.stages.generate",
+    "WestOfNStage": "prefsmith.stages.generate",
+    "RelabelStage": "prefsmith.stages.tune",
+    "TrainStage": "prefsmith.stages.tune",
+    "JudgeStage": "prefsmith.stages.tune",
     # recipes
     "run_recipe": "prefsmith.recipes.run",
     "load_recipe": "prefsmith.recipes.load",
@@ -101,6 +117,23 @@ if TYPE_CHECKING:
     from prefsmith.rewards.reward_model import RewardModelReward
     from prefsmith.rewards.spec import parse_scorer
     from prefsmith.routing.customize import Customization
+    from prefsmith.stages import (
+        STAGES,
+        EvalStage,
+        JudgeStage,
+        PairsStage,
+        RelabelStage,
+        RLAIFStage,
+        RLCDStage,
+        RMBoostStage,
+        SampleStage,
+        ScoreStage,
+        StageContext,
+        StudyStage,
+        TrainStage,
+        WestOfNStage,
+        run_stage,
+    )
     from prefsmith.training.config import TrainConfig
 
 

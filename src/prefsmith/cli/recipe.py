@@ -3,32 +3,34 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from prefsmith.cli.common import console, fail, user_errors
 
+RecipeName = Annotated[
+    str,
+    typer.Argument(
+        help="A recipe YAML file, or a shipped recipe: dr-sow, reward-augmented, rmboost, cdr-eval."
+    ),
+]
+Sets = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override a field: STAGE.KEY=VALUE or models./engine./run.KEY=VALUE, e.g."
+        " sample.sampling.n=8 (YAML values; repeatable).",
+    ),
+]
+
 
 def run(
-    recipe: Annotated[
-        str,
-        typer.Argument(
-            help="A recipe YAML file, or a shipped recipe: dr-sow, reward-augmented, rmboost,"
-            " cdr-eval."
-        ),
-    ],
+    recipe: RecipeName,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Run folder (default: runs/<recipe>).")
     ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            help="Override a field: STAGE.KEY=VALUE or models./engine./run.KEY=VALUE, e.g."
-            " sample.sampling.n=8 (YAML values; repeatable).",
-        ),
-    ] = None,
+    set_: Sets = None,
     until: Annotated[
         str | None, typer.Option(help="Run the stages up to and including this one.")
     ] = None,
@@ -44,11 +46,7 @@ def run(
         source = Path(recipe) if Path(recipe).exists() else recipe
         loaded = load_recipe(source, set_ or (), until=until)
     if check:
-        import yaml
-
-        console.print(yaml.safe_dump(loaded.raw, sort_keys=False), highlight=False, markup=False)
-        stages = ", ".join(f"{s.name} ({s.kind})" for s in loaded.stages)
-        console.print(f"recipe {loaded.name} is valid: {stages}", highlight=False)
+        _print_valid(loaded)
         return
     try:
         with user_errors():
@@ -66,3 +64,12 @@ def run(
         f" summary in {result.summary_md}",
         highlight=False,
     )
+
+
+def _print_valid(recipe: Any) -> None:
+    """The recipe as it will run, and a line saying it is valid."""
+    import yaml
+
+    console.print(yaml.safe_dump(recipe.raw, sort_keys=False), highlight=False, markup=False)
+    stages = ", ".join(f"{s.name} ({s.kind})" for s in recipe.stages)
+    console.print(f"recipe {recipe.name} is valid: {stages}", highlight=False)

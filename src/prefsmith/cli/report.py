@@ -10,24 +10,27 @@ import typer
 from prefsmith.cli.common import check_choice, console, fail
 from prefsmith.defaults import ON_ERROR
 
+Run = Annotated[
+    Path,
+    typer.Argument(
+        help="A prefsmith output: rows file (.jsonl/.json/.parquet) of score, pairs, rmboost"
+        " or relabel, or an eval run folder.",
+        show_default=False,
+    ),
+]
+Output = Annotated[
+    Path | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="HTML file to write. Default: <file>.report.html, or <folder>/report.html.",
+    ),
+]
+
 
 def report(
-    run: Annotated[
-        Path,
-        typer.Argument(
-            help="A prefsmith output: rows file (.jsonl/.json/.parquet) of score, pairs, rmboost"
-            " or relabel, or an eval run folder.",
-            show_default=False,
-        ),
-    ],
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            "--output",
-            "-o",
-            help="HTML file to write. Default: <file>.report.html, or <folder>/report.html.",
-        ),
-    ] = None,
+    run: Run,
+    output: Output = None,
     max_rows: Annotated[
         int | None, typer.Option(help="Show only the first N rows (the page says so).", min=1)
     ] = None,

@@ -26,7 +26,7 @@ from prefsmith.stages.fields import Leaf, choices, leaves, unwrap_optional
 #: Fields shown under "Models" wherever they are.
 MODEL_FIELDS = ("model", "strong", "weak", "scorer", "scorers", "reduction", "judge", "models")
 #: Short options.
-SHORT = {"model": "-m", "n": "-n"}
+SHORT = {"--model": "-m", "--n": "-n"}
 #: Fields a stage fixes, not offered as options.
 HIDDEN = {
     "rmboost": ("sampling.n",),
@@ -131,8 +131,8 @@ def _parameter(option: Option, defaults: Mapping[str, Any]) -> inspect.Parameter
     decls = [option.flag]
     if kind is bool:
         decls = [f"{option.flag}/--no-{option.flag.removeprefix('--')}"]
-    elif leaf.name in SHORT and option.flag == f"--{leaf.name}":
-        decls.append(SHORT[leaf.name])
+    elif option.flag in SHORT:
+        decls.append(SHORT[option.flag])
     allowed = choices(leaf.hint)
     extra = " (repeatable or comma-separated)" if kind == list[str] else ""
     info = typer.Option(
@@ -143,13 +143,16 @@ def _parameter(option: Option, defaults: Mapping[str, Any]) -> inspect.Parameter
         show_default=_shown_default(leaf, defaults if option.target == "run" else {}),
     )
     annotation = (Literal[allowed] if allowed else kind) | None  # type: ignore[valid-type]
-    return inspect.Parameter(option.param, inspect.Parameter.KEYWORD_ONLY, default=info,
+    return _keyword(option.param, info, annotation)
+
+
+def _keyword(name: str, info: Any, annotation: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info,
                              annotation=annotation)  # fmt: skip
 
 
 def _common_parameters(kind: StageKind) -> list[inspect.Parameter]:
     """The argument and the output options every stage command takes."""
-    keyword = inspect.Parameter.KEYWORD_ONLY
     argument_leaf = next(x for x in leaves(kind.config) if x.dotted == kind.argument)
     default = kind.default_input
     argument = typer.Argument(
@@ -159,46 +162,22 @@ def _common_parameters(kind: StageKind) -> list[inspect.Parameter]:
         show_default=False,
     )
     output_help = "Output file (.jsonl or .parquet)." if kind.output == "rows" else "Folder."
+    config_help = (
+        "YAML file of settings by option name (underscores), e.g. `max_new_tokens: 64`;"
+        " options given on the command line win."
+    )
+    set_help = "NAME=VALUE (YAML value) for any setting, also those without an option; repeatable."
+    panel = {"rich_help_panel": "Output"}
     return [
-        inspect.Parameter("argument", keyword, default=argument, annotation=str | None),
-        inspect.Parameter(
-            "output",
-            keyword,
-            default=typer.Option(
-                None, "--output", "-o", help=output_help, rich_help_panel="Output"
-            ),
-            annotation=Path | None,
+        _keyword("argument", argument, str | None),
+        _keyword(
+            "output", typer.Option(None, "--output", "-o", help=output_help, **panel), Path | None
         ),
-        inspect.Parameter(
-            "config_file",
-            keyword,
-            default=typer.Option(
-                None,
-                "--config",
-                help="YAML file of settings by option name (underscores), e.g. `max_new_tokens:"
-                " 64`; options given on the command line win.",
-                rich_help_panel="Output",
-            ),
-            annotation=Path | None,
+        _keyword(
+            "config_file", typer.Option(None, "--config", help=config_help, **panel), Path | None
         ),
-        inspect.Parameter(
-            "sets",
-            keyword,
-            default=typer.Option(
-                None,
-                "--set",
-                help="NAME=VALUE (YAML value) for any setting, also those without an option;"
-                " repeatable.",
-                rich_help_panel="Output",
-            ),
-            annotation=list[str] | None,
-        ),
-        inspect.Parameter(
-            "progress",
-            keyword,
-            default=typer.Option(True, help="Show progress.", rich_help_panel="Output"),
-            annotation=bool,
-        ),
+        _keyword("sets", typer.Option(None, "--set", help=set_help, **panel), list[str] | None),
+        _keyword("progress", typer.Option(True, help="Show progress.", **panel), bool),
     ]
 
 

@@ -484,24 +484,18 @@ def _inherit(kind: str, body: dict[str, Any], models: Models, engine: ModelOptio
             body.setdefault(name, getattr(models, role))
     if kind == "train":
         body.setdefault("resume", True)  # an interrupted train stage goes on from its checkpoint
-        train = body.get("train") or {}
-        if isinstance(train, Mapping):
-            train = dict(train)
-            train.setdefault("model", models.policy)
-            train.setdefault("device", engine.device)
-            train.setdefault("threads", engine.threads)
+    section = {"train": "train", "judge": "judge"}.get(kind)
+    inner = body.get(section) or {} if section else None
+    if isinstance(inner, Mapping):
+        inner = dict(inner)
+        defaults = {"device": engine.device, "threads": engine.threads}
+        if kind == "train":
+            defaults["model"] = models.policy
             if engine.dtype in ("float32", "bfloat16"):
-                train.setdefault("dtype", engine.dtype)
-            body["train"] = train
-    if kind == "judge":
-        judge = body.get("judge") or {}
-        if isinstance(judge, Mapping):
-            judge = dict(judge)
-            judge.setdefault("strong", models.strong)
-            judge.setdefault("weak", models.weak)
-            judge.setdefault("device", engine.device)
-            judge.setdefault("threads", engine.threads)
-            body["judge"] = judge
+                defaults["dtype"] = engine.dtype
+        else:
+            defaults |= {"strong": models.strong, "weak": models.weak}
+        body[section] = {**defaults, **inner}  # type: ignore[index]
     return body
 
 

@@ -143,22 +143,14 @@ def relabel_pair(
     tie = goal_chosen == goal_rejected
     if tie and tie_rule == "drop":
         return []
-    first = RelabeledPair(
-        with_goal(context, goal_message(goal_chosen, template, scale)),
-        chosen,
-        rejected,
-        goal_chosen,
-        False,
-    )
+    def pair(goal: float, better: str, worse: str, swapped: bool) -> RelabeledPair:
+        message = goal_message(goal, template, scale)
+        return RelabeledPair(with_goal(context, message), better, worse, goal, swapped)
+
+    first = pair(goal_chosen, chosen, rejected, False)
     if tie and tie_rule == "chosen":
         return [first]
-    second = RelabeledPair(
-        with_goal(context, goal_message(goal_rejected, template, scale)),
-        rejected,
-        chosen,
-        goal_rejected,
-        True,
-    )
+    second = pair(goal_rejected, rejected, chosen, True)
     return [first, second]
 
 

@@ -48,8 +48,8 @@ class RelabelOptions:
         output_format: ``conversational`` (message lists) or ``standard`` (strings).
         keep_columns: Input columns copied to every output row (e.g. ``subset``).
         min_probability: Relabel only pairs whose ``probability_column`` is above this (a
-            calibrated P(chosen preferred), as ``score --fitted`` writes it); the others are
-            dropped and left out of the goal mapping's fit. ``None``: keep every pair.
+            calibrated P(chosen preferred), as ``score --scorer fitted:FILE`` writes it); the
+            others are dropped and left out of the goal mapping's fit. ``None``: keep every pair.
         probability_column: Column holding P(chosen preferred).
 
     >>> RelabelOptions(tie_rule="both").scale.high
@@ -136,7 +136,7 @@ class RelabelStep(Step):
         if column not in row:
             raise ValueError(
                 f"--min-probability needs a {column!r} column (score with a calibrated"
-                " scorer: `prefsmith score --fitted fit.json#calibration:...`)"
+                " scorer: `prefsmith score --scorer fitted:fit.json#calibration:...`)"
             )
         return _reward(row, column) > self.options.min_probability
 

@@ -217,6 +217,9 @@ class StageContext:
     rows: Any = None
     _pools: dict[Any, Any] = field(default_factory=dict, repr=False)
 
+    def __post_init__(self) -> None:
+        self.output = Path(self.output)
+
     @property
     def progress(self) -> bool:
         """Whether to show progress."""

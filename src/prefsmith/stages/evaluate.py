@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from prefsmith.data.rows import PAIR_COLUMNS, SCORING_COLUMNS, to_scoring_item
 from prefsmith.data.runner import run_rows
@@ -25,17 +27,14 @@ TINY_PAIRS = "prefsmith:rewardbench-tiny.jsonl"
 
 
 # --------------------------------------------------------------------------------------------
-# score
+# What score and eval share
 
 
 @dataclass(frozen=True, kw_only=True)
-class ScoreStage(ScorerFields):
-    """Score responses with the density ratio log p_strong(y|x) - log p_weak(y|x), or a scorer.
+class ScoringFields(ScorerFields):
+    """Settings of the stages that score rows with one or more scorers.
 
     Attributes:
-        input: Rows to score: pairs (``prompt`` + ``chosen``/``rejected``) or candidates
-            (``prompt`` + ``responses``), ``messages`` allowed: .jsonl, .json, .parquet or a
-            saved HF dataset folder.
         customization: Route prompts to domains and score with their criteria and exemplars
             (``None``: plain).
         system_prompt: System turn for rows without one.
@@ -47,7 +46,6 @@ class ScoreStage(ScorerFields):
         report: Write a self-contained HTML report of the output at the end.
     """
 
-    input: str = TINY_PAIRS
     customization: CustomizationSpec | None = None
     system_prompt: str | None = None
     save_token_logprobs: bool = False
@@ -56,30 +54,54 @@ class ScoreStage(ScorerFields):
     cache_path: str | None = None
     report: bool = True
 
+    def reward(self, context: StageContext, spec: str, custom: CustomizationSpec | None) -> Any:
+        """The reward of ``spec`` on the stage's models and log-prob cache."""
+        return context.reward(
+            spec,
+            self.strong,
+            self.weak,
+            custom,
+            cache=True if self.cache_path is not None else self.cache,
+            cache_path=self.cache_path,
+            contrast_prompts=self.contrast_prompts,
+        )
+
+    def write_report(self, result: StageResult, output: Path) -> StageResult:
+        """With ``report``: the HTML report of ``output``, named in the result."""
+        if self.report:
+            from prefsmith.report import write_report
+
+            result.details["report"] = str(write_report(output))
+        return result
+
+
+# --------------------------------------------------------------------------------------------
+# score
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoreStage(ScoringFields):
+    """Score responses with the density ratio log p_strong(y|x) - log p_weak(y|x), or a scorer.
+
+    Attributes:
+        input: Rows to score: pairs (``prompt`` + ``chosen``/``rejected``) or candidates
+            (``prompt`` + ``responses``), ``messages`` allowed: .jsonl, .json, .parquet or a
+            saved HF dataset folder.
+    """
+
+    input: str = TINY_PAIRS
+
 
 def run_score(config: ScoreStage, context: StageContext) -> StageResult:
     """Rewards for every response (:class:`~prefsmith.rewards.base.ScoreStep`)."""
     from prefsmith.rewards.base import ScoreStep
 
-    cache = config.cache or config.cache_path is not None
-    reward = context.reward(
-        config.scorer_spec(),
-        config.strong,
-        config.weak,
-        config.customization,
-        cache=cache,
-        cache_path=config.cache_path,
-        contrast_prompts=config.contrast_prompts,
-    )
+    reward = config.reward(context, config.scorer_spec(), config.customization)
     step = ScoreStep(reward, config.system_prompt, config.save_token_logprobs)
     summary = run_rows(context.source(config.input), context.output, step, context.run)
     result = from_rows("score", summary, context.audience)
     result.details["scorer"] = reward.name
-    if config.report:
-        from prefsmith.report import write_report
-
-        result.details["report"] = str(write_report(context.output))
-    return result
+    return config.write_report(result, context.output)
 
 
 register(
@@ -101,7 +123,7 @@ register(
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvalStage(ScorerFields):
+class EvalStage(ScoringFields):
     """Evaluate scorers as reward models: pairwise accuracy per subset and section.
 
     Attributes:
@@ -111,26 +133,16 @@ class EvalStage(ScorerFields):
             and ``reduction`` name); ``rm:@stage`` in a recipe is a reward model a ``train``
             stage wrote.
         customization: Also evaluate every scorer customized this way (plain vs. CDR).
-        system_prompt: System turn for rows without one.
-        save_token_logprobs: Store per-token log-probs of both models.
-        contrast_prompts: Prompts YAML of ``contrast:`` scorers (``None``: the shipped one).
-        cache: Read and write the on-disk log-prob cache.
-        cache_path: Log-prob cache file (``None``: ``$PREFSMITH_HOME/logprobs.sqlite``).
+        cache: Read and write the on-disk log-prob cache (without it, a cache in memory:
+            each model still scores a response once).
         fit: Fits on the scored pairs, cross-validated (held-out rows join the table as
             ``cv:NAME``; the models fitted on all rows go to ``fit.json``); ``None``: no fit.
-        report: Write a self-contained HTML report of the run folder at the end.
     """
 
     input: str = TINY_PAIRS
     scorers: tuple[str, ...] | None = None
-    customization: CustomizationSpec | None = None
-    system_prompt: str | None = None
-    save_token_logprobs: bool = False
-    contrast_prompts: str | None = None
     cache: bool = True
-    cache_path: str | None = None
     fit: FitOptions | None = None
-    report: bool = True
 
     def scorer_specs(self) -> tuple[str, ...]:
         """The scorer specs evaluated (before customization)."""
@@ -145,22 +157,12 @@ def run_eval(config: EvalStage, context: StageContext) -> StageResult:
     from prefsmith.evaluation.harness import evaluate_file
     from prefsmith.rewards.spec import ScorerSpec
 
-    def reward(spec: str, custom: CustomizationSpec | None = None):
-        return context.reward(
-            spec,
-            config.strong,
-            config.weak,
-            custom,
-            cache=True,  # without the file cache, one in memory: each model scores a row once
-            cache_path=config.cache_path if config.cache else ":memory:",
-            contrast_prompts=config.contrast_prompts,
-        )
-
+    cached = config if config.cache else replace(config, cache_path=":memory:")
     specs = config.scorer_specs()
-    rewards = [reward(spec) for spec in specs]
+    rewards = [cached.reward(context, spec, None) for spec in specs]
     if config.customization is not None:
         plain = [s for s in specs if ScorerSpec.parse(s, config.strong, config.weak).kind != "rm"]
-        rewards += [reward(spec, config.customization) for spec in plain]
+        rewards += [cached.reward(context, spec, config.customization) for spec in plain]
     start = time.perf_counter()
     evaluated = evaluate_file(
         context.source(config.input),
@@ -190,11 +192,7 @@ def run_eval(config: EvalStage, context: StageContext) -> StageResult:
         details={"sections": sections, "headline": f"overall accuracy {overall}"},
         value=evaluated,
     )
-    if config.report:
-        from prefsmith.report import write_report
-
-        result.details["report"] = str(write_report(context.output))
-    return result
+    return config.write_report(result, context.output)
 
 
 register(

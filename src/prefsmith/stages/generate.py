@@ -254,18 +254,12 @@ register(
 
 
 @dataclass(frozen=True, kw_only=True)
-class RLAIFStage:
-    """RLAIF: two samples per prompt, judged in both orders by label log-probs; agreeing kept.
+class PromptPairFields:
+    """Settings of the baselines that write one pair per prompt from a generator.
 
     Attributes:
         input: Prompts.
         model: Generator.
-        judge: Pairwise judge model (name, folder, .gguf).
-        judge_prompt: Judge question file with ``$prompt``, ``$response_a``, ``$response_b``
-            (and ``$label_a``, ``$label_b``); ``None``: prefsmith's ``JUDGE_PROMPT``.
-        labels: The two answer labels.
-        judge_system_prompt: System turn for the judge.
-        sampling: How the two responses are sampled (``n`` is 2).
         format: ``conversational`` or ``standard`` output.
         keep_truncated: Keep pairs where a response hit ``max_new_tokens``.
         max_prompt_tokens: Reject longer prompts.
@@ -273,6 +267,37 @@ class RLAIFStage:
 
     input: str = PROMPTS
     model: str = DEFAULT_GENERATOR
+    format: PairFormat = "conversational"
+    keep_truncated: bool = True
+    max_prompt_tokens: int | None = None
+
+    def run_step(self, context: StageContext, step_class: type, what: Any) -> tuple:
+        """Run ``step_class(policy, what, sampling, format, ...)``; (result, summary)."""
+        step = step_class(
+            context.policy(self.model),
+            what,
+            self.sampling,  # type: ignore[attr-defined]
+            self.format,
+            self.keep_truncated,
+            self.max_prompt_tokens,
+        )
+        summary = run_rows(context.source(self.input), context.output, step, context.run)
+        return from_rows(step.name, summary, context.audience), summary
+
+
+@dataclass(frozen=True, kw_only=True)
+class RLAIFStage(PromptPairFields):
+    """RLAIF: two samples per prompt, judged in both orders by label log-probs; agreeing kept.
+
+    Attributes:
+        judge: Pairwise judge model (name, folder, .gguf).
+        judge_prompt: Judge question file with ``$prompt``, ``$response_a``, ``$response_b``
+            (and ``$label_a``, ``$label_b``); ``None``: prefsmith's ``JUDGE_PROMPT``.
+        labels: The two answer labels.
+        judge_system_prompt: System turn for the judge.
+        sampling: How the two responses are sampled (``n`` is 2).
+    """
+
     judge: str = DEFAULT_JUDGE
     judge_prompt: str | None = None
     labels: tuple[str, ...] = ("A", "B")
@@ -280,9 +305,6 @@ class RLAIFStage:
     sampling: SamplingConfig = field(
         default_factory=lambda: SamplingConfig(n=2, max_new_tokens=256)
     )
-    format: PairFormat = "conversational"
-    keep_truncated: bool = True
-    max_prompt_tokens: int | None = None
 
 
 def run_rlaif(config: RLAIFStage, context: StageContext) -> StageResult:
@@ -297,16 +319,7 @@ def run_rlaif(config: RLAIFStage, context: StageContext) -> StageResult:
         config.judge_system_prompt,
         context.pool(),
     )
-    step = RLAIFStep(
-        context.policy(config.model),
-        judge,
-        config.sampling,
-        config.format,
-        config.keep_truncated,
-        config.max_prompt_tokens,
-    )
-    summary = run_rows(context.source(config.input), context.output, step, context.run)
-    result = from_rows("rlaif", summary, context.audience)
+    result, summary = config.run_step(context, RLAIFStep, judge)
     judged = summary.counts.get("judged", 0)
     agree = summary.counts.get("judge agrees across orders", 0)
     share = f" ({agree / judged:.1%})" if judged else ""
@@ -321,25 +334,18 @@ def run_rlaif(config: RLAIFStage, context: StageContext) -> StageResult:
 
 
 @dataclass(frozen=True, kw_only=True)
-class RLCDStage:
+class RLCDStage(PromptPairFields):
     """RLCD: one response under a positive, one under a negative system prompt; positive chosen.
 
     Attributes:
-        input: Prompts.
-        model: Generator.
         positive: File with the positive system prompt (``None``: ``RLCD_POSITIVE``).
         negative: File with the negative system prompt (``None``: ``RLCD_NEGATIVE``).
         domains: Domains YAML: each prompt is routed to a domain (or uses its ``domain``
             field) and both system prompts get the domain's criteria.
         router: ``rules`` or ``embedding`` (with ``domains``).
         sampling: How the two responses are sampled (``n`` is 1 per prompt).
-        format: ``conversational`` or ``standard`` output.
-        keep_truncated: Keep pairs where a response hit ``max_new_tokens``.
-        max_prompt_tokens: Reject longer prompts.
     """
 
-    input: str = PROMPTS
-    model: str = DEFAULT_GENERATOR
     positive: str | None = None
     negative: str | None = None
     domains: str | None = None
@@ -347,9 +353,6 @@ class RLCDStage:
     sampling: SamplingConfig = field(
         default_factory=lambda: SamplingConfig(n=1, max_new_tokens=256)
     )
-    format: PairFormat = "conversational"
-    keep_truncated: bool = True
-    max_prompt_tokens: int | None = None
 
 
 def run_rlcd(config: RLCDStage, context: StageContext) -> StageResult:
@@ -363,16 +366,7 @@ def run_rlcd(config: RLCDStage, context: StageContext) -> StageResult:
         str(resolve_path(config.domains)) if config.domains else None,
         config.router,
     )
-    step = RLCDStep(
-        context.policy(config.model),
-        rlcd,
-        config.sampling,
-        config.format,
-        config.keep_truncated,
-        config.max_prompt_tokens,
-    )
-    summary = run_rows(context.source(config.input), context.output, step, context.run)
-    result = from_rows("rlcd", summary, context.audience)
+    result, summary = config.run_step(context, RLCDStep, rlcd)
     by_domain = {k[7:]: v for k, v in summary.counts.items() if k.startswith("domain ")}
     if by_domain:
         shown = ", ".join(f"{k} {v}" for k, v in by_domain.items())
