@@ -263,13 +263,16 @@ def test_bad_engine_specs_are_refused_before_any_row_is_read(tmp_path, engine, m
 @pytest.mark.vllm
 def test_vllm_options_reach_the_engine_from_the_command_line_spec(tiny_models):
     """``--engine vllm:KEY=VALUE`` becomes the VLLMOptions of every model of the command."""
-    from prefsmith.cli.common import generator, model_options
+    from prefsmith.cli.stages import build_settings, options_of, settings_from
     from prefsmith.models.engines import parse_engine
+    from prefsmith.stages import STAGES, StageContext
 
     pytest.importorskip("vllm", reason="vLLM is not installed: pip install 'prefsmith[vllm]'")
     spec = "vllm:tensor_parallel_size=2,gpu_memory_utilization=0.45,enforce_eager=true"
-    options = model_options("auto", "auto", None, engine=spec)
-    policy = generator(tiny_models["chatml-a"], "auto", "auto", None, spec)
+    kind = STAGES["sample"]  # the options of `prefsmith sample --engine SPEC -m MODEL`
+    values = {"engine": spec, "model": tiny_models["chatml-a"]}
+    config, options, run = build_settings(kind, settings_from(kind, options_of(kind), values))
+    policy = StageContext("out.jsonl", options, run).policy(config.model)
     expected = parse_engine(spec)[1]
     assert options.engine == "vllm" and options.vllm_options == expected
     assert policy.engine == "vllm" and policy.vllm_options == expected

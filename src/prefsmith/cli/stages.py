@@ -209,6 +209,15 @@ def settings_from(
 
     by_name = {o.param: o for o in options}
     by_name |= {o.leaf.dotted.replace(".", "_"): o for o in options}
+    by_name |= {o.leaf.name: o for o in options if o.leaf.name not in by_name}  # field names
+    # Settings without an option (a dict, a list-or-text field): by name, in files and --set.
+    offered = {o.leaf.dotted for o in options}
+    others = {
+        name: Option(name, "", "config", leaf, "")
+        for leaf in leaves(kind.config)
+        if leaf.dotted not in offered and leaf.dotted != kind.argument
+        for name in (leaf.name, leaf.dotted.replace(".", "_"))
+    }
     given: dict[str, Any] = {}
     if values.get("config_file") is not None:
         loaded = load_yaml_file(values["config_file"]) or {}
@@ -229,7 +238,7 @@ def settings_from(
         if key in (argument_key, kind.argument):
             settings["config"][kind.argument] = value
             continue
-        option = by_name.get(key)
+        option = by_name.get(key) or others.get(key)
         if option is None:
             known = ", ".join(sorted(o.param for o in options))
             raise ValueError(f"unknown setting {key!r} for {kind.name} (known: {known})")

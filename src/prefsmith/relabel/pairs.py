@@ -143,6 +143,7 @@ def relabel_pair(
     tie = goal_chosen == goal_rejected
     if tie and tie_rule == "drop":
         return []
+
     def pair(goal: float, better: str, worse: str, swapped: bool) -> RelabeledPair:
         message = goal_message(goal, template, scale)
         return RelabeledPair(with_goal(context, message), better, worse, goal, swapped)
