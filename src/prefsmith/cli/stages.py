@@ -230,7 +230,12 @@ def settings_from(
             raise ValueError(f"--set expects NAME=VALUE, got {item!r}")
         import yaml
 
-        given[key.strip().replace("-", "_")] = yaml.safe_load(text)
+        from prefsmith.data.io import yaml_reason
+
+        try:
+            given[key.strip().replace("-", "_")] = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ValueError(f"option '{key.strip()}': {yaml_reason(err)}") from None
     given |= {k: v for k, v in values.items() if k in by_name and v is not None}
     argument_key = kind.flags.get(kind.argument, kind.argument).lstrip("-").replace("-", "_")
     settings: dict[str, dict[str, Any]] = {"config": {}, "engine": {}, "run": {}}
