@@ -94,7 +94,6 @@ def _outputs(tmp_path: Path) -> dict[str, str]:
 
     runner = CliRunner()
     outputs = {}
-    os.chdir(ROOT)
     for name, args in _commands(tmp_path):
         result = runner.invoke(app, [*args, "-o", str(tmp_path / name)])
         assert result.exit_code == 0, f"{args[0]}: {result.output}"

@@ -200,13 +200,34 @@ def stage_command(kind: StageKind) -> Callable[..., None]:
     return command
 
 
+def _given(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings by name from ``--config`` (a YAML file), then ``--set`` over it."""
+    import yaml
+
+    from prefsmith.data.io import load_yaml_file, yaml_reason
+
+    given: dict[str, Any] = {}
+    if values.get("config_file") is not None:
+        loaded = load_yaml_file(values["config_file"]) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{values['config_file']}: expected a mapping of option: value")
+        given |= {str(k).replace("-", "_"): v for k, v in loaded.items()}
+    for item in values.get("sets") or ():
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects NAME=VALUE, got {item!r}")
+        try:
+            given[key.strip().replace("-", "_")] = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ValueError(f"option '{key.strip()}': {yaml_reason(err)}") from None
+    return given
+
+
 def settings_from(
     kind: StageKind, options: list[Option], values: Mapping[str, Any]
 ) -> dict[str, dict[str, Any]]:
     """The nested settings (``{"config": {...}, "engine": {...}, "run": {...}}``) of a command
     line: ``--config`` file, then ``--set``, then the options given."""
-    from prefsmith.data.io import load_yaml_file
-
     by_name = {o.param: o for o in options}
     by_name |= {o.leaf.dotted.replace(".", "_"): o for o in options}
     by_name |= {o.leaf.name: o for o in options if o.leaf.name not in by_name}  # field names
@@ -218,25 +239,7 @@ def settings_from(
         if leaf.dotted not in offered and leaf.dotted != kind.argument
         for name in (leaf.name, leaf.dotted.replace(".", "_"))
     }
-    given: dict[str, Any] = {}
-    if values.get("config_file") is not None:
-        loaded = load_yaml_file(values["config_file"]) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{values['config_file']}: expected a mapping of option: value")
-        given |= {str(k).replace("-", "_"): v for k, v in loaded.items()}
-    for item in values.get("sets") or ():
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects NAME=VALUE, got {item!r}")
-        import yaml
-
-        from prefsmith.data.io import yaml_reason
-
-        try:
-            given[key.strip().replace("-", "_")] = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise ValueError(f"option '{key.strip()}': {yaml_reason(err)}") from None
-    given |= {k: v for k, v in values.items() if k in by_name and v is not None}
+    given = _given(values) | {k: v for k, v in values.items() if k in by_name and v is not None}
     argument_key = kind.flags.get(kind.argument, kind.argument).lstrip("-").replace("-", "_")
     settings: dict[str, dict[str, Any]] = {"config": {}, "engine": {}, "run": {}}
     for key, value in given.items():
