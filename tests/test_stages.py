@@ -75,7 +75,7 @@ def test_nested_and_prefixed_names(tmp_path):
     cfg, _, _ = build_settings(kind, settings_from(kind, options_of(kind), values))
     assert (cfg.sampling.seed, cfg.rmboost.seed) == (1, 2)
     assert cfg.rmboost.aspects == ("a", "b", "c") and cfg.check
-    with pytest.raises(ValueError, match="filter_agreement needs check"):
+    with pytest.raises(ValueError, match=r"filter_agreement \(--filter-agreement\) needs check"):
         build_settings(kind, settings_from(kind, options_of(kind), {"filter_agreement": True}))
 
 

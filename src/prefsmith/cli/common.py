@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -102,26 +100,3 @@ def user_errors() -> Iterator[None]:
         yield
     except known as err:
         fail(str(err))
-
-
-def default_output(kind: Any, source: Any) -> Path:
-    """``runs/<kind>-<input name>.jsonl`` for a row stage, ``runs/<kind>`` for the others."""
-    if kind.output == "folder":
-        return Path("runs") / kind.name
-    return Path("runs") / f"{kind.name}-{Path(str(source)).name.split('.')[0]}.jsonl"
-
-
-def run_stage_command(kind: Any, options: Any, values: dict[str, Any]) -> None:
-    """A stage command's body: settings from the command line, the config, one
-    :func:`~prefsmith.stages.run_stage` call, then what it did."""
-    from prefsmith.cli.show import show_result
-    from prefsmith.cli.stages import build_settings, settings_from
-    from prefsmith.stages import StageContext, run_stage
-
-    with user_errors():
-        config, engine, run = build_settings(kind, settings_from(kind, options, values))
-        output = values.get("output") or default_output(kind, getattr(config, "input", ""))
-        run = replace(run, progress=values.get("progress", True))
-        context = StageContext(Path(output), engine, run, audience="cli")
-        result = run_stage(config, context)
-    show_result(kind, result)

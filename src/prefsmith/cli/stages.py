@@ -14,12 +14,14 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import typer
 
+from prefsmith.cli.common import user_errors
+from prefsmith.cli.show import show_result
 from prefsmith.stages.base import STAGES, StageKind
 from prefsmith.stages.fields import Leaf, choices, leaves, unwrap_optional
 
@@ -27,6 +29,9 @@ from prefsmith.stages.fields import Leaf, choices, leaves, unwrap_optional
 MODEL_FIELDS = ("model", "strong", "weak", "scorer", "scorers", "reduction", "judge", "models")
 #: Short options.
 SHORT = {"--model": "-m", "--n": "-n"}
+#: Repeatable options whose values may hold commas themselves (scorer specs, model names):
+#: not split on commas.
+WHOLE_VALUES = ("scorers", "models")
 #: Fields a stage fixes, not offered as options.
 HIDDEN = {
     "rmboost": ("sampling.n",),
@@ -111,8 +116,8 @@ def _cli_type(leaf: Leaf) -> Any:
 def terminal_help(text: str) -> str:
     """A docstring entry as terminal help: ````x```` as ``x``, brackets kept (not markup).
 
-    >>> terminal_help("``hf`` or ``vllm`` (``pip install 'prefsmith[vllm]'``)")
-    "hf or vllm (pip install 'prefsmith\\[vllm]')"
+    >>> print(terminal_help("``hf`` or ``vllm`` (``pip install 'prefsmith[vllm]'``)"))
+    hf or vllm (pip install 'prefsmith\\[vllm]')
     """
     from rich.markup import escape
 
@@ -134,7 +139,9 @@ def _parameter(option: Option, defaults: Mapping[str, Any]) -> inspect.Parameter
     elif option.flag in SHORT:
         decls.append(SHORT[option.flag])
     allowed = choices(leaf.hint)
-    extra = " (repeatable or comma-separated)" if kind == list[str] else ""
+    extra = ""
+    if kind == list[str]:
+        extra = " (repeatable)" if leaf.name in WHOLE_VALUES else " (repeatable or comma-separated)"
     info = typer.Option(
         None,
         *decls,
@@ -186,8 +193,6 @@ def stage_command(kind: StageKind) -> Callable[..., None]:
     options = options_of(kind)
 
     def command(**values: Any) -> None:
-        from prefsmith.cli.common import run_stage_command
-
         run_stage_command(kind, options, values)
 
     # Typer shows the panels in the order their first option comes: models first.
@@ -250,7 +255,11 @@ def settings_from(
         if option is None:
             known = ", ".join(sorted(o.param for o in options))
             raise ValueError(f"unknown setting {key!r} for {kind.name} (known: {known})")
-        if isinstance(value, list) and _cli_type(option.leaf) == list[str]:
+        if (
+            isinstance(value, list)
+            and _cli_type(option.leaf) == list[str]
+            and option.leaf.name not in WHOLE_VALUES
+        ):
             value = [part.strip() for v in value for part in str(v).split(",") if part.strip()]
         _put(settings[option.target], option.leaf.path, value)
     if values.get("argument") is not None:
@@ -294,6 +303,27 @@ def _required(cls: type, name: str) -> bool:
         and f.default_factory is dataclasses.MISSING
         for f in fields(cls)
     )
+
+
+def default_output(kind: Any, source: Any) -> Path:
+    """``runs/<kind>-<input name>.jsonl`` for a row stage, ``runs/<kind>`` for the others."""
+    if kind.output == "folder":
+        return Path("runs") / kind.name
+    return Path("runs") / f"{kind.name}-{Path(str(source)).name.split('.')[0]}.jsonl"
+
+
+def run_stage_command(kind: Any, options: Any, values: dict[str, Any]) -> None:
+    """A stage command's body: settings from the command line, the config, one
+    :func:`~prefsmith.stages.run_stage` call, then what it did."""
+    from prefsmith.stages import StageContext, run_stage
+
+    with user_errors():
+        config, engine, run = build_settings(kind, settings_from(kind, options, values))
+        output = values.get("output") or default_output(kind, getattr(config, "input", ""))
+        run = replace(run, progress=values.get("progress", True))
+        context = StageContext(Path(output), engine, run, audience="cli")
+        result = run_stage(config, context)
+    show_result(kind, result)
 
 
 def register_all(app: typer.Typer) -> None:

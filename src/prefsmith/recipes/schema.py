@@ -288,6 +288,7 @@ def build(
     """An instance of dataclass ``cls`` from a mapping; unknown keys and bad values go to
     ``problems`` with their path. ``base`` gives values used where the mapping has none.
 
+    >>> from prefsmith.generation.sampling import SamplingConfig
     >>> problems = []
     >>> build(SamplingConfig, {"n": 2, "top_k": 5}, "s", problems) is None
     True
@@ -334,6 +335,7 @@ def build(
 def to_plain(value: Any) -> Any:
     """Dataclasses, tuples and paths as JSON-ready values.
 
+    >>> from prefsmith.generation.sampling import SamplingConfig
     >>> to_plain(SamplingConfig(n=2))["n"]
     2
     """

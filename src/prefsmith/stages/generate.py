@@ -204,9 +204,15 @@ class RMBoostStage(ScorerFields):
     def __post_init__(self) -> None:
         checked = self.check or self.scorer is not None
         if self.filter_agreement and not checked:
-            raise ValueError("filter_agreement needs check (the density-ratio check) or scorer")
+            raise ValueError(
+                "filter_agreement (--filter-agreement) needs check (--check: the density-ratio"
+                " check) or a scorer (--scorer)"
+            )
         if self.min_probability is not None and self.scorer is None:
-            raise ValueError("min_probability needs a calibrated scorer fitted:FILE[#NAME]")
+            raise ValueError(
+                "min_probability (--min-probability) needs a calibrated scorer"
+                " (--scorer fitted:FILE[#NAME])"
+            )
 
 
 def run_rmboost(config: RMBoostStage, context: StageContext) -> StageResult:
