@@ -173,3 +173,15 @@ def test_a_stage_reading_a_column_its_input_stage_does_not_write_is_refused(read
     text = str(err.value)
     assert f"stage {reader} ({reader}) reads {needs}" in text
     assert f"stage {source} ({source}) does not write" in text
+
+
+def test_default_input_and_output(tmp_path, monkeypatch):
+    """`prefsmith score` with no argument scores the shipped pairs into runs/ (the README's)."""
+    from prefsmith.testing import tiny_model
+
+    monkeypatch.chdir(tmp_path)
+    args = ["score", "--strong", tiny_model(seed=0), "--weak", tiny_model(seed=1)]
+    result = runner.invoke(app, [*args, "--limit", "2", "--no-report", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    rows = (tmp_path / "runs" / "score-rewardbench-tiny.jsonl").read_text().splitlines()
+    assert len(rows) == 2 and "reward_margin" in json.loads(rows[0])

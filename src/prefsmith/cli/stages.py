@@ -306,10 +306,16 @@ def _required(cls: type, name: str) -> bool:
 
 
 def default_output(kind: Any, source: Any) -> Path:
-    """``runs/<kind>-<input name>.jsonl`` for a row stage, ``runs/<kind>`` for the others."""
+    """``runs/<kind>-<input name>.jsonl`` for a row stage, ``runs/<kind>`` for the others.
+
+    >>> str(default_output(STAGES["score"], "prefsmith:rewardbench-tiny.jsonl"))
+    'runs/score-rewardbench-tiny.jsonl'
+    """
     if kind.output == "folder":
         return Path("runs") / kind.name
-    return Path("runs") / f"{kind.name}-{Path(str(source)).name.split('.')[0]}.jsonl"
+    from prefsmith.stages import resolve_path
+
+    return Path("runs") / f"{kind.name}-{resolve_path(str(source)).name.split('.')[0]}.jsonl"
 
 
 def run_stage_command(kind: Any, options: Any, values: dict[str, Any]) -> None:
