@@ -62,7 +62,7 @@ class Option:
 
 
 def _panel(leaf: Leaf) -> str:
-    if leaf.name in MODEL_FIELDS and len(leaf.path) <= 2:
+    if (leaf.name in MODEL_FIELDS and len(leaf.path) <= 2) or leaf.path == ("baseline",):
         return "Models"
     return leaf.path[-2].replace("_", " ").capitalize() if len(leaf.path) > 1 else "Options"
 
