@@ -21,6 +21,7 @@ PIPELINE = [
     "training",
     "evaluation",
     "report",
+    "integrations",
     "stages",
     "recipes",
     "cli",

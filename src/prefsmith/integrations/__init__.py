@@ -1,0 +1,3 @@
+"""prefsmith's rewards inside online RL loops: a TRL reward function (:mod:`.trl`) and an HTTP
+reward server (:mod:`.server`, with :mod:`.batching`, :mod:`.metrics`, :mod:`.queries` and
+:mod:`.ray_serve`)."""
