@@ -37,6 +37,7 @@ def _setup() -> None:
 
 
 register_all(app)
+app.command("serve")(__import__("prefsmith.cli.serve", fromlist=["serve"]).serve)
 app.command()(report)
 app.command("run")(run)
 app.add_typer(models_app, name="models")

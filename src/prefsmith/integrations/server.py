@@ -1,0 +1,469 @@
+"""``prefsmith serve``: an HTTP reward server over any scorer spec (FastAPI + uvicorn).
+
+Routes:
+
+* ``POST /get_reward``: OpenRLHF's remote reward model protocol (``--remote_rm_url``): a body
+  ``{"query": [text, ...], "prompts": [text, ...], "labels": [...]}`` is answered by
+  ``{"rewards": [float, ...], "scorer": NAME}``, one reward per query. Each query is the
+  rendered prompt and response; :mod:`prefsmith.integrations.queries` says how it is split
+  (``labels`` are accepted and unused).
+* ``POST /score``: prefsmith's own rows, ``{"rows": [row, ...]}`` in any shape ``prefsmith
+  score`` reads (prompt + chosen/rejected, prompt + responses, messages), answered by
+  ``{"scorer": NAME, "settings_hash": HASH, "results": [...]}``: per row ``reward_chosen``,
+  ``reward_rejected``, ``reward_margin`` (and ``p_chosen`` for calibrated scorers) or
+  ``rewards``, equal to what ``prefsmith score`` writes for the same row.
+* ``GET /health``: ``{"status": "ok", "scorer", "settings_hash", "pid"}``; never needs a key.
+* ``GET /metrics``: Prometheus text (:mod:`prefsmith.integrations.metrics`).
+
+Concurrent requests share scoring batches (:mod:`prefsmith.integrations.batching`). Safe by
+default: the server binds 127.0.0.1; with an API key (``api_key`` or the environment variable
+``PREFSMITH_API_KEY``) every route but ``/health`` needs ``Authorization: Bearer KEY`` (401);
+a body over ``max_body_bytes`` or more than ``max_items`` items is answered 413, an item over
+``max_item_tokens`` tokens 422, each message naming the limit; malformed JSON is answered 400
+and a missing or mistyped field 422, naming the field; an engine error fails the requests of
+its batch with 500 and a message, and the server goes on serving. Nothing a request sends is
+executed or used as a template. On SIGTERM (or Ctrl-C) the server stops accepting, answers the
+requests in flight (for up to ``drain_timeout_s``), then exits.
+
+An *item* is one scored response: one query of ``/get_reward``, one response of a ``/score``
+row (a pair has two). Its tokens are counted with the first model's tokenizer over the texts of
+its prompt messages and its response (the chat template adds a few more).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import copy
+import hmac
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from prefsmith.data.rows import ScoringItem, to_scoring_item
+from prefsmith.defaults import DEFAULT_STRONG, DEFAULT_WEAK
+from prefsmith.integrations.batching import Batcher, EngineError
+from prefsmith.integrations.metrics import Metrics
+from prefsmith.integrations.queries import END_MARKERS, RESPONSE_MARKERS, split_query
+from prefsmith.models.pool import ModelOptions
+from prefsmith.rewards.base import ItemRewards, Reward, short_hash
+from prefsmith.rewards.spec import ScorerSpec
+
+#: The environment variable read for the API key when none is given.
+API_KEY_ENV = "PREFSMITH_API_KEY"
+#: Routes as metrics label them (any other path counts as ``other``).
+ROUTES = ("/get_reward", "/score", "/health", "/metrics")
+#: Addresses that only this machine reaches.
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+log = logging.getLogger("prefsmith.serve")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Everything ``prefsmith serve`` is started with.
+
+    Attributes:
+        scorer: The scorer spec (:mod:`prefsmith.rewards.spec`), e.g. ``density-ratio``,
+            ``density-ratio:STRONG,WEAK:mean``, ``dpo:POLICY,REF:0.1``, ``fitted:FILE``.
+        strong: The strong model of specs that leave it out.
+        weak: The weak model of specs that leave it out.
+        models: How models load and run (dtype, device, threads, engine, max length).
+        cache_path: A log-prob cache file (``None``: no cache).
+        system_prompt: System turn for prompts without one.
+        host: Address to bind; the default answers this machine only.
+        port: TCP port.
+        api_key: Bearer token every route but ``/health`` requires (``None``: the environment
+            variable ``PREFSMITH_API_KEY`` if set, else no authentication).
+        max_body_bytes: Largest request body (413 beyond).
+        max_items: Most items (scored responses) per request (413 beyond).
+        max_item_tokens: Most tokens per item, prompt and response (422 beyond).
+        max_batch_tokens: Token budget of a shared scoring batch; ``0`` turns batching off
+            (each request is scored alone).
+        max_wait_ms: How long a batch waits for more requests before scoring.
+        drain_timeout_s: On SIGTERM, how long requests in flight get to finish.
+        warmup: Load the models and score one response before accepting requests.
+        response_markers: Assistant headers that split a ``/get_reward`` query sent without
+            ``prompts`` (the response follows the last one).
+        end_markers: End-of-turn and padding texts removed from the end of a query's response.
+        replicas: ``0``: one server in this process (uvicorn); ``N``: ``N`` replicas on Ray
+            Serve.
+        ray_address: The Ray cluster of the replicas (``None``: a local one).
+        gpus_per_replica: GPUs of each Ray Serve replica.
+        cpus_per_replica: CPUs of each Ray Serve replica.
+        max_ongoing_requests: Requests a Ray Serve replica takes at once (its batcher shares
+            them).
+    """
+
+    scorer: str = "density-ratio"
+    strong: str = DEFAULT_STRONG
+    weak: str = DEFAULT_WEAK
+    models: ModelOptions = field(default_factory=ModelOptions)
+    cache_path: str | None = None
+    system_prompt: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_items: int = 512
+    max_item_tokens: int = 4096
+    max_batch_tokens: int = 16384
+    max_wait_ms: float = 5.0
+    drain_timeout_s: float = 30.0
+    warmup: bool = True
+    response_markers: tuple[str, ...] = RESPONSE_MARKERS
+    end_markers: tuple[str, ...] = END_MARKERS
+    replicas: int = 0
+    ray_address: str | None = None
+    gpus_per_replica: float = 0.0
+    cpus_per_replica: float = 1.0
+    max_ongoing_requests: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("max_body_bytes", "max_items", "max_item_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.max_batch_tokens < 0 or self.max_wait_ms < 0 or self.replicas < 0:
+            raise ValueError("max_batch_tokens, max_wait_ms and replicas cannot be negative")
+        ScorerSpec.parse(self.scorer, self.strong, self.weak)  # a bad spec fails before loading
+
+    def key(self) -> str | None:
+        """The API key in force: :attr:`api_key`, else ``$PREFSMITH_API_KEY``, else ``None``.
+
+        >>> ServeConfig(api_key="s3cret").key()
+        's3cret'
+        """
+        return self.api_key or os.environ.get(API_KEY_ENV) or None
+
+    def resolved(self) -> ServeConfig:
+        """This config with the API key read now (replicas elsewhere lack the variable)."""
+        return replace(self, api_key=self.key())
+
+
+class ApiError(Exception):
+    """A request answered with an error status and a message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class RewardService:
+    """The reward behind the server: built, warmed and run on one scoring thread.
+
+    Args:
+        config: The server's config.
+        reward: A reward to serve instead of building ``config.scorer``.
+    """
+
+    def __init__(self, config: ServeConfig, reward: Reward | None = None) -> None:
+        self.config = config
+        self.reward = reward
+        self.executor = concurrent.futures.ThreadPoolExecutor(1, "prefsmith-score")
+        self.tokenizer: Any = None
+        self.settings_hash = ""
+
+    def load(self) -> None:
+        """Build the reward (on the scoring thread: the SQLite cache stays on it) and warm it."""
+        if self.reward is None:
+            from prefsmith.models.cache import LogProbCache
+            from prefsmith.models.pool import ModelPool
+
+            config = self.config
+            cache = LogProbCache(config.cache_path) if config.cache_path else None
+            spec = ScorerSpec.parse(config.scorer, config.strong, config.weak)
+            self.reward = spec.build(ModelPool(config.models, cache))
+        settings = self.reward.settings()
+        self.settings_hash = short_hash(json.dumps(settings, sort_keys=True, default=str))
+        tokenizer = self.reward.tokenizers()[0]
+        # A copy for counting on the event loop's thread, apart from the one scoring uses.
+        self.tokenizer = copy.deepcopy(tokenizer) if tokenizer is not None else None
+        if self.config.warmup:
+            warm = to_scoring_item({"prompt": "Hello.", "responses": ["Hi!"]})
+            self.score([warm])
+
+    @property
+    def name(self) -> str:
+        """The scorer's full name."""
+        assert self.reward is not None
+        return self.reward.name
+
+    def count_tokens(self, item: ScoringItem) -> list[int]:
+        """Tokens of each of ``item``'s responses with its prompt messages (UTF-8 bytes when
+        the reward has no tokenizer)."""
+        context = "\n".join(m["content"] for m in item.context)
+
+        def count(text: str) -> int:
+            if self.tokenizer is None:
+                return len(text.encode())
+            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+        prompt = count(context)
+        return [prompt + count(r) for r in item.responses]
+
+    def score(self, items: list[ScoringItem]) -> list[ItemRewards]:
+        """The rewards of ``items`` (called on the scoring thread)."""
+        assert self.reward is not None
+        return self.reward.score_items(items)
+
+
+def _field_list(data: dict[str, Any], name: str, kind: type, required: bool) -> list | None:
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise ApiError(422, f"missing field {name!r}")
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, kind) for v in value):
+        raise ApiError(422, f"field {name!r} must be a list of {kind.__name__}")
+    return value
+
+
+async def read_json(request: Request, limit: int) -> dict[str, Any]:
+    """The body of ``request`` as a JSON object, read up to ``limit`` bytes (413 beyond)."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise ApiError(400, "malformed Content-Length header")
+        if int(length) > limit:
+            raise ApiError(413, f"body of {length} bytes is over max_body_bytes={limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, f"body is over max_body_bytes={limit}")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ApiError(400, f"malformed JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ApiError(422, f"the body must be a JSON object, not {type(data).__name__}")
+    return data
+
+
+def query_items(data: dict[str, Any], config: ServeConfig) -> list[ScoringItem]:
+    """The items of an OpenRLHF ``/get_reward`` body (one per query), or :class:`ApiError`."""
+    queries = _field_list(data, "query", str, required=True) or []
+    prompts = _field_list(data, "prompts", str, required=False)
+    if prompts is not None and len(prompts) != len(queries):
+        raise ApiError(
+            422, f"field 'prompts' has {len(prompts)} entries for {len(queries)} queries"
+        )
+    if len(queries) > config.max_items:
+        raise ApiError(413, f"{len(queries)} queries is over max_items={config.max_items}")
+    items = []
+    for i, query in enumerate(queries):
+        try:
+            context, response = split_query(
+                query,
+                prompts[i] if prompts is not None else None,
+                config.response_markers,
+                config.end_markers,
+            )
+            row = {"messages": context, "responses": [response]}
+            items.append(to_scoring_item(row, config.system_prompt))
+        except ValueError as err:
+            raise ApiError(422, f"query[{i}]: {err}") from None
+    return items
+
+
+def row_items(data: dict[str, Any], config: ServeConfig) -> list[ScoringItem]:
+    """The items of a ``/score`` body (one per row), or :class:`ApiError`."""
+    rows = data.get("rows")
+    if rows is None:
+        raise ApiError(422, "missing field 'rows'")
+    if not isinstance(rows, list):
+        raise ApiError(422, "field 'rows' must be a list of rows")
+    if len(rows) > config.max_items:
+        raise ApiError(413, f"{len(rows)} rows is over max_items={config.max_items}")
+    items = []
+    for i, row in enumerate(rows):
+        try:
+            items.append(to_scoring_item(row, config.system_prompt))
+        except ValueError as err:
+            raise ApiError(422, f"rows[{i}]: {err}") from None
+    n = sum(len(item.responses) for item in items)
+    if n > config.max_items:
+        raise ApiError(413, f"{n} responses is over max_items={config.max_items}")
+    return items
+
+
+def row_result(item: ScoringItem, rewards: ItemRewards, calibrated: bool) -> dict[str, Any]:
+    """What ``prefsmith score`` adds to a row, for one ``/score`` row."""
+    values = [float(r.reward) for r in rewards.responses]
+    if item.kind != "pair":
+        return {"rewards": values}
+    out = {"reward_chosen": values[0], "reward_rejected": values[1]}
+    out["reward_margin"] = values[0] - values[1]
+    if calibrated:
+        from prefsmith.rewards.base import sigmoid
+
+        out["p_chosen"] = sigmoid(out["reward_margin"])
+    return out
+
+
+def create_app(config: ServeConfig, reward: Reward | None = None) -> FastAPI:
+    """The FastAPI app of the reward server (see the module docstring).
+
+    Models load when the app starts (its lifespan), before it answers.
+    """
+    service = RewardService(config, reward)
+    metrics = Metrics()
+    batcher = Batcher(
+        service.score,
+        config.max_batch_tokens,
+        config.max_wait_ms / 1000,
+        metrics,
+        service.executor,
+    )
+    api_key = config.key()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        await asyncio.get_running_loop().run_in_executor(service.executor, service.load)
+        batcher.start()
+        log.info("serving %s (settings %s)", service.name, service.settings_hash)
+        yield
+        await batcher.stop()
+
+    app = FastAPI(
+        title="prefsmith reward server",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.service, app.state.metrics, app.state.batcher = service, metrics, batcher
+
+    def error(status: int, message: str) -> Any:
+        return JSONResponse({"error": message}, status_code=status)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Any:
+        start = time.perf_counter()
+        route = request.url.path if request.url.path in ROUTES else "other"
+        if api_key and route != "/health" and not _authorized(request, api_key):
+            metrics.count("prefsmith_errors_total", kind="auth")
+            response = error(401, "missing or wrong API key: send 'Authorization: Bearer KEY'")
+            response.headers["WWW-Authenticate"] = "Bearer"
+        else:
+            metrics.count("prefsmith_in_flight")
+            try:
+                response = await call_next(request)
+            finally:
+                metrics.count("prefsmith_in_flight", -1)
+        metrics.count("prefsmith_requests_total", route=route, status=str(response.status_code))
+        metrics.observe(
+            "prefsmith_request_latency_seconds", time.perf_counter() - start, route=route
+        )
+        return response
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, err: ApiError) -> Any:
+        metrics.count("prefsmith_errors_total", kind="engine" if err.status >= 500 else "client")
+        return error(err.status, err.message)
+
+    async def scored(items: list[ScoringItem]) -> list[ItemRewards]:
+        counts = [service.count_tokens(item) for item in items]
+        for i, per_response in enumerate(counts):
+            if max(per_response) > config.max_item_tokens:
+                raise ApiError(
+                    422,
+                    f"item {i} has {max(per_response)} tokens, over"
+                    f" max_item_tokens={config.max_item_tokens}",
+                )
+        tokens = sum(sum(c) for c in counts)
+        try:
+            results = await batcher.submit(items, tokens) if items else []
+        except EngineError as err:
+            raise ApiError(500, f"scoring failed: {err}") from None
+        metrics.count("prefsmith_items_total", sum(len(i.responses) for i in items))
+        metrics.count("prefsmith_tokens_total", tokens)
+        return results
+
+    @app.post("/get_reward")
+    async def get_reward(request: Request) -> Any:
+        items = query_items(await read_json(request, config.max_body_bytes), config)
+        results = await scored(items)
+        rewards = [float(r.responses[0].reward) for r in results]
+        return {"rewards": rewards, "scorer": service.name}
+
+    @app.post("/score")
+    async def score(request: Request) -> Any:
+        items = row_items(await read_json(request, config.max_body_bytes), config)
+        results = await scored(items)
+        calibrated = bool(service.reward and service.reward.calibrated)
+        return {
+            "scorer": service.name,
+            "settings_hash": service.settings_hash,
+            "results": [row_result(i, r, calibrated) for i, r in zip(items, results, strict=True)],
+        }
+
+    @app.get("/health")
+    async def health() -> Any:
+        return {
+            "status": "ok",
+            "scorer": service.name,
+            "settings_hash": service.settings_hash,
+            "pid": os.getpid(),
+        }
+
+    @app.get("/metrics")
+    async def metrics_text() -> Any:
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+def _authorized(request: Any, api_key: str) -> bool:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), api_key)
+
+
+def check_exposure(config: ServeConfig) -> str | None:
+    """A warning when the server answers other machines without an API key.
+
+    >>> check_exposure(ServeConfig()) is None
+    True
+    >>> check_exposure(ServeConfig(host="0.0.0.0", api_key=None))[:30]
+    'serving on 0.0.0.0 with no API'
+    """
+    if config.host not in LOOPBACK and not config.key():
+        return (
+            f"serving on {config.host} with no API key: anyone who reaches this port can use it"
+            f" (set --api-key or {API_KEY_ENV})"
+        )
+    return None
+
+
+def serve(config: ServeConfig, reward: Reward | None = None) -> None:
+    """Run the server until SIGTERM or Ctrl-C (on Ray Serve when ``config.replicas``)."""
+    warning = check_exposure(config)
+    if warning:
+        log.warning(warning)
+    if config.replicas:
+        from prefsmith.integrations.ray_serve import serve_on_ray
+
+        serve_on_ray(config.resolved())
+        return
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(config, reward),
+            host=config.host,
+            port=config.port,
+            log_level="info",
+            timeout_graceful_shutdown=int(config.drain_timeout_s) or None,
+            access_log=False,
+        )
+    )
+    server.run()
