@@ -47,11 +47,13 @@ class Job:
     Attributes:
         items: What the scoring function takes, one entry per item.
         tokens: Their token count (what the batch budget counts).
+        size: How many items they count as in the metrics (e.g. scored responses).
         future: Resolves to the scoring function's answers for ``items``, in order.
     """
 
     items: Sequence[Any]
     tokens: int
+    size: int
     future: asyncio.Future = field(repr=False)
 
 
@@ -97,12 +99,13 @@ class Batcher:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
-    async def submit(self, items: Sequence[Any], tokens: int) -> list[Any]:
-        """The answers for ``items``, scored in a batch shared with other requests."""
+    async def submit(self, items: Sequence[Any], tokens: int, size: int | None = None) -> list[Any]:
+        """The answers for ``items``, scored in a batch shared with other requests (``size``:
+        what they count as in the metrics, default one per item)."""
         if self._queue is None:
             raise RuntimeError("the batcher is not started")
         future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(Job(items, tokens, future))
+        self._queue.put_nowait(Job(items, tokens, len(items) if size is None else size, future))
         return await future
 
     async def _next(self, timeout: float | None) -> Job | None:
@@ -147,7 +150,7 @@ class Batcher:
                 continue
             items = [item for job in live for item in job.items]
             self.metrics.count("prefsmith_batches_total")
-            self.metrics.observe("prefsmith_batch_items", len(items))
+            self.metrics.observe("prefsmith_batch_items", sum(job.size for job in live))
             self.metrics.observe("prefsmith_batch_requests", len(live))
             try:
                 answers = await loop.run_in_executor(self.executor, self.score, items)

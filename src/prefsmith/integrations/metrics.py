@@ -32,7 +32,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "prefsmith_errors_total": ("counter", "Failed requests, by kind (client, auth, engine)."),
     "prefsmith_batches_total": ("counter", "Scoring batches run."),
     "prefsmith_in_flight": ("gauge", "Requests being answered now."),
-    "prefsmith_batch_items": ("histogram", "Items per scoring batch."),
+    "prefsmith_batch_items": ("histogram", "Items (scored responses) per scoring batch."),
     "prefsmith_batch_requests": ("histogram", "Requests sharing one scoring batch."),
     "prefsmith_request_latency_seconds": ("histogram", "Time to answer a request, by route."),
 }

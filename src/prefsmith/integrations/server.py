@@ -381,11 +381,12 @@ def create_app(config: ServeConfig, reward: Reward | None = None) -> FastAPI:
                     f" max_item_tokens={config.max_item_tokens}",
                 )
         tokens = sum(sum(c) for c in counts)
+        size = sum(len(i.responses) for i in items)
         try:
-            results = await batcher.submit(items, tokens) if items else []
+            results = await batcher.submit(items, tokens, size) if items else []
         except EngineError as err:
             raise ApiError(500, f"scoring failed: {err}") from None
-        metrics.count("prefsmith_items_total", sum(len(i.responses) for i in items))
+        metrics.count("prefsmith_items_total", size)
         metrics.count("prefsmith_tokens_total", tokens)
         return results
 
