@@ -106,3 +106,17 @@ def test_grpo_trainer_logs_the_rewards_prefsmith_score_gives(tmp_path, pair) -> 
     assert logged[-1][f"rewards/{scorer}/mean"] == pytest.approx(
         float(np.nanmean(np.asarray(logged_rewards, np.float32))), rel=1e-5
     )
+
+
+def test_the_docs_grpo_example_runs(tmp_path) -> None:
+    """docs/examples/grpo_tiny.py, as docs/online-rl.md tells users to run it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "docs/examples/grpo_tiny.py"
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "rewards/density-ratio:" in done.stdout

@@ -79,6 +79,10 @@ _EXPORTS = {
     "run_recipe": "prefsmith.recipes.run",
     "load_recipe": "prefsmith.recipes.load",
     "RecipeResult": "prefsmith.recipes.run",
+    # online RL
+    "reward_function": "prefsmith.integrations.trl",
+    "ServeConfig": "prefsmith.integrations.server",
+    "create_app": "prefsmith.integrations.server",
     # the row runner
     "run_rows": "prefsmith.data.runner",
     "process_rows": "prefsmith.data.runner",
@@ -104,6 +108,8 @@ if TYPE_CHECKING:
     from prefsmith.generation.pairs import PairsOptions, PairsStep, select_pairs
     from prefsmith.generation.rmboost import RMBoostConfig, RMBoostStep
     from prefsmith.generation.sampling import SampleStep, SamplingConfig
+    from prefsmith.integrations.server import ServeConfig, create_app
+    from prefsmith.integrations.trl import reward_function
     from prefsmith.models.cache import LogProbCache
     from prefsmith.models.pool import ModelOptions, ModelPool
     from prefsmith.recipes.load import load_recipe
