@@ -83,8 +83,8 @@ def serve(
     """Serve rewards over HTTP: POST /get_reward (OpenRLHF), POST /score, GET /health, /metrics."""
     from prefsmith.cli.common import check_choice, user_errors
     from prefsmith.defaults import DEVICES, SCORING_DTYPES
+    from prefsmith.integrations.launch import serve as run_server
     from prefsmith.integrations.server import ServeConfig
-    from prefsmith.integrations.server import serve as run_server
     from prefsmith.models.pool import ModelOptions
 
     check_choice("--dtype", dtype, SCORING_DTYPES)

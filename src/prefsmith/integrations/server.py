@@ -443,28 +443,3 @@ def check_exposure(config: ServeConfig) -> str | None:
             f" (set --api-key or {API_KEY_ENV})"
         )
     return None
-
-
-def serve(config: ServeConfig, reward: Reward | None = None) -> None:
-    """Run the server until SIGTERM or Ctrl-C (on Ray Serve when ``config.replicas``)."""
-    warning = check_exposure(config)
-    if warning:
-        log.warning(warning)
-    if config.replicas:
-        from prefsmith.integrations.ray_serve import serve_on_ray
-
-        serve_on_ray(config.resolved())
-        return
-    import uvicorn
-
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(config, reward),
-            host=config.host,
-            port=config.port,
-            log_level="info",
-            timeout_graceful_shutdown=int(config.drain_timeout_s) or None,
-            access_log=False,
-        )
-    )
-    server.run()
