@@ -51,6 +51,7 @@ from rich.table import Table
 from _machine import LoadLog, header
 from prefsmith.data.io import iter_records
 from prefsmith.defaults import DEFAULT_STRONG, DEFAULT_WEAK
+from prefsmith.models.pool import ModelOptions, ModelPool
 from prefsmith.rewards.spec import parse_scorer
 
 TINY_SET = Path(__file__).resolve().parents[1] / "src/prefsmith/resources/rewardbench-tiny.jsonl"
@@ -64,9 +65,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def offline(scorer: str, rows: list[dict]) -> tuple[list[dict], float]:
+def offline(scorer: str, rows: list[dict], threads: int | None) -> tuple[list[dict], float]:
     """The score step's output rows and its wall time (models loaded and warmed first)."""
-    reward = parse_scorer(scorer)
+    reward = parse_scorer(scorer, pool=ModelPool(ModelOptions(threads=threads)))
     reward.score(rows[:1])  # load the weights: the server loads them before serving too
     start = time.perf_counter()
     scored = reward.score(rows)
@@ -266,6 +267,7 @@ def main() -> None:
     parser.add_argument("--max-items", type=int, default=64)
     parser.add_argument("--burst-rounds", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (both sides)")
     parser.add_argument("--skip-unbatched", action="store_true")
     parser.add_argument("--output", type=Path, default=Path("runs/bench-serve.json"))
     args = parser.parse_args()
@@ -283,7 +285,7 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
 
     loads.check("offline")
-    expected, offline_s = offline(scorer, rows)
+    expected, offline_s = offline(scorer, rows, args.threads)
     offline_tokens = sum(response_tokens(r) for r in expected)
     result: dict[str, Any] = {
         "scorer": scorer,
@@ -291,9 +293,17 @@ def main() -> None:
         "rows": len(rows),
         "offline": {"wall_s": offline_s, "response_tokens_per_s": offline_tokens / offline_s},
         "levels": [],
+        "threads": args.threads,
     }
+    print(json.dumps(result["offline"]), flush=True)
     limits = ["--max-wait-ms", str(args.max_wait_ms), "--max-items", str(args.max_items)]
     limits += ["--max-body-bytes", str(args.max_body_bytes)]
+    if args.threads:
+        limits += ["--threads", str(args.threads)]
+
+    def save() -> None:  # after every phase, so that a run cut short keeps what it measured
+        args.output.write_text(json.dumps({**result, **loads.record()}, indent=2))
+
     with server(scorer, log, *limits) as (url, process):
         for clients in levels:
             loads.check(f"batched C={clients}")
@@ -301,8 +311,12 @@ def main() -> None:
                 url, process.pid, rows, expected, clients, args.requests, args.timeout
             )
             result["levels"].append({"batching": True, **level})
+            print(json.dumps(result["levels"][-1]), flush=True)
+            save()
         loads.check("bad-request burst")
         result["burst"] = asyncio.run(burst(url, rows, expected, args.burst_rounds, args))
+        print(json.dumps(result["burst"]), flush=True)
+        save()
     if not args.skip_unbatched:
         with server(scorer, log, *limits, "--max-batch-tokens", "0") as (url, process):
             clients = max(levels)
@@ -311,6 +325,7 @@ def main() -> None:
                 url, process.pid, rows, expected, clients, args.requests, args.timeout
             )
             result["levels"].append({"batching": False, **level})
+            print(json.dumps(result["levels"][-1]), flush=True)
 
     table = Table(title=f"prefsmith serve, {scorer.split(':')[0]} ({len(rows)} rows)")
     for column in (
