@@ -81,7 +81,7 @@ _EXPORTS = {
     "RecipeResult": "prefsmith.recipes.run",
     # online RL
     "reward_function": "prefsmith.integrations.trl",
-    "ServeConfig": "prefsmith.integrations.server",
+    "ServeConfig": "prefsmith.integrations.config",
     "create_app": "prefsmith.integrations.server",
     # the row runner
     "run_rows": "prefsmith.data.runner",
@@ -108,7 +108,8 @@ if TYPE_CHECKING:
     from prefsmith.generation.pairs import PairsOptions, PairsStep, select_pairs
     from prefsmith.generation.rmboost import RMBoostConfig, RMBoostStep
     from prefsmith.generation.sampling import SampleStep, SamplingConfig
-    from prefsmith.integrations.server import ServeConfig, create_app
+    from prefsmith.integrations.config import ServeConfig
+    from prefsmith.integrations.server import create_app
     from prefsmith.integrations.trl import reward_function
     from prefsmith.models.cache import LogProbCache
     from prefsmith.models.pool import ModelOptions, ModelPool

@@ -21,6 +21,7 @@ from prefsmith.cli.common import show_warnings_as_lines
 from prefsmith.cli.models import models_app
 from prefsmith.cli.recipe import run
 from prefsmith.cli.report import report
+from prefsmith.cli.serve import serve
 from prefsmith.cli.stages import register_all
 
 app = typer.Typer(
@@ -37,7 +38,7 @@ def _setup() -> None:
 
 
 register_all(app)
-app.command("serve")(__import__("prefsmith.cli.serve", fromlist=["serve"]).serve)
+app.command("serve")(serve)
 app.command()(report)
 app.command("run")(run)
 app.add_typer(models_app, name="models")

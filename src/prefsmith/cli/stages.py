@@ -31,7 +31,7 @@ MODEL_FIELDS = ("model", "strong", "weak", "scorer", "scorers", "reduction", "ju
 SHORT = {"--model": "-m", "--n": "-n"}
 #: Repeatable options whose values may hold commas themselves (scorer specs, model names):
 #: not split on commas.
-WHOLE_VALUES = ("scorers", "models")
+WHOLE_VALUES = ("scorers", "models", "response_markers", "end_markers")
 #: Fields a stage fixes, not offered as options.
 HIDDEN = {
     "rmboost": ("sampling.n",),
@@ -64,6 +64,8 @@ class Option:
 def _panel(leaf: Leaf) -> str:
     if (leaf.name in MODEL_FIELDS and len(leaf.path) <= 2) or leaf.path == ("baseline",):
         return "Models"
+    if len(leaf.path) > 1 and leaf.path[-2] == "models":  # a ModelOptions section
+        return "Engine"
     return leaf.path[-2].replace("_", " ").capitalize() if len(leaf.path) > 1 else "Options"
 
 
@@ -73,19 +75,26 @@ def options_of(kind: StageKind) -> list[Option]:
     from prefsmith.data.runner import RunOptions
     from prefsmith.models.pool import ModelOptions
 
-    groups = [("config", leaves(kind.config))]
+    groups = [("config", [x for x in leaves(kind.config) if x.dotted != kind.argument])]
     if kind.engine:
         groups.append(("engine", leaves(ModelOptions)))
     if kind.row_runner:
         groups.append(("run", [x for x in leaves(RunOptions) if x.name != "progress"]))
-    hidden = HIDDEN.get(kind.name, ())
+    return flatten(groups, kind.flags, HIDDEN.get(kind.name, ()))
+
+
+def flatten(
+    groups: list[tuple[str, list[Leaf]]],
+    flags: Mapping[str, str] | None = None,
+    hidden: tuple[str, ...] = (),
+) -> list[Option]:
+    """Options for settings (``(target, leaves)`` groups): a leaf's own name, or its dotted
+    path where an earlier leaf has that name; ``flags`` respell config settings."""
     usable = [
         (target, leaf)
         for target, group in groups
         for leaf in group
-        if _cli_type(leaf) is not None
-        and leaf.dotted not in hidden
-        and not (target == "config" and leaf.dotted == kind.argument)
+        if _cli_type(leaf) is not None and leaf.dotted not in hidden
     ]
     counts: dict[str, int] = {}
     for _, leaf in usable:
@@ -94,11 +103,40 @@ def options_of(kind: StageKind) -> list[Option]:
     for target, leaf in usable:
         name = leaf.name if counts[leaf.name] == 1 or leaf.name not in seen else leaf.dotted
         seen.add(leaf.name)
-        flag = kind.flags.get(leaf.dotted) if target == "config" else None
+        flag = (flags or {}).get(leaf.dotted) if target == "config" else None
         flag = flag or "--" + name.replace(".", "-").replace("_", "-")
         panel = {"engine": "Engine", "run": "Run"}.get(target) or _panel(leaf)
         out.append(Option(flag.lstrip("-").replace("-", "_"), flag, target, leaf, panel))
     return out
+
+
+def config_command(
+    config: type, call: Callable[[Any], None], summary: str, flags: Mapping[str, str] = {}
+) -> Callable[..., None]:
+    """A command whose options are every setting of dataclass ``config`` (nested configs
+    flattened, as for the stages), whose body builds ``config`` and passes it to ``call``."""
+    from prefsmith.recipes.schema import build
+
+    options = flatten([("config", leaves(config))], flags)
+
+    def command(**values: Any) -> None:
+        with user_errors():
+            settings: dict[str, Any] = {}
+            for option in options:
+                if values.get(option.param) is not None:
+                    _put(settings, option.leaf.path, _value(option, values[option.param]))
+            problems: list[str] = []
+            built = build(config, settings, "", problems)
+            if problems:
+                raise ValueError("; ".join(p.lstrip(".") for p in problems))
+        call(built)
+
+    ordered = sorted(options, key=lambda o: o.panel != "Models")
+    params = [_parameter(o, {}) for o in ordered]
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = summary
+    return command
 
 
 def _cli_type(leaf: Leaf) -> Any:
@@ -127,7 +165,8 @@ def terminal_help(text: str) -> str:
 def _shown_default(leaf: Leaf, defaults: Mapping[str, Any]) -> str | bool:
     default = defaults.get(leaf.name, leaf.default)
     if isinstance(default, tuple | list):
-        return ",".join(map(str, default)) if default else False
+        shown = ",".join(map(str, default))
+        return shown if default and "\n" not in shown else False
     return False if default is None or default is inspect.Parameter.empty else str(default)
 
 
@@ -255,16 +294,18 @@ def settings_from(
         if option is None:
             known = ", ".join(sorted(o.param for o in options))
             raise ValueError(f"unknown setting {key!r} for {kind.name} (known: {known})")
-        if (
-            isinstance(value, list)
-            and _cli_type(option.leaf) == list[str]
-            and option.leaf.name not in WHOLE_VALUES
-        ):
-            value = [part.strip() for v in value for part in str(v).split(",") if part.strip()]
-        _put(settings[option.target], option.leaf.path, value)
+        _put(settings[option.target], option.leaf.path, _value(option, value))
     if values.get("argument") is not None:
         settings["config"][kind.argument] = values["argument"]
     return settings
+
+
+def _value(option: Option, value: Any) -> Any:
+    """A repeatable option's values, each split on commas unless it may hold commas."""
+    split = _cli_type(option.leaf) == list[str] and option.leaf.name not in WHOLE_VALUES
+    if isinstance(value, list) and split:
+        return [part.strip() for v in value for part in str(v).split(",") if part.strip()]
+    return value
 
 
 def _put(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
