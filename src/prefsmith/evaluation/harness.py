@@ -53,13 +53,13 @@ def pair_id(row: Mapping[str, Any]) -> str:
 
 
 def row_ids(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Each row's :func:`pair_id`, made unique: a repeated id gets ``#POSITION`` (RM-Bench's
-    per-domain files reuse ids across domains).
+    """Each row's :func:`pair_id` (its position when it has neither), made unique: a repeated
+    id gets ``#POSITION`` (RM-Bench's per-domain files reuse ids across domains).
 
-    >>> row_ids([{"id": 8}, {"id": 9}, {"id": 8}])
-    ['8#0', '9', '8#2']
+    >>> row_ids([{"id": 8}, {"id": 9}, {"id": 8}, {}])
+    ['8#0', '9', '8#2', '3']
     """
-    ids = [pair_id(r) for r in rows]
+    ids = [pair_id(r) if "id" in r or INDEX_FIELD in r else str(k) for k, r in enumerate(rows)]
     seen: dict[str, int] = {}
     for i in ids:
         seen[i] = seen.get(i, 0) + 1

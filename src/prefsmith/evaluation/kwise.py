@@ -90,7 +90,11 @@ def benchmark_of(rows: Sequence[Mapping[str, Any]]) -> str:
         r.get("subset") in RB2_SUBSETS for r in rows
     ):
         return "rewardbench2"
-    three = all(len(r["chosen"]) == 3 and len(r["rejected"]) == 3 for r in rows)
+    three = all(
+        len(r.get("rewards_chosen", r.get("chosen", ()))) == 3
+        and len(r.get("rewards_rejected", r.get("rejected", ()))) == 3
+        for r in rows
+    )
     if rows and three and all(rmbench_domain(r) is not None for r in rows):
         return "rmbench"
     return "kwise"
