@@ -25,6 +25,7 @@ from pathlib import Path
 import _machine
 from prefsmith.data.runner import RunOptions, read_input
 from prefsmith.defaults import DEFAULT_STRONG, DEFAULT_WEAK
+from prefsmith.evaluation.fit import FitOptions, fit_evaluation
 from prefsmith.evaluation.harness import evaluate_file
 from prefsmith.models.cache import LogProbCache
 from prefsmith.models.pool import ModelOptions, ModelPool
@@ -39,6 +40,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("runs/rmbench"))
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--json", type=Path, help="write the table and the machine here")
+    parser.add_argument("--fit", help="eval --fit methods on the scored rows, e.g. length")
+    parser.add_argument("--folds", type=int, default=4)
     args = parser.parse_args()
     log = _machine.LoadLog()
     rows = read_input(args.data, args.limit)
@@ -49,6 +52,9 @@ def main() -> None:
     start = time.perf_counter()
     result = evaluate_file(rows, rewards, args.output, RunOptions(progress=False))
     seconds = time.perf_counter() - start
+    if args.fit:  # held-out fits on the scored rows (nothing re-scored): cv: columns
+        options = FitOptions(tuple(args.fit.split(",")), args.folds, length_unit="chars")
+        fit_evaluation(result, args.output, options)
     print(_machine.header())
     print(f"{result.pairs} prompts, {seconds:.0f} s {log.note()}")
     table = {}
@@ -83,6 +89,8 @@ def _quoted(options: dict) -> list[str]:
     if options["limit"] is not None:
         out.append(f"--limit {options['limit']}")
     out += [f"--scorer {s!r}" for s in options["scorer"]]
+    if options["fit"]:
+        out.append(f"--fit {options['fit']} --folds {options['folds']}")
     return out
 
 

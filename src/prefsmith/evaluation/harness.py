@@ -287,6 +287,7 @@ def markdown_report(result: EvalResult) -> str:
         cells = [_pct(s.subsets[subset]["accuracy"]) for s in result.scorers]
         section = info["section"] or "(unknown)"
         lines.append(f"| {subset} | {section} | {info['total']} | " + " | ".join(cells) + " |")
+    lines += benchmark_lines(result)
     if result.routing is not None:
         confusion = result.routing["confusion"]
         domains = sorted({d for row in confusion.values() for d in row})
@@ -300,6 +301,49 @@ def markdown_report(result: EvalResult) -> str:
     timings = json.dumps({k: round(v, 2) for k, v in result.timings.items()})
     lines += ["", f"Timings (s): {timings}"]
     return "\n".join(lines) + "\n"
+
+
+def benchmark_lines(result: EvalResult) -> list[str]:
+    """Markdown of K-wise benchmarks: RM-Bench's style matrix per scorer and domain, and
+    RewardBench 2's Ties terms.
+
+    >>> from prefsmith.evaluation.kwise import evaluate_kwise
+    >>> rows = [{"domain": "chat", "rewards_chosen": [1.0, 2.0, 3.0],
+    ...          "rewards_rejected": [0.5, 2.5, 3.0]}]
+    >>> result = EvalResult("x", 1, {}, {}, {}, [evaluate_kwise(rows, ["0"], "s")])
+    >>> print("\\n".join(benchmark_lines(result)[3:8]))
+    | chosen \\ rejected | concise | detailed | detailed + markdown |
+    |---|---:|---:|---:|
+    | concise | 100.0 | 0.0 | 0.0 |
+    | detailed | 100.0 | 0.0 | 0.0 |
+    | detailed + markdown | 100.0 | 100.0 | 0.0 |
+    """
+    lines: list[str] = []
+    for s in result.scorers:
+        bench = s.benchmark or {}
+        if bench.get("kind") == "rmbench":
+            styles = bench["styles"]
+            for domain, d in bench["domains"].items():
+                levels = ", ".join(f"{k} {_pct(d[k])}" for k in ("hard", "normal", "easy"))
+                lines += [
+                    "",
+                    f"RM-Bench `{domain}` ({d['prompts']} prompts), `{s.scorer}`: {levels}",
+                ]
+                lines += ["", "| chosen \\ rejected | " + " | ".join(styles) + " |"]
+                lines.append("|---|" + "---:|" * len(styles))
+                for style, line in zip(styles, d["matrix"], strict=True):
+                    lines.append(f"| {style} | " + " | ".join(_pct(v) for v in line) + " |")
+        if bench.get("kind") == "rewardbench2" and bench.get("ties"):
+            ties = bench["ties"]
+            terms = ", ".join(
+                f"{k} {_pct(ties[k])}"
+                for k in ("tied_accuracy", "ref_accuracy", "correctness_preferred")
+            )
+            lines += [
+                "",
+                f"Ties, `{s.scorer}`: {terms}, hard {_pct(ties['correctness_preferred_hard'])}",
+            ]
+    return lines
 
 
 def fit_lines(fit: Mapping[str, Any]) -> list[str]:

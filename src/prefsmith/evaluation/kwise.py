@@ -14,7 +14,8 @@ themselves (:func:`benchmark_of`):
   overall score is the unweighted mean of the subsets present (the leaderboard's average;
   ``run_v2.py`` itself prints the subsets only).
 * **RM-Bench** (every row has three chosen and three rejected completions, in the styles
-  concise, detailed, detailed with markdown, and a ``domain`` or an RM-Bench subset), as
+  concise, detailed, detailed with markdown, and some have a ``domain`` or an RM-Bench subset;
+  a row whose domain cannot be told is refused), as
   ``THU-KEG/RM-Bench``'s ``scripts/utils.py`` does it: per domain, the 3 x 3 matrix of the
   share of prompts where chosen style ``i`` outscores rejected style ``j`` (ties are wrong);
   *hard* is the mean of its upper triangle (chosen plainer than rejected), *normal* of its
@@ -73,7 +74,11 @@ def rmbench_domain(row: Mapping[str, Any]) -> str | None:
             if domain.startswith(name):  # as RM-Bench's split_dataset_by_domain does
                 return name
     subset = row.get("subset")
-    return RMBENCH_SUBSET_DOMAINS.get(subset) if isinstance(subset, str) else None
+    if not isinstance(subset, str):
+        return None
+    if "math" in subset.lower() or "prm" in subset.lower():
+        return "math"
+    return RMBENCH_SUBSET_DOMAINS.get(subset)
 
 
 def benchmark_of(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -95,8 +100,8 @@ def benchmark_of(rows: Sequence[Mapping[str, Any]]) -> str:
         and len(r.get("rewards_rejected", r.get("rejected", ()))) == 3
         for r in rows
     )
-    if rows and three and all(rmbench_domain(r) is not None for r in rows):
-        return "rmbench"
+    if rows and three and any(rmbench_domain(r) is not None for r in rows):
+        return "rmbench"  # rows without a domain are refused by rmbench_scores
     return "kwise"
 
 
@@ -269,7 +274,10 @@ def rmbench_scores(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     for row in rows:
         domain = rmbench_domain(row)
         if domain is None:
-            raise ValueError(f"RM-Bench row {row.get('id')!r} has no known domain or subset")
+            raise ValueError(
+                f"RM-Bench row {row.get('id')!r} has no known domain or subset: give it a"
+                f" 'domain' field ({', '.join(RMBENCH_DOMAINS)})"
+            )
         by_domain[domain].append(row)
     domains: dict[str, dict[str, Any]] = {}
     for domain in [d for d in RMBENCH_DOMAINS if d in by_domain]:
