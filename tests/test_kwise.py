@@ -278,6 +278,9 @@ def test_rmbench_glob_with_a_limit_per_file_through_the_cli(tmp_path, tiny_model
         rows, tmp_path / "s.jsonl", PairScoreStep(_tiny_reward(tiny_models)), RunOptions(limit=3)
     )
     assert summary.written == 6
+    # A glob path given to the runner directly: the same limit per file.
+    step = PairScoreStep(_tiny_reward(tiny_models))
+    assert run_rows(pattern, tmp_path / "t.jsonl", step, RunOptions(limit=2)).written == 4
 
     out = tmp_path / "eval"
     args = ["eval", pattern, "-o", str(out), "--strong", tiny_models["chatml-a"]]

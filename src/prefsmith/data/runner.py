@@ -262,6 +262,8 @@ def read_items(
     row it refuses. Each error carries the row's position as ``key``.
     """
     good, bad = [], []
+    if isinstance(source, str | Path) and limit is not None:
+        source = read_input(source, limit)  # the limit per file, for a glob
     if isinstance(source, ReadInput):  # limited when it was read (per file, for a glob)
         limit = None
     for record in records_of(source):
