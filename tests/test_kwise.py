@@ -247,6 +247,21 @@ def test_eval_scores_each_completion_once_with_the_same_rewards_as_pairs(tmp_pat
     assert "Focus" in (tmp_path / "eval" / "report.md").read_text()
 
 
+def test_rewardbench2_parquet_schema_reads_as_kwise_rows(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = {k: [r.get(k) for r in RB2_ROWS] for k in ("id", "subset", "prompt", "chosen")}
+    columns["rejected"] = [r["rejected"] for r in RB2_ROWS]
+    columns["num_correct"] = [len(r["chosen"]) for r in RB2_ROWS]
+    columns["total_completions"] = [len(r["chosen"]) + len(r["rejected"]) for r in RB2_ROWS]
+    pq.write_table(pa.table(columns), tmp_path / "test-00000-of-00001.parquet")
+    good, bad = read_items(str(tmp_path / "*.parquet"), prepare_pair)
+    assert not bad
+    assert [len(g.item.responses) for g in good] == [4, 4, 3, 5]
+    assert benchmark_of([g.row for g in good]) == "rewardbench2"
+
+
 def rmbench_file(folder: Path, domain: str, n: int) -> Path:
     rows = [
         {
