@@ -270,7 +270,7 @@ def markdown_report(result: EvalResult) -> str:
     lines = [
         f"# Reward-model evaluation of `{result.data}`",
         "",
-        f"{result.pairs} pairs. Models: "
+        f"{result.pairs} {_unit(result)}. Models: "
         + ", ".join(f"`{name}` ({m['dtype']})" for name, m in result.models.items())
         + ".",
         "",
@@ -281,7 +281,7 @@ def markdown_report(result: EvalResult) -> str:
         if any(section in s.sections for s in result.scorers):
             cells = [_pct(s.sections.get(section)) for s in result.scorers]
             lines.append(f"| {section} | " + " | ".join(cells) + " |")
-    lines += ["", "| subset | section | pairs | " + " | ".join(names) + " |"]
+    lines += ["", f"| subset | section | {_unit(result)} | " + " | ".join(names) + " |"]
     lines.append("|---|---|---:|" + "---:|" * len(names))
     for subset, info in result.scorers[0].subsets.items():
         cells = [_pct(s.subsets[subset]["accuracy"]) for s in result.scorers]
@@ -370,6 +370,11 @@ def fit_lines(fit: Mapping[str, Any]) -> list[str]:
         shown = ", ".join(f"{k} = {v:.4g}" for k, v in extra.items() if isinstance(v, float))
         lines.append(f"| `{name}` | {c['ece']:.3f} | {c['nll']:.3f} | {shown} |")
     return lines
+
+
+def _unit(result: EvalResult) -> str:
+    """What a row is: ``prompts`` for K-wise rows, else ``pairs``."""
+    return "prompts" if any(s.benchmark for s in result.scorers) else "pairs"
 
 
 def _pct(value: float | None) -> str:
