@@ -113,6 +113,41 @@ def test_eval_folder_in_the_browser(tmp_path: Path) -> None:
     assert "Accuracy by section" in dom and "data:image/png;base64," in dom
 
 
+def test_kwise_eval_folder_ranks_completions_and_shows_the_rmbench_matrix(tmp_path: Path) -> None:
+    from prefsmith.evaluation.harness import evaluate, row_ids, write_outputs
+    from prefsmith.evaluation.results import EvalResult
+
+    styles = ("short", "long", "**long**")
+    rows = [
+        {
+            "id": k,
+            "subset": "alpacaeval",
+            "prompt": f"question {k}?",
+            "chosen": [f"right {k} {s}" for s in styles],
+            "rejected": [f"wrong {k} {s}" for s in styles],
+            "rewards_chosen": [1.0 + k, 0.5, 3.0],
+            "rewards_rejected": [0.0, 2.0 - k, 2.5],
+        }
+        for k in range(3)
+    ]
+    for row in rows:
+        row["reward_margin"] = min(row["rewards_chosen"]) - max(row["rewards_rejected"])
+    scorer = evaluate(rows, "s")
+    result = EvalResult("rm.json", 3, {"scorers": ["s"]}, {}, {"s": 0.0}, [scorer])
+    for row, i in zip(rows, row_ids(rows), strict=True):
+        row["margins"] = {"s": scorer.margins[i]}
+    write_outputs(result, tmp_path / "eval", rows)
+    dom = dump_dom(write_report(tmp_path / "eval"), tmp_path, hash_="#row=0")
+    assert table_rows(dom) == 3
+    assert "RM-Bench chat (3 prompts)" in dom and "chosen \\ rejected" in dom
+    # Row 0 ranked: chosen[2] (3.0), rejected[2] (2.5), rejected[1] (2.0), chosen[0] (1.0), ...
+    ranked = re.findall(r'class="rname">([^<]+)<', dom)
+    assert ranked[:4] == ["chosen[2]", "rejected[2]", "rejected[1]", "chosen[0]"]
+    assert dom.count('class="tag ok">correct<') == 3
+    assert dom.count('class="tag bad">incorrect<') == 3
+    assert "#1 of 6" in dom and "#6 of 6" in dom
+
+
 def test_screenshot(tmp_path: Path) -> None:
     source = tmp_path / "scored.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in synthetic_rows(40, words=60)))

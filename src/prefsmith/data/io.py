@@ -14,6 +14,7 @@ column, and what is wrong.
 
 from __future__ import annotations
 
+import glob
 import gzip
 import json
 import os
@@ -167,9 +168,45 @@ class Record:
     error: str | None = None
 
 
+_GLOB = frozenset("*?[")
+
+
+def input_files(source: str | Path) -> list[Path]:
+    """The files of an input: ``source`` itself or, when it does not exist and is a glob pattern
+    (``*``, ``?``, ``[``), the files it matches, sorted.
+
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> for name in ("b.json", "a.json", "c.txt"):
+    ...     _ = (folder / name).write_text("[]")
+    >>> [p.name for p in input_files(folder / "*.json")]
+    ['a.json', 'b.json']
+    >>> input_files(folder / "*.jsonl")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: no input matches .../*.jsonl
+    """
+    path = Path(source)
+    if path.exists() or not _GLOB & set(str(path)):
+        return [path]
+    matches = sorted(Path(p) for p in glob.glob(str(path)))
+    if not matches:
+        raise FileNotFoundError(f"no input matches {path}")
+    return matches
+
+
 def iter_records(path: str | Path) -> Iterator[Record]:
-    """Yield the rows of a JSONL, JSON, Parquet file or a saved HF dataset folder."""
-    path = Path(path)
+    """Yield the rows of a JSONL, JSON, Parquet file or a saved HF dataset folder, or of every
+    file a glob pattern matches (:func:`input_files`), numbered on across them."""
+    files = input_files(path)
+    if len(files) > 1:
+        index = 0
+        for file in files:
+            for record in iter_records(file):
+                yield Record(index, record.location, record.value, record.error)
+                index += 1
+        return
+    path = files[0]
     if not path.exists():
         raise FileNotFoundError(f"input {path} does not exist")
     if path.is_dir():

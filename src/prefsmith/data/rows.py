@@ -7,7 +7,10 @@ Accepted shapes (TRL's preference formats and RewardBench's):
   the assistant message), or ``chosen`` / ``rejected`` as whole conversations with an implicit
   prompt (their common leading messages);
 * candidates: ``prompt`` (str or messages) or ``messages``, and ``responses`` (list of str or of
-  assistant messages).
+  assistant messages);
+* K-wise preferences (RewardBench 2, RM-Bench): ``prompt`` (str or messages) or ``messages``,
+  ``chosen`` and ``rejected`` as non-empty lists of strings (the correct and the incorrect
+  completions); optional ``num_correct`` and ``total_completions`` must agree with the lists.
 """
 
 from __future__ import annotations
@@ -47,9 +50,10 @@ class ScoringItem:
 
     Attributes:
         context: Conversation before the responses (ends with a user turn).
-        names: Name of each response (``chosen``/``rejected`` or ``0``, ``1``, ...).
+        names: Name of each response (``chosen``/``rejected``, ``0``, ``1``, ... or, K-wise,
+            ``chosen[0]``, ..., ``rejected[0]``, ...: the correct completions first).
         responses: Response strings, aligned with ``names``.
-        kind: ``pair`` or ``candidates``.
+        kind: ``pair``, ``candidates`` or ``kwise``.
     """
 
     context: tuple[Message, ...]
@@ -114,6 +118,71 @@ def _with_system(context: list[Message], system_prompt: str | None) -> tuple[Mes
     return tuple(context)
 
 
+def is_kwise_row(row: Mapping[str, Any]) -> bool:
+    """Whether a row is K-wise: ``chosen`` and ``rejected`` are lists of strings (not messages).
+
+    >>> is_kwise_row({"prompt": "q", "chosen": ["a"], "rejected": ["b", "c"]})
+    True
+    >>> is_kwise_row({"prompt": "q", "chosen": "a", "rejected": "b"})
+    False
+    """
+    values = [row.get("chosen"), row.get("rejected")]
+    return all(isinstance(v, list) for v in values) and any(
+        isinstance(x, str) for v in values for x in v
+    )
+
+
+def kwise_split(names: Sequence[str]) -> int:
+    """How many of a K-wise item's responses are correct (its ``chosen[i]`` names come first).
+
+    >>> kwise_split(("chosen[0]", "chosen[1]", "rejected[0]"))
+    2
+    """
+    return sum(1 for n in names if n.startswith("chosen["))
+
+
+def _completions(value: Any, field: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"field {field!r} must be a non-empty list of strings (K-wise row)")
+    for i, text in enumerate(value):
+        if not isinstance(text, str):
+            raise ValueError(f"field {field!r}[{i}] must be a string, got {type(text).__name__}")
+        if not text.strip():
+            raise ValueError(f"field {field!r}[{i}] is empty")
+    return tuple(value)
+
+
+def _count(row: Mapping[str, Any], field: str, expected: int, what: str) -> None:
+    value = row.get(field)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value != expected:
+        raise ValueError(f"field {field!r} is {value!r} but the row has {expected} {what}")
+
+
+def to_kwise_item(row: Mapping[str, Any], system_prompt: str | None = None) -> ScoringItem:
+    """A K-wise row: correct completions (``chosen``) then incorrect ones (``rejected``).
+
+    >>> item = to_kwise_item({"prompt": "2+2?", "chosen": ["4"], "rejected": ["5", "22"],
+    ...                       "num_correct": 1})
+    >>> item.kind, item.names, item.responses
+    ('kwise', ('chosen[0]', 'rejected[0]', 'rejected[1]'), ('4', '5', '22'))
+    >>> to_kwise_item({"prompt": "q", "chosen": ["a"], "rejected": ["b"], "num_correct": 2})
+    Traceback (most recent call last):
+    ...
+    ValueError: field 'num_correct' is 2 but the row has 1 chosen completions
+    """
+    chosen = _completions(row.get("chosen"), "chosen")
+    rejected = _completions(row.get("rejected"), "rejected")
+    _count(row, "num_correct", len(chosen), "chosen completions")
+    _count(row, "num_rejected", len(rejected), "rejected completions")
+    _count(row, "total_completions", len(chosen) + len(rejected), "completions")
+    names = tuple(f"chosen[{i}]" for i in range(len(chosen)))
+    names += tuple(f"rejected[{i}]" for i in range(len(rejected)))
+    context = _with_system(_prompt(row), system_prompt)
+    return ScoringItem(context, names, chosen + rejected, "kwise")
+
+
 def to_scoring_item(row: Any, system_prompt: str | None = None) -> ScoringItem:
     """Normalize one input row; raises ``ValueError`` saying what is wrong.
 
@@ -124,6 +193,8 @@ def to_scoring_item(row: Any, system_prompt: str | None = None) -> ScoringItem:
     (('chosen', 'rejected'), ('4', '5'), ({'role': 'user', 'content': '2+2?'},))
     >>> to_scoring_item({"prompt": "hi", "responses": ["a", "b", "c"]}).names
     ('0', '1', '2')
+    >>> to_scoring_item({"prompt": "hi", "chosen": ["a", "b"], "rejected": ["c"]}).kind
+    'kwise'
     >>> to_scoring_item({"prompt": "hi", "chosen": "", "rejected": "b"})
     Traceback (most recent call last):
     ...
@@ -131,6 +202,8 @@ def to_scoring_item(row: Any, system_prompt: str | None = None) -> ScoringItem:
     """
     if not isinstance(row, Mapping):
         raise ValueError(f"a row must be a JSON object, got {type(row).__name__}")
+    if is_kwise_row(row) and ("prompt" in row or "messages" in row):
+        return to_kwise_item(row, system_prompt)
     if "responses" in row:
         responses = row["responses"]
         if not isinstance(responses, list) or not responses:

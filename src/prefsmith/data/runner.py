@@ -54,7 +54,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,6 +64,7 @@ from prefsmith.data.io import (
     JsonlAppender,
     Record,
     finalize_output,
+    input_files,
     iter_records,
     journal_path,
     load_json_file,
@@ -215,12 +216,19 @@ class ReadInput:
 
 
 def read_input(source: str | Path, limit: int | None = None) -> ReadInput:
-    """Read ``source`` once: its first ``limit`` records (``None``: all)."""
-    records = []
-    for record in iter_records(source):
-        if limit is not None and record.index >= limit:
-            break
-        records.append(record)
+    """Read ``source`` once: its first ``limit`` records (``None``: all).
+
+    ``source`` may be a glob pattern over several files (``'rmbench/*_filtered.json'``,
+    see :func:`~prefsmith.data.io.input_files`): ``limit`` then applies to each file, so
+    that per-domain files give ``limit`` rows per domain; rows are numbered on across files.
+    """
+    files = input_files(source)
+    records: list[Record] = []
+    for path in files:
+        for taken, record in enumerate(iter_records(path)):
+            if limit is not None and taken >= limit:
+                break
+            records.append(replace(record, index=len(records)))
     return ReadInput(Path(source), tuple(records))
 
 
@@ -254,6 +262,10 @@ def read_items(
     row it refuses. Each error carries the row's position as ``key``.
     """
     good, bad = [], []
+    if isinstance(source, str | Path) and limit is not None:
+        source = read_input(source, limit)  # the limit per file, for a glob
+    if isinstance(source, ReadInput):  # limited when it was read (per file, for a glob)
+        limit = None
     for record in records_of(source):
         if limit is not None and record.index >= limit:
             break

@@ -21,6 +21,17 @@ models written for later use (``fit.json``) are fitted on all rows.
 Claims are checked against a baseline scorer on the same pairs: a paired bootstrap of the
 difference in overall score (pairs resampled within each subset) and a two-sided sign test on
 the pairs where exactly one of the two is right.
+
+K-wise rows (RewardBench 2, RM-Bench; :mod:`prefsmith.evaluation.kwise`) are fitted on one
+pair per prompt, its hardest: the worst-scored correct completion against the best-scored
+incorrect one (the row's ``reward_margin``, and their length difference). That margin is
+above 0 exactly when every correct completion beats every incorrect one, which is what
+RewardBench 2's best-of-4 (up to exact ties) and its Ties accuracy ask; one pair per prompt
+keeps folds, bootstrap and sign test per prompt. A fitted model is a reward per completion,
+so each held-out prompt's completions are then rescored by the model of the other folds and
+the ``cv:`` columns get the benchmark's own score (RewardBench 2's subsets, RM-Bench's
+hard/normal/easy); the comparisons with the baseline stay on the margins (the share of
+prompts where every correct completion wins).
 """
 
 from __future__ import annotations
@@ -83,13 +94,16 @@ class PairTable:
         ids: Pair ids.
         subsets: Subset of each pair.
         margins: Per scorer, the margin (chosen minus rejected) of each pair.
-        length_diff: Per scorer, ``len(chosen) - len(rejected)`` in the fit's length unit.
+        length_diff: Per scorer, ``len(chosen) - len(rejected)`` in the fit's length unit (K-wise
+            rows: of the worst correct and the best incorrect completion).
+        rows: Per scorer, the scored rows, aligned with ``ids``.
     """
 
     ids: list[str]
     subsets: list[str]
     margins: dict[str, np.ndarray]
     length_diff: dict[str, np.ndarray] = field(default_factory=dict)
+    rows: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -280,12 +294,19 @@ def cross_validate(
 
 
 def overall_sections(subsets: Sequence[str], margins: np.ndarray) -> dict[str, float]:
-    """RewardBench sections and overall of ``margins`` (a margin > 0 is correct).
+    """RewardBench sections and overall of ``margins`` (a margin > 0 is correct); without any
+    RewardBench subset, ``Overall`` is the mean of the subsets' accuracies.
 
     >>> overall_sections(["hep-go", "llmbar-natural"], np.array([1.0, -1.0]))
     {'Chat Hard': 0.0, 'Reasoning': 1.0, 'Overall': 0.5}
+    >>> overall_sections(["Math", "Math", "Focus"], np.array([1.0, -1.0, 1.0]))
+    {'Overall': 0.75}
     """
-    return section_scores(subset_results(zip(subsets, (float(m) for m in margins), strict=True)))
+    results = subset_results(zip(subsets, (float(m) for m in margins), strict=True))
+    sections = section_scores(results)
+    if "Overall" not in sections and results:
+        sections["Overall"] = float(np.mean([r.accuracy for r in results.values()]))
+    return sections
 
 
 def reliability(p_chosen: np.ndarray, bins: int = 5) -> list[dict[str, float]]:
@@ -490,29 +511,81 @@ def pair_table(
     scored: Mapping[str, Sequence[Mapping[str, Any]]], length_unit: str = "chars"
 ) -> PairTable:
     """Align each scorer's scored rows by pair id (pairs missing from any scorer are dropped)."""
-    from prefsmith.data.rows import to_scoring_item
-    from prefsmith.evaluation.harness import pair_id
+    from prefsmith.evaluation.harness import row_ids
 
     names = list(scored)
-    by_id = {name: {pair_id(r): r for r in rows} for name, rows in scored.items()}
-    first = [pair_id(r) for r in scored[names[0]]]
+    by_id = {name: dict(zip(row_ids(rows), rows, strict=True)) for name, rows in scored.items()}
+    first = row_ids(scored[names[0]])
     ids = [i for i in first if all(i in by_id[n] for n in names)]
     rows0 = [by_id[names[0]][i] for i in ids]
     subsets = [str(r.get("subset", "all")) for r in rows0]
     margins = {n: np.array([float(by_id[n][i]["reward_margin"]) for i in ids]) for n in names}
     lengths: dict[str, np.ndarray] = {}
     for n in names:
-        if length_unit == "tokens":
-            diff = [
-                by_id[n][i]["response_tokens"]["chosen"][0]
-                - by_id[n][i]["response_tokens"]["rejected"][0]
-                for i in ids
-            ]
-        else:
-            items = [to_scoring_item(by_id[n][i]) for i in ids]
-            diff = [len(item.responses[0]) - len(item.responses[1]) for item in items]
+        diff = [_hardest_pair_length(by_id[n][i], length_unit) for i in ids]
         lengths[n] = np.array(diff, dtype=float)
-    return PairTable(ids, subsets, margins, lengths)
+    rows = {n: [by_id[n][i] for i in ids] for n in names}
+    return PairTable(ids, subsets, margins, lengths, rows)
+
+
+def completion_lengths(row: Mapping[str, Any], unit: str = "chars") -> list[float]:
+    """The length of each response of a scored row (K-wise: correct ones first), in characters
+    or in the scorer's strong-model tokens.
+
+    >>> completion_lengths({"prompt": "q", "chosen": ["ab"], "rejected": ["abcd", "a"]})
+    [2.0, 4.0, 1.0]
+    """
+    from prefsmith.data.rows import to_scoring_item
+
+    item = to_scoring_item(row)
+    if unit == "tokens":
+        return [float(row["response_tokens"][name][0]) for name in item.names]
+    return [float(len(text)) for text in item.responses]
+
+
+def _hardest_pair_length(row: Mapping[str, Any], unit: str) -> float:
+    """Length of chosen minus rejected; K-wise: of the worst correct and best incorrect."""
+    lengths = completion_lengths(row, unit)
+    if "rewards_chosen" not in row:
+        return lengths[0] - lengths[1]
+    chosen, rejected = row["rewards_chosen"], row["rewards_rejected"]
+    worst = int(np.argmin(chosen))
+    best = len(chosen) + int(np.argmax(rejected))
+    return lengths[worst] - lengths[best]
+
+
+def kwise_held_out(
+    table: PairTable, method: Method, folds: np.ndarray, options: FitOptions
+) -> list[dict[str, Any]]:
+    """K-wise rows rescored per completion by the model fitted on the other folds.
+
+    Each held-out completion's reward is ``sum_j weights[j] * reward_j + length_weight *
+    length`` (:class:`~prefsmith.rewards.fitted.FittedModel`); the rows keep ``id``,
+    ``subset``, ``domain`` and the counts, for :func:`~prefsmith.evaluation.harness.evaluate`.
+    """
+    x = features(table, method)
+    first = table.rows[method.scorers[0]]
+    lengths = [np.array(completion_lengths(r, options.length_unit)) for r in first]
+    per_scorer = [
+        [np.array([*r["rewards_chosen"], *r["rewards_rejected"]], dtype=float) for r in rows]
+        for rows in (table.rows[s] for s in method.scorers)
+    ]
+    out: list[dict[str, Any]] = [{} for _ in first]
+    for fold in np.unique(folds):
+        model = fit_model(method, x[folds != fold], options, options.length_unit)
+        for k in np.flatnonzero(folds == fold):
+            rewards = sum(w * r[k] for w, r in zip(model.weights, per_scorer, strict=True))
+            rewards = rewards + model.length_weight * lengths[k]
+            n = len(first[k]["rewards_chosen"])
+            row = {f: first[k][f] for f in _KEPT if f in first[k]}
+            row["id"], row["subset"] = table.ids[k], table.subsets[k]
+            row["rewards_chosen"] = [float(v) for v in rewards[:n]]
+            row["rewards_rejected"] = [float(v) for v in rewards[n:]]
+            out[k] = row
+    return out
+
+
+_KEPT = ("domain", "num_correct", "total_completions")
 
 
 def held_out_ece(calibration: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
@@ -548,12 +621,22 @@ def fit_evaluation(result: EvalResult, out_dir: str | Path, options: FitOptions)
     table = pair_table(scored, options.length_unit)
     fits = run_fits(table, options)
     result.scorers = [s for s in result.scorers if not s.scorer.startswith("cv:")]
+    kwise = any("rewards_chosen" in r for r in next(iter(table.rows.values()), []))
+    if kwise:
+        folds = fold_ids(table.subsets, options.folds, options.seed)
+        plans = {m.name: m for m in plan_methods(list(table.margins), options.methods)}
     for name in fits.sections:
-        rows = [
-            {"id": i, "subset": s, "reward_margin": float(m)}
-            for i, s, m in zip(table.ids, table.subsets, fits.held_out[name], strict=True)
-        ]
-        result.scorers.append(evaluate(rows, f"cv:{name}"))
+        if kwise:  # each completion rescored by the held-out model: the benchmark's own score
+            rows = kwise_held_out(table, plans[name], folds, options)
+            scorer = evaluate(rows, f"cv:{name}")
+            fits.sections[name] = scorer.sections
+        else:
+            rows = [
+                {"id": i, "subset": s, "reward_margin": float(m)}
+                for i, s, m in zip(table.ids, table.subsets, fits.held_out[name], strict=True)
+            ]
+            scorer = evaluate(rows, f"cv:{name}")
+        result.scorers.append(scorer)
     summary = fits.to_json()
     summary["calibration"] = fits.calibration
     result.fit = summary

@@ -8,7 +8,10 @@ evaluates each.
 Input columns: ``prompt``, ``chosen``, ``rejected`` (any pair shape of
 :mod:`prefsmith.data.rows`), ``subset`` (rows without it count under ``all``), ``id``
 (optional; the row position is used when absent). The official RewardBench ``filtered`` split
-saved as JSON/JSONL/Parquet has these columns and runs unchanged.
+saved as JSON/JSONL/Parquet has these columns and runs unchanged. K-wise rows (``chosen`` and
+``rejected`` as lists of completions: RewardBench 2, RM-Bench) are scored each completion once
+and evaluated as their benchmark does (:mod:`prefsmith.evaluation.kwise`); a file holds pairs
+or K-wise rows, not both.
 
 Outputs (in the output folder): ``scores/<scorer>.jsonl`` (the scored rows of each scorer),
 ``rows.jsonl`` (one row per pair with every scorer's margin under ``margins``),
@@ -29,6 +32,7 @@ from typing import Any
 from prefsmith.data.io import INDEX_FIELD, JsonlAppender, read_jsonl_rows
 from prefsmith.data.rows import PAIR_COLUMNS, ScoringItem, to_scoring_item
 from prefsmith.data.runner import ReadInput, RunOptions, run_rows
+from prefsmith.evaluation.kwise import evaluate_kwise
 from prefsmith.evaluation.plots import plot_margins, plot_sections
 from prefsmith.evaluation.results import EvalResult, ScorerResult
 from prefsmith.evaluation.routing import confusion_matrix, routing_agreement
@@ -48,8 +52,25 @@ def pair_id(row: Mapping[str, Any]) -> str:
     return str(row.get("id", row.get(INDEX_FIELD)))
 
 
+def row_ids(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Each row's :func:`pair_id` (its position when it has neither), made unique: a repeated
+    id gets ``#POSITION`` (RM-Bench's per-domain files reuse ids across domains).
+
+    >>> row_ids([{"id": 8}, {"id": 9}, {"id": 8}, {}])
+    ['8#0', '9', '8#2', '3']
+    """
+    ids = [pair_id(r) if "id" in r or INDEX_FIELD in r else str(k) for k, r in enumerate(rows)]
+    seen: dict[str, int] = {}
+    for i in ids:
+        seen[i] = seen.get(i, 0) + 1
+    return [i if seen[i] == 1 else f"{i}#{k}" for k, i in enumerate(ids)]
+
+
 def evaluate(rows: Iterable[Mapping[str, Any]], scorer: str = "reward") -> ScorerResult:
     """RewardBench-style accuracy of scored pairs.
+
+    Scored K-wise rows (with ``rewards_chosen``) are evaluated by
+    :func:`~prefsmith.evaluation.kwise.evaluate_kwise` instead.
 
     A pair is correct when its ``reward_margin`` is above 0 (ties are wrong); rows without a
     ``subset`` count under ``all``. Sections are count-weighted means of their subsets
@@ -62,7 +83,13 @@ def evaluate(rows: Iterable[Mapping[str, Any]], scorer: str = "reward") -> Score
     {'Chat Hard': 0.0, 'Reasoning': 1.0, 'Overall': 0.5}
     """
     rows = list(rows)
-    margins = {pair_id(r): float(r["reward_margin"]) for r in rows}
+    ids = row_ids(rows)
+    kwise = sum("rewards_chosen" in r for r in rows)
+    if kwise:
+        if kwise != len(rows):
+            raise ValueError("a file holds chosen/rejected pairs or K-wise rows, not both")
+        return evaluate_kwise(rows, ids, scorer)
+    margins = {i: float(r["reward_margin"]) for i, r in zip(ids, rows, strict=True)}
     subsets = [str(r.get("subset", "all")) for r in rows]
     results = subset_results(zip(subsets, margins.values(), strict=True))
     return ScorerResult(
@@ -83,16 +110,18 @@ def _subset_json(result: SubsetResult) -> dict[str, Any]:
 
 
 def prepare_pair(row: Mapping[str, Any], system_prompt: str | None = None) -> ScoringItem:
-    """Validate a chosen/rejected pair row (what ``eval`` reads).
+    """Validate a chosen/rejected pair row or a K-wise row (what ``eval`` reads).
 
+    >>> prepare_pair({"prompt": "hi", "chosen": ["a"], "rejected": ["b", "c"]}).kind
+    'kwise'
     >>> prepare_pair({"prompt": "hi", "responses": ["a", "b"]})
     Traceback (most recent call last):
     ...
-    ValueError: eval needs chosen/rejected pairs, not candidate lists
+    ValueError: eval needs chosen/rejected pairs or lists, not candidate lists
     """
     item = to_scoring_item(row, system_prompt)
-    if item.kind != "pair":
-        raise ValueError("eval needs chosen/rejected pairs, not candidate lists")
+    if item.kind == "candidates":
+        raise ValueError("eval needs chosen/rejected pairs or lists, not candidate lists")
     return item
 
 
@@ -100,7 +129,7 @@ class PairScoreStep(ScoreStep):
     """The ``score`` step restricted to chosen/rejected pairs."""
 
     name = "eval"
-    input_columns = "prompt + chosen/rejected (+ subset, id)"
+    input_columns = "prompt + chosen/rejected, strings or lists (+ subset, id)"
     required_columns = PAIR_COLUMNS
 
     def prepare(self, row: Mapping[str, Any]) -> ScoringItem:
@@ -241,7 +270,7 @@ def markdown_report(result: EvalResult) -> str:
     lines = [
         f"# Reward-model evaluation of `{result.data}`",
         "",
-        f"{result.pairs} pairs. Models: "
+        f"{result.pairs} {_unit(result)}. Models: "
         + ", ".join(f"`{name}` ({m['dtype']})" for name, m in result.models.items())
         + ".",
         "",
@@ -252,12 +281,13 @@ def markdown_report(result: EvalResult) -> str:
         if any(section in s.sections for s in result.scorers):
             cells = [_pct(s.sections.get(section)) for s in result.scorers]
             lines.append(f"| {section} | " + " | ".join(cells) + " |")
-    lines += ["", "| subset | section | pairs | " + " | ".join(names) + " |"]
+    lines += ["", f"| subset | section | {_unit(result)} | " + " | ".join(names) + " |"]
     lines.append("|---|---|---:|" + "---:|" * len(names))
     for subset, info in result.scorers[0].subsets.items():
         cells = [_pct(s.subsets[subset]["accuracy"]) for s in result.scorers]
         section = info["section"] or "(unknown)"
         lines.append(f"| {subset} | {section} | {info['total']} | " + " | ".join(cells) + " |")
+    lines += benchmark_lines(result)
     if result.routing is not None:
         confusion = result.routing["confusion"]
         domains = sorted({d for row in confusion.values() for d in row})
@@ -271,6 +301,49 @@ def markdown_report(result: EvalResult) -> str:
     timings = json.dumps({k: round(v, 2) for k, v in result.timings.items()})
     lines += ["", f"Timings (s): {timings}"]
     return "\n".join(lines) + "\n"
+
+
+def benchmark_lines(result: EvalResult) -> list[str]:
+    """Markdown of K-wise benchmarks: RM-Bench's style matrix per scorer and domain, and
+    RewardBench 2's Ties terms.
+
+    >>> from prefsmith.evaluation.kwise import evaluate_kwise
+    >>> rows = [{"domain": "chat", "rewards_chosen": [1.0, 2.0, 3.0],
+    ...          "rewards_rejected": [0.5, 2.5, 3.0]}]
+    >>> result = EvalResult("x", 1, {}, {}, {}, [evaluate_kwise(rows, ["0"], "s")])
+    >>> print("\\n".join(benchmark_lines(result)[3:8]))
+    | chosen \\ rejected | concise | detailed | detailed + markdown |
+    |---|---:|---:|---:|
+    | concise | 100.0 | 0.0 | 0.0 |
+    | detailed | 100.0 | 0.0 | 0.0 |
+    | detailed + markdown | 100.0 | 100.0 | 0.0 |
+    """
+    lines: list[str] = []
+    for s in result.scorers:
+        bench = s.benchmark or {}
+        if bench.get("kind") == "rmbench":
+            styles = bench["styles"]
+            for domain, d in bench["domains"].items():
+                levels = ", ".join(f"{k} {_pct(d[k])}" for k in ("hard", "normal", "easy"))
+                lines += [
+                    "",
+                    f"RM-Bench `{domain}` ({d['prompts']} prompts), `{s.scorer}`: {levels}",
+                ]
+                lines += ["", "| chosen \\ rejected | " + " | ".join(styles) + " |"]
+                lines.append("|---|" + "---:|" * len(styles))
+                for style, line in zip(styles, d["matrix"], strict=True):
+                    lines.append(f"| {style} | " + " | ".join(_pct(v) for v in line) + " |")
+        if bench.get("kind") == "rewardbench2" and bench.get("ties"):
+            ties = bench["ties"]
+            terms = ", ".join(
+                f"{k} {_pct(ties[k])}"
+                for k in ("tied_accuracy", "ref_accuracy", "correctness_preferred")
+            )
+            lines += [
+                "",
+                f"Ties, `{s.scorer}`: {terms}, hard {_pct(ties['correctness_preferred_hard'])}",
+            ]
+    return lines
 
 
 def fit_lines(fit: Mapping[str, Any]) -> list[str]:
@@ -297,6 +370,11 @@ def fit_lines(fit: Mapping[str, Any]) -> list[str]:
         shown = ", ".join(f"{k} = {v:.4g}" for k, v in extra.items() if isinstance(v, float))
         lines.append(f"| `{name}` | {c['ece']:.3f} | {c['nll']:.3f} | {shown} |")
     return lines
+
+
+def _unit(result: EvalResult) -> str:
+    """What a row is: ``prompts`` for K-wise rows, else ``pairs``."""
+    return "prompts" if any(s.benchmark for s in result.scorers) else "pairs"
 
 
 def _pct(value: float | None) -> str:

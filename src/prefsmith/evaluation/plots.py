@@ -10,15 +10,38 @@ from prefsmith.evaluation.sections import SECTION_ORDER
 from prefsmith.plotting import pyplot, save_figure
 
 
+def bar_values(result: EvalResult) -> tuple[list[str], list[list[float]]]:
+    """The bars of :func:`plot_sections`: RewardBench sections for pairs; for K-wise rows
+    the benchmark's subsets (RewardBench 2) or overall hard/normal/easy (RM-Bench), then
+    ``Overall``; one list of values per scorer.
+
+    >>> from prefsmith.evaluation.kwise import evaluate_kwise
+    >>> rows = [{"subset": "Math", "rewards_chosen": [1.0], "rewards_rejected": [0.0]}]
+    >>> bar_values(EvalResult("x", 1, {}, {}, {}, [evaluate_kwise(rows, ["0"], "s")]))
+    (['Math', 'Overall'], [[1.0, 1.0]])
+    """
+    first = result.scorers[0] if result.scorers else None
+    if first is None or first.benchmark is None:
+        labels = [s for s in SECTION_ORDER if any(s in r.sections for r in result.scorers)]
+        return labels, [[r.sections.get(s, 0.0) for s in labels] for r in result.scorers]
+    names = [s for s in first.subsets if first.benchmark["kind"] != "rmbench" or "all /" in s]
+    values = [
+        [r.subsets.get(s, {}).get("accuracy", 0.0) for s in names] + [r.sections["Overall"]]
+        for r in result.scorers
+    ]
+    return [*names, "Overall"], values
+
+
 def plot_sections(result: EvalResult, path: Path) -> Path:
-    """Grouped bars: accuracy per section (and overall) for each scorer."""
+    """Grouped bars: accuracy per section (and overall) for each scorer (see
+    :func:`bar_values` for K-wise rows)."""
     plt = pyplot()
-    sections = [s for s in SECTION_ORDER if any(s in r.sections for r in result.scorers)]
+    sections, values = bar_values(result)
     width = 0.8 / max(len(result.scorers), 1)
     fig, ax = plt.subplots(figsize=(1.6 * len(sections) + 2, 4))
     for k, scorer in enumerate(result.scorers):
         xs = [i + k * width for i in range(len(sections))]
-        ax.bar(xs, [scorer.sections.get(s, 0.0) for s in sections], width, label=scorer.scorer)
+        ax.bar(xs, values[k], width, label=scorer.scorer)
     ax.set_xticks([i + width * (len(result.scorers) - 1) / 2 for i in range(len(sections))])
     ax.set_xticklabels(sections)
     ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)

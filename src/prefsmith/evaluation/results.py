@@ -14,13 +14,18 @@ class ScorerResult:
         scorer: Scorer name (its spec).
         subsets: Per-subset ``{"correct", "total", "accuracy", "section"}``.
         sections: Section scores and ``Overall``.
-        margins: Per-pair reward margin (chosen minus rejected), by pair id.
+        margins: Per-pair reward margin (chosen minus rejected), by pair id; for K-wise rows
+            the worst correct minus the best incorrect reward.
+        benchmark: K-wise rows only: ``kind`` (``rewardbench2``, ``rmbench`` or ``kwise``)
+            and that benchmark's details (Ties' terms and each prompt's credit; RM-Bench's
+            per-domain matrices); see :mod:`prefsmith.evaluation.kwise`.
     """
 
     scorer: str
     subsets: dict[str, dict[str, Any]]
     sections: dict[str, float]
     margins: dict[str, float]
+    benchmark: dict[str, Any] | None = None
 
 
 @dataclass

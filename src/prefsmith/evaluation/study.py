@@ -10,6 +10,10 @@ user-supplied benchmark score (``--strength FILE``: JSON ``{model: score}``) or,
 the model's own reference-free accuracy on the same pairs (``logprob:mean``, the mean token
 log-likelihood ranking chosen over rejected). The study reports the Spearman correlation of gap
 and pair accuracy over all ordered pairs.
+
+K-wise rows (RewardBench 2, RM-Bench; :mod:`prefsmith.evaluation.kwise`) work the same way:
+every completion is scored once per model, and each pair's ``Overall`` is the benchmark's
+overall score (RewardBench 2's subset mean, RM-Bench's domain mean).
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from prefsmith.data.io import load_json_file
+from prefsmith.data.rows import kwise_split
 from prefsmith.data.runner import read_items
+from prefsmith.data.step import RowItem
 from prefsmith.evaluation.harness import evaluate, prepare_pair
 from prefsmith.evaluation.results import ScorerResult
 from prefsmith.models.backend import ResponseLogProbs, ScoreRequest
@@ -30,6 +36,9 @@ from prefsmith.models.pool import ModelPool
 from prefsmith.plotting import pyplot, save_figure
 from prefsmith.rewards.density_ratio import reduce_ratio
 from prefsmith.rewards.reduction import Reduction, reduce_logprobs
+
+#: Row fields the study keeps for the benchmark arithmetic of K-wise rows.
+KEPT_FIELDS = ("domain", "num_correct", "total_completions")
 
 #: How a model's own strength is measured by default: its reference-free accuracy.
 STRENGTH_SCORER = "logprob:mean"
@@ -85,20 +94,41 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float | None, floa
     return float(rho), float(p)
 
 
-def accuracy(
-    name: str,
-    ids: Sequence[str],
-    subsets: Sequence[str],
-    rewards: Sequence[float],
-) -> ScorerResult:
-    """RewardBench accuracy of per-response rewards laid out chosen, rejected, chosen, ...
+def scored_rows(items: Sequence[RowItem], rewards: Sequence[float]) -> list[dict[str, Any]]:
+    """Rows as :func:`~prefsmith.evaluation.harness.evaluate` reads them, from per-response
+    rewards laid out item after item: pairs get ``reward_margin``, K-wise rows
+    ``rewards_chosen``/``rewards_rejected`` (their ``subset``, ``id``, ``domain`` and counts
+    kept, so that RewardBench 2 and RM-Bench rows are scored as their benchmarks do).
+
+    >>> from prefsmith.data.runner import read_items
+    >>> items, _ = read_items([{"prompt": "q", "chosen": ["a"], "rejected": ["b", "c"]},
+    ...                        {"prompt": "q", "chosen": "a", "rejected": "b"}], prepare_pair)
+    >>> [sorted(r) for r in scored_rows(items, [1.0, 0.0, 2.0, 0.5, 0.25])]
+    [['id', 'rewards_chosen', 'rewards_rejected', 'subset'], ['id', 'reward_margin', 'subset']]
+    """
+    rows, offset = [], 0
+    for item in items:
+        values = list(rewards[offset : offset + len(item.item.responses)])
+        offset += len(values)
+        row = {k: item.row[k] for k in KEPT_FIELDS if k in item.row}
+        row["id"] = str(item.row.get("id", item.key))
+        row["subset"] = str(item.row.get("subset", "all"))
+        if item.item.kind == "kwise":
+            k = kwise_split(item.item.names)
+            row["rewards_chosen"], row["rewards_rejected"] = values[:k], values[k:]
+        else:
+            row["reward_margin"] = values[0] - values[1]
+        rows.append(row)
+    return rows
+
+
+def accuracy(name: str, items: Sequence[RowItem], rewards: Sequence[float]) -> ScorerResult:
+    """Accuracy of per-response rewards laid out item after item (see :func:`scored_rows`):
+    RewardBench sections for pairs, the benchmark's score for K-wise rows.
 
     Data without RewardBench subsets gets ``Overall`` = the plain pairwise accuracy.
     """
-    rows = [
-        {"id": i, "subset": s, "reward_margin": rewards[2 * k] - rewards[2 * k + 1]}
-        for k, (i, s) in enumerate(zip(ids, subsets, strict=True))
-    ]
+    rows = scored_rows(items, rewards)
     result = evaluate(rows, name)
     if "Overall" not in result.sections:  # no RewardBench subset: plain pairwise accuracy
         correct = sum(s["correct"] for s in result.subsets.values())
@@ -150,8 +180,6 @@ def run_study(
     items, bad = read_items(data, prepare_pair)
     if bad:
         raise bad[0]
-    ids = [str(i.row.get("id", i.key)) for i in items]
-    subsets = [str(i.row.get("subset", "all")) for i in items]
     requests = [ScoreRequest(i.item.context, resp) for i in items for resp in i.item.responses]
 
     logprobs: dict[str, list[ResponseLogProbs]] = {}
@@ -163,7 +191,7 @@ def run_study(
         return reduce_logprobs(lp.total, len(lp.token_ids), lp.n_chars, Reduction.MEAN)
 
     model_sections = {
-        name: accuracy(STRENGTH_SCORER, ids, subsets, [own(lp) for lp in logprobs[name]]).sections
+        name: accuracy(STRENGTH_SCORER, items, [own(lp) for lp in logprobs[name]]).sections
         for name in models
     }
     if strengths is None:
@@ -188,7 +216,7 @@ def run_study(
             reduce_ratio(s, w, reduction, False)
             for s, w in zip(logprobs[strong], logprobs[weak], strict=True)
         ]
-        scored = accuracy(f"{strong},{weak}", ids, subsets, rewards)
+        scored = accuracy(f"{strong},{weak}", items, rewards)
         gap = strengths[strong] - strengths[weak]
         result.pairs.append(PairResult(strong, weak, gap, scored.sections))
     result.spearman, result.spearman_p = spearman(

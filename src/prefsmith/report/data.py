@@ -40,6 +40,8 @@ SHOWN_FIELDS = {
     "reward_rejected",
     "reward_margin",
     "rewards",
+    "rewards_chosen",
+    "rewards_rejected",
     "margins",
     "scored_with",
     "token_logprobs",
@@ -193,8 +195,34 @@ def _float(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def _kwise(row: Mapping[str, Any]) -> list[tuple[str, str, float | None]] | None:
+    """A K-wise row's completions ranked by reward, best first (unscored ones last, in order);
+    ``None`` for other rows.
+
+    >>> row = {"chosen": ["a", "b"], "rejected": ["c"], "rewards_chosen": [0.5, 2.0],
+    ...        "rewards_rejected": [1.0]}
+    >>> [name for name, _, _ in _kwise(row)]
+    ['chosen[1]', 'rejected[0]', 'chosen[0]']
+    """
+    chosen, rejected = row.get("chosen"), row.get("rejected")
+    if not isinstance(chosen, list) or not isinstance(rejected, list):
+        return None
+    if not any(isinstance(x, str) for x in [*chosen, *rejected]):
+        return None  # conversational pairs: lists of messages
+    out = []
+    for side, texts in (("chosen", chosen), ("rejected", rejected)):
+        rewards = row.get(f"rewards_{side}") or []
+        for i, text in enumerate(texts):
+            reward = _float(rewards[i]) if i < len(rewards) else None
+            out.append((f"{side}[{i}]", _text(text), reward))
+    return sorted(out, key=lambda r: (r[2] is None, -(r[2] or 0.0)))
+
+
 def _responses(row: Mapping[str, Any]) -> list[tuple[str, str, float | None]]:
-    """``(name, text, reward)`` of each response of the row."""
+    """``(name, text, reward)`` of each response of the row (K-wise rows: ranked by reward)."""
+    ranked = _kwise(row)
+    if ranked is not None:
+        return ranked
     if "chosen" in row or "rejected" in row:
         out = []
         for name in ("chosen", "rejected"):
@@ -246,8 +274,12 @@ def _row(
     token_logprobs = row.get("token_logprobs") or {}
     counts = row.get("response_tokens") or {}
     out_responses = []
-    for name, text, reward in responses:
+    kwise = _kwise(row) is not None
+    for rank, (name, text, reward) in enumerate(responses, start=1):
         entry: dict[str, Any] = {"n": name, "rw": reward, "tr": truncated.get(name)}
+        if kwise:  # correct or not, and the rank by reward
+            entry["c"] = name.startswith("chosen[")
+            entry["rk"] = rank if reward is not None else None
         if isinstance(counts.get(name), list | tuple):
             entry["nt"] = list(counts[name])
         detail = token_logprobs.get(name) if isinstance(token_logprobs, Mapping) else None
@@ -426,4 +458,37 @@ def _eval_tables(results: Mapping[str, Any], plots: Mapping[str, bytes] | None) 
         [title, "data:image/png;base64," + base64.b64encode(png).decode("ascii")]
         for title, png in (plots or {}).items()
     ]
-    return {"scorers": names, "sections": sections, "subsets": subsets, "plots": images}
+    out = {"scorers": names, "sections": sections, "subsets": subsets, "plots": images}
+    matrices = _rmbench_matrices(scorers)
+    if matrices:
+        out["matrices"] = matrices
+    return out
+
+
+def _rmbench_matrices(scorers: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """RM-Bench's 3 x 3 style matrix of each scorer and domain (rows: chosen style, columns:
+    rejected style), with hard/normal/easy.
+
+    >>> scorer = {"scorer": "s", "benchmark": {"kind": "rmbench", "styles": ["a", "b", "c"],
+    ...           "domains": {"chat": {"prompts": 2, "matrix": [[1, 0, 0]] * 3, "hard": 0,
+    ...                                "normal": 0.33, "easy": 0.67}}}}
+    >>> [(m["scorer"], m["domain"], m["prompts"]) for m in _rmbench_matrices([scorer])]
+    [('s', 'chat', 2)]
+    """
+    out = []
+    for scorer in scorers:
+        bench = scorer.get("benchmark") or {}
+        if bench.get("kind") != "rmbench":
+            continue
+        for domain, d in (bench.get("domains") or {}).items():
+            out.append(
+                {
+                    "scorer": scorer.get("scorer", "?"),
+                    "domain": domain,
+                    "prompts": d.get("prompts"),
+                    "styles": list(bench.get("styles") or []),
+                    "matrix": [[_float(v) for v in line] for line in d.get("matrix") or []],
+                    "levels": [[k, _float(d.get(k))] for k in ("hard", "normal", "easy")],
+                }
+            )
+    return out

@@ -18,6 +18,10 @@ Output columns added:
 
 * pairs: ``reward_chosen``, ``reward_rejected``, ``reward_margin`` (chosen minus rejected);
 * candidates: ``rewards`` (one per response, in order);
+* K-wise rows (lists of correct ``chosen`` and incorrect ``rejected`` completions):
+  ``rewards_chosen`` and ``rewards_rejected`` (one per completion, in order) and
+  ``reward_margin``, the worst correct minus the best incorrect reward (above 0 when every
+  correct completion outscores every incorrect one; see :mod:`prefsmith.evaluation.kwise`);
 * ``p_chosen`` (pairs, with a calibrated reward such as ``fitted:FILE``): the probability that
   chosen is preferred, ``sigmoid(reward_margin)``;
 * ``scored_with``: scorer spec, models, reduction and template hashes;
@@ -38,7 +42,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from prefsmith.data.rows import SCORING_COLUMNS, ScoringItem, to_scoring_item
+from prefsmith.data.rows import SCORING_COLUMNS, ScoringItem, kwise_split, to_scoring_item
 from prefsmith.data.runner import process_rows
 from prefsmith.data.step import Advance, Outcome, RowItem, Step
 from prefsmith.models.backend import ResponseLogProbs, ScoreRequest
@@ -273,6 +277,8 @@ class ScoreStep(Step):
         "reward_margin",
         "p_chosen",
         "rewards",
+        "rewards_chosen",
+        "rewards_rejected",
         "scored_with",
         "response_tokens",
         "truncated",
@@ -342,6 +348,10 @@ class ScoreStep(Step):
             out["reward_margin"] = values[0] - values[1]
             if self.reward.calibrated:
                 out["p_chosen"] = sigmoid(out["reward_margin"])
+        elif item.kind == "kwise":
+            k = kwise_split(item.names)
+            out["rewards_chosen"], out["rewards_rejected"] = values[:k], values[k:]
+            out["reward_margin"] = min(values[:k]) - max(values[k:])
         else:
             out["rewards"] = values
         out["scored_with"] = self._scored_with

@@ -196,6 +196,7 @@
       });
       t.appendChild(body);
       det.appendChild(t);
+      (D.eval.matrices || []).forEach(function (m) { det.appendChild(matrixTable(m)); });
       var plots = h("div", { cls: "plots" });
       D.eval.plots.forEach(function (p) {
         var img = h("img", { alt: p[0] });
@@ -205,6 +206,25 @@
       det.appendChild(plots);
       ex.appendChild(det);
     }
+  }
+
+  function matrixTable(m) {
+    // RM-Bench: share of prompts where the chosen style (row) beats the rejected style (column).
+    var t = h("table", { cls: "grid matrix" });
+    var head = h("tr", null, h("th", { cls: "l", text: "chosen \\ rejected" }));
+    m.styles.forEach(function (s) { head.appendChild(h("th", { text: s })); });
+    t.appendChild(h("thead", null, head));
+    var body = h("tbody");
+    m.matrix.forEach(function (line, i) {
+      var tr = h("tr", null, h("td", { cls: "l", text: m.styles[i] }));
+      line.forEach(function (v) { tr.appendChild(accCell(v)); });
+      body.appendChild(tr);
+    });
+    t.appendChild(body);
+    var levels = m.levels.map(function (l) { return l[0] + " " + pct(l[1]); }).join(" · ");
+    return h("div", { cls: "matrix-card" },
+      h("h3", { text: "RM-Bench " + m.domain + " (" + m.prompts + " prompts) · " + m.scorer }),
+      h("p", { cls: "note", text: levels + " (hard: upper triangle, chosen plainer than rejected; normal: diagonal; easy: lower triangle)" }), t);
   }
 
   // ------------------------------------------------------------------ filters
@@ -517,9 +537,14 @@
   }
 
   function responseBox(row, r, scale) {
-    var box = h("div", { cls: "resp " + (r.n === "chosen" || r.n === "rejected" ? r.n : "") });
+    var side = r.c === true ? "chosen" : r.c === false ? "rejected" : (r.n === "chosen" || r.n === "rejected" ? r.n : "");
+    var box = h("div", { cls: "resp " + side });
     var head = h("div", { cls: "rhead" }, h("span", { cls: "rname", text: /^\d+$/.test(r.n) ? "response " + r.n : r.n }),
       r.rw == null ? null : h("span", { cls: "reward", text: "reward " + fmt(r.rw, 4) }));
+    if (r.c != null) {  // a K-wise completion: its rank by reward, correct or not
+      if (r.rk != null) head.insertBefore(h("span", { cls: "tag neutral", text: "#" + r.rk + " of " + row.r.length }), head.firstChild);
+      head.appendChild(h("span", { cls: "tag " + (r.c ? "ok" : "bad"), text: r.c ? "correct" : "incorrect" }));
+    }
     if (!isPairs() && r.rw != null && row.r.length > 1) {
       var rewards = row.r.map(function (x) { return x.rw; }).filter(function (x) { return x != null; });
       if (r.rw === Math.max.apply(null, rewards)) head.appendChild(h("span", { cls: "tag ok", text: "best" }));
