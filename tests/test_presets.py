@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from prefsmith.cli.main import app
 from prefsmith.recipes import load_recipe
-from prefsmith.stages import STAGES
+from prefsmith.stages import STAGES, CustomizationSpec
 from prefsmith.stages.presets import load_preset, stage_preset
 from prefsmith.training.config import TrainConfig
 
@@ -101,6 +101,9 @@ def test_a_recipe_under_the_paper_preset_is_the_published_loop_and_set_wins():
         1024,
     )
     assert paper.stage("judge").config.judge.max_new_tokens == 1024
+    # The published labeler: the customized density ratio with the published domains file.
+    assert paper.stage("pairs").config.customization == CustomizationSpec(domains="paper")
+    assert plain.stage("pairs").config.customization is None
     assert paper.raw["preset"] == "paper"
     ra = load_recipe("reward-augmented", preset="paper").stage("train").config.train
     assert (ra.method, ra.beta, ra.learning_rate, ra.num_epochs) == ("dpo", 0.01, 5e-7, 1.0)

@@ -134,11 +134,15 @@ class PairsStage(ScorerFields):
         customization: Route prompts to domains and score with their criteria (``None``:
             plain density ratio).
         pairs: How pairs are selected and written.
+        preset: Published settings under those given: ``paper`` (the published customized
+            density ratio, ``domains: paper``; see :mod:`prefsmith.stages.presets`);
+            ``None``: none.
     """
 
     input: str
     customization: CustomizationSpec | None = None
     pairs: PairsOptions = field(default_factory=PairsOptions)
+    preset: PresetName | None = None
 
 
 def run_pairs(config: PairsStage, context: StageContext) -> StageResult:
