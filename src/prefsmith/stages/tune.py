@@ -179,7 +179,7 @@ register(
 
 @dataclass(frozen=True, kw_only=True)
 class JudgeStage:
-    """Win rate of a tuned policy over its starting point, judged by a scorer (``--scorer``).
+    """Win rate of a tuned policy over its starting point under a judge scorer (any spec).
 
     Attributes:
         tuned: The tuned policy (a model folder such as ``<train run>/final``; ``@stage`` in a
