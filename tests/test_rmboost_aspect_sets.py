@@ -36,7 +36,7 @@ def test_a_replacement_file_is_read_and_a_bad_one_named(tmp_path):
         ("general", ("brevity",)),
     ]
     (tmp_path / "bad.yaml").write_text("sets: {code: []}\n")
-    with pytest.raises(ValueError, match="bad.yaml: sets.code: give a non-empty list"):
+    with pytest.raises(ValueError, match=r"bad\.yaml: sets\.code: give a non-empty list"):
         AspectSets.load(str(tmp_path / "bad.yaml"))
 
 
