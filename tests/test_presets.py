@@ -116,3 +116,21 @@ def test_prefsmith_run_takes_the_preset():
     assert "preset: paper" in result.output and "beta: 2.5" in result.output
     bad = CliRunner().invoke(app, ["run", "dr-sow", "--preset", "fast", "--check"])
     assert bad.exit_code != 0 and "unknown preset 'fast'" in " ".join(bad.output.split())
+
+
+def test_pairs_and_west_of_n_take_the_published_customization_under_the_options_given():
+    from prefsmith.cli.stages import build_settings
+
+    def config(kind: str, values: dict):
+        built, _, _ = build_settings(STAGES[kind], {"config": values, "engine": {}, "run": {}})
+        return built
+
+    pairs = config("pairs", {"input": "x.jsonl", "preset": "paper"})
+    assert pairs.customization == CustomizationSpec(domains="paper")
+    mine = config(
+        "pairs", {"input": "x.jsonl", "preset": "paper", "customization": {"router": "rules"}}
+    )
+    assert mine.customization == CustomizationSpec(domains="paper", router="rules")
+    west = config("west-of-n", {"preset": "paper", "sampling": {"n": 3}})
+    assert (west.sampling.n, west.sampling.max_new_tokens) == (3, 1024)
+    assert config("pairs", {"input": "x.jsonl"}).customization is None
