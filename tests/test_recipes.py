@@ -186,6 +186,11 @@ def test_tiny_loop_end_to_end_then_skipped_on_rerun(models, prompts, tmp_path):
     assert by_name["train"].details["steps"] == 2
     assert (run_dir / "train" / "final" / "config.json").exists()
     assert by_name["judge"].written == 3
+    # The judge here is the density ratio that labeled the pairs: the run says so.
+    assert by_name["judge"].details["judge_is_labeler"] == "pairs"
+    assert by_name["judge"].details["judge"].startswith("density-ratio:")
+    assert "the judge IS the labeler of stage pairs" in (run_dir / "summary.md").read_text()
+    assert any("labeled the training pairs" in w for w in by_name["judge"].warnings)
     summary = json.loads((run_dir / "summary.json").read_text())
     names = ["sample", "pairs", "relabel", "train", "judge"]
     assert [s["name"] for s in summary["stages"]] == names

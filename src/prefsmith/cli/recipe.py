@@ -34,6 +34,13 @@ def run(
     until: Annotated[
         str | None, typer.Option(help="Run the stages up to and including this one.")
     ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="Published hyperparameters over the recipe's CPU-sized ones: paper (each value"
+            " with its source in resources/presets/paper.yaml); --set wins over it."
+        ),
+    ] = None,
     check: Annotated[
         bool, typer.Option("--check", help="Validate and print the recipe; run nothing.")
     ] = False,
@@ -44,7 +51,7 @@ def run(
 
     with user_errors():
         source = Path(recipe) if Path(recipe).exists() else recipe
-        loaded = load_recipe(source, set_ or (), until=until)
+        loaded = load_recipe(source, set_ or (), until=until, preset=preset)
     if check:
         _print_valid(loaded)
         return

@@ -24,6 +24,7 @@ from prefsmith.cli.common import user_errors
 from prefsmith.cli.show import show_result
 from prefsmith.stages.base import STAGES, StageKind
 from prefsmith.stages.fields import Leaf, choices, leaves, unwrap_optional
+from prefsmith.stages.presets import with_preset
 
 #: Fields shown under "Models" wherever they are.
 MODEL_FIELDS = ("model", "strong", "weak", "scorer", "scorers", "reduction", "judge", "models")
@@ -322,7 +323,7 @@ def build_settings(kind: StageKind, settings: Mapping[str, Mapping[str, Any]]) -
     from prefsmith.recipes.schema import build
 
     problems: list[str] = []
-    config_values = dict(settings["config"])
+    config_values = with_preset(settings["config"], kind.name)  # the options given win
     if kind.default_input and kind.argument not in config_values:
         config_values[kind.argument] = kind.default_input
     if kind.argument not in config_values and _required(kind.config, kind.argument):

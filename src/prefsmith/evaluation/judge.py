@@ -1,5 +1,10 @@
-"""Judge a tuned policy against its starting point: both answer held-out prompts, the density
-ratio scores both answers, and the tuned policy's win rate is reported with a confidence interval.
+"""Judge a tuned policy against its starting point: both answer held-out prompts, a judge
+scorer (any scorer spec, :mod:`prefsmith.rewards.spec`; by default the density ratio) scores
+both answers, and the tuned policy's win rate is reported with a confidence interval.
+
+A policy tuned toward a reward is favoured by that reward: judge with a scorer that did not
+label the training pairs (another model pair, the contrast scorer of another model, a trained
+reward model). Every judged row and ``summary.json`` carry the judge's name (``judge``).
 
 Counting: a prompt is a win when the tuned answer's reward is greater than the baseline's by
 more than ``tie_tolerance``, a loss when it is smaller by more than that, a tie otherwise
@@ -41,9 +46,11 @@ from prefsmith.defaults import (
 from prefsmith.generation.sampling import SamplingConfig, generate
 from prefsmith.models.backend import ScoreRequest
 from prefsmith.models.loading import LoadOptions, load_model
+from prefsmith.models.pool import ModelOptions, ModelPool
 from prefsmith.relabel.pairs import goal_message, load_template, with_goal
 from prefsmith.relabel.scale import GoalScale
-from prefsmith.rewards.density_ratio import DensityRatioReward
+from prefsmith.rewards.base import Reward
+from prefsmith.rewards.spec import ScorerSpec
 
 #: Prompts of ``prefsmith judge`` by default: MT-Bench, shipped with the package (Apache-2.0).
 MT_BENCH = Path(__file__).resolve().parents[1] / "resources" / "prompts" / "mt-bench.jsonl"
@@ -181,7 +188,11 @@ class JudgeOptions:
         template: Goal template file (``None`` = the shipped one).
         scale_low: Low end of the goal scale named in the template.
         scale_high: High end of the goal scale named in the template.
-        strong: Strong model of the density-ratio judge.
+        scorer: The judge: a scorer spec (``density-ratio:STRONG,WEAK``, ``contrast:MODEL``,
+            ``rm:PATH``, ...; see :mod:`prefsmith.rewards.spec`); ``None``: the density ratio
+            of ``strong`` over ``weak`` with ``reduction``. Judge with a scorer that did not
+            label the training pairs: a policy tuned toward a reward is favoured by it.
+        strong: Strong model of the judge (models a spec leaves out).
         weak: Weak model of the judge.
         reduction: Density-ratio reduction (``sum``, ``mean``, ``mean-char``).
         max_new_tokens: Longest answer.
@@ -200,6 +211,7 @@ class JudgeOptions:
     template: str | None = None
     scale_low: float = 1.0
     scale_high: float = 10.0
+    scorer: str | None = None
     strong: str = DEFAULT_STRONG
     weak: str = DEFAULT_WEAK
     reduction: ReductionName = DEFAULT_REDUCTION
@@ -213,6 +225,30 @@ class JudgeOptions:
     device: str = "auto"
     threads: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def scorer_spec(self) -> str:
+        """The judge's scorer spec written out in full (models filled in).
+
+        >>> JudgeOptions(strong="a", weak="b").scorer_spec()
+        'density-ratio:a,b:sum'
+        >>> JudgeOptions(scorer="contrast:c", strong="a", weak="b").scorer_spec()
+        'contrast:c:sum'
+        """
+        text = self.scorer or f"density-ratio:{self.reduction}"
+        return ScorerSpec.parse(text, self.strong, self.weak).name
+
+
+def judge_reward(options: JudgeOptions, customization: Any = None) -> Reward:
+    """The judge's reward (:meth:`JudgeOptions.scorer_spec`) on ``options``' device/threads,
+    with ``customization`` (a :class:`~prefsmith.routing.customize.Customization`) if given.
+
+    >>> from prefsmith.testing import tiny_model
+    >>> reward = judge_reward(JudgeOptions(scorer="logprob:mean", strong=tiny_model(seed=0)))
+    >>> reward.name == f"logprob:{tiny_model(seed=0)}:mean"
+    True
+    """
+    pool = ModelPool(ModelOptions(device=options.device, threads=options.threads))  # type: ignore[arg-type]
+    return ScorerSpec.parse(options.scorer_spec()).build(pool, customization)
 
 
 def _conversation(prompt: str, goal: float | None, options: JudgeOptions) -> list[Message]:
@@ -229,9 +265,10 @@ def _sampling_key(options: JudgeOptions) -> dict[str, Any]:
     return {k: getattr(options, k) for k in keys}
 
 
-def _judge_key(options: JudgeOptions) -> dict[str, Any]:
-    """What decides a judgement (cached judgements must match it)."""
-    return {k: getattr(options, k) for k in ("strong", "weak", "reduction", "tie_tolerance")}
+def _judge_key(reward: Reward, options: JudgeOptions) -> dict[str, Any]:
+    """What decides a judgement (cached judgements must match it): the judge's name (with
+    ``+cdr`` when customized) and the tie tolerance."""
+    return {"scorer": reward.name, "tie_tolerance": options.tie_tolerance}
 
 
 def generate_answers(
@@ -286,8 +323,13 @@ def judge(
     prompts: Sequence[tuple[str, str]],
     output_dir: str | Path,
     options: JudgeOptions | None = None,
+    customization: Any = None,
 ) -> tuple[WinRate, list[dict[str, Any]]]:
-    """Generate with both policies, score with the density ratio, count wins (module doc)."""
+    """Generate with both policies, score both answers with the judge, count wins (module doc).
+
+    ``customization`` (a :class:`~prefsmith.routing.customize.Customization`) customizes the
+    judge's contexts (the customized density ratio).
+    """
     options = options or JudgeOptions()
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -297,18 +339,12 @@ def judge(
     )
     judged_path = out / "judged.jsonl"
     judged = read_jsonl_rows(judged_path)
-    judge_key = _judge_key(options)
+    reward = judge_reward(options, customization)
+    judge_key = _judge_key(reward, options)
     fresh = [(r["id"], r["tuned"], r["baseline"], r.get("judge")) for r in judged] == [
         (p[0], x["answer"], y["answer"], judge_key) for p, x, y in zip(prompts, a, b, strict=True)
     ]
     if not fresh:
-        reward = DensityRatioReward(
-            options.strong,
-            options.weak,
-            options.reduction,
-            device=options.device,
-            threads=options.threads,
-        )
         requests = [
             ScoreRequest(({"role": "user", "content": text},), answer)
             for (_, text), row_a, row_b in zip(prompts, a, b, strict=True)
@@ -338,6 +374,7 @@ def judge(
         "tuned": tuned,
         "baseline": baseline,
         "prompts": len(prompts),
+        "judge": reward.name,
         "win_rate": asdict(result),
         "mean_reward_tuned": sum(r["reward_tuned"] for r in judged) / len(judged),
         "mean_reward_baseline": sum(r["reward_baseline"] for r in judged) / len(judged),

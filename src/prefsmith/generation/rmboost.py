@@ -6,7 +6,9 @@ For each prompt (Shen et al., 2024; the method: ``docs/methods.md``, RMBoost):
    settings);
 2. draw the preference label with a seeded RNG: the new response must be ``better`` or
    ``worse`` than the first (:func:`draw_label_and_aspects`);
-3. draw ``num_aspects`` quality aspects from the configured list;
+3. draw ``num_aspects`` quality aspects from the configured list, or, with ``aspect_sets``,
+   route the prompt to a domain and take ALL aspects of that domain's set
+   (:class:`AspectSets`; shipped: ``resources/rmboost/aspect-sets.yaml``);
 4. ask the generator for a second response conditioned on the prompt, the first response, the
    label and the aspects (:func:`rewrite_messages`, wording in ``resources/rmboost/``);
 5. order the pair by the label (:func:`order_pair`): ``better`` makes the second response the
@@ -77,6 +79,10 @@ class RMBoostConfig:
             ``aspects.txt``; ``None``: prefsmith's own (``resources/rmboost``).
         keep_truncated: Keep pairs where a response hit ``max_new_tokens`` (their
             ``finish_reasons`` say so).
+        aspect_sets: Aspect sets per domain: a YAML file, or ``default`` (the shipped
+            ``resources/rmboost/aspect-sets.yaml``); each prompt is routed to a domain and the
+            rewrite gets ALL aspects of its domain's set (rows gain ``domain``); ``aspects``
+            and ``num_aspects`` are then unused. ``None``: draw from ``aspects``.
 
     >>> config = RMBoostConfig(num_aspects=1, seed=3)
     >>> label, aspects = draw_label_and_aspects(config, 0)
@@ -90,6 +96,7 @@ class RMBoostConfig:
     seed: int = DEFAULT_SEED
     templates: str | None = None
     keep_truncated: bool = True
+    aspect_sets: str | None = None
 
     def __post_init__(self) -> None:
         if not self.aspects:
@@ -101,6 +108,73 @@ class RMBoostConfig:
             )
         if not 0 <= self.p_better <= 1:
             raise ValueError(f"p_better must be in [0, 1], got {self.p_better}")
+
+
+@dataclass(frozen=True)
+class AspectSets:
+    """Aspect sets per domain (RMBoost conditions a rewrite on the task's whole aspect set).
+
+    Attributes:
+        sets: Domain name -> its aspects.
+        fallback: The aspects of a domain without a set.
+        domains: The domains file the prompts are routed with (a path or a shipped name).
+        router: ``rules`` or ``embedding``.
+        source: The file read.
+
+    >>> sets = AspectSets.load("default")
+    >>> sets.sets["code"]
+    ('correctness', 'completeness', 'coherence')
+    >>> sets.route(["Write a Python function that sorts a list."])
+    [('code', ('correctness', 'completeness', 'coherence'))]
+    """
+
+    sets: dict[str, tuple[str, ...]]
+    fallback: tuple[str, ...]
+    domains: str
+    router: str
+    source: str
+
+    @classmethod
+    def load(cls, name: str) -> AspectSets:
+        """Read ``name`` (``default`` or a YAML file); raise ``ValueError`` naming the file."""
+        from prefsmith.data.io import load_yaml_file
+
+        path = SHIPPED_ASPECT_SETS if name == "default" else Path(name)
+        data = load_yaml_file(path)
+        if not isinstance(data, dict) or not isinstance(data.get("sets"), dict):
+            raise ValueError(f"{path}: expected a mapping with 'sets' (domain -> aspects)")
+        unknown = set(data) - {"domains", "router", "sets", "fallback"}
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
+        sets = {str(k): _aspect_list(v, f"{path}: sets.{k}") for k, v in data["sets"].items()}
+        fallback = _aspect_list(data.get("fallback", DEFAULT_ASPECTS), f"{path}: fallback")
+        router = str(data.get("router", "rules"))
+        if router not in ("rules", "embedding"):
+            raise ValueError(f"{path}: router must be rules or embedding, not {router!r}")
+        return cls(sets, fallback, str(data.get("domains", "default")), router, str(path))
+
+    def route(self, prompts: Sequence[str]) -> list[tuple[str, tuple[str, ...]]]:
+        """Each prompt's domain and aspect set."""
+        from prefsmith.routing.domains import load_domains
+        from prefsmith.routing.routers import make_router
+
+        domains = load_domains(self.domains)
+        routes = make_router(self.router, domains).route(list(prompts))
+        return [(r.domain, self.sets.get(r.domain, self.fallback)) for r in routes]
+
+
+#: The shipped aspect sets (``aspect_sets: default``).
+SHIPPED_ASPECT_SETS = Path(__file__).resolve().parents[1] / "resources/rmboost/aspect-sets.yaml"
+
+
+def _aspect_list(value: Any, where: str) -> tuple[str, ...]:
+    if (
+        not isinstance(value, list | tuple)
+        or not value
+        or not all(isinstance(a, str) for a in value)
+    ):
+        raise ValueError(f"{where}: give a non-empty list of aspect names")
+    return tuple(value)
 
 
 @dataclass(frozen=True)
@@ -363,6 +437,8 @@ class RMBoostStep(Step):
         self.sampling = replace(sampling or SamplingConfig(), n=1)
         self.config = config or RMBoostConfig()
         self.templates = load_templates(self.config.templates)
+        sets = self.config.aspect_sets
+        self.aspect_sets = AspectSets.load(sets) if sets is not None else None
         self.fmt, self.check, self.filter_agreement = fmt, check, filter_agreement
         self.room = prompt_room(self.model, self.sampling, max_prompt_tokens)
 
@@ -372,23 +448,53 @@ class RMBoostStep(Step):
     def settings(self) -> dict[str, Any]:
         return {
             **generator_settings(self.model, self.sampling),
-            "rmboost": {**asdict(self.config), "templates_hash": self.templates.fingerprint()},
+            "rmboost": self._config_settings(),
             "format": self.fmt,
             "check": self.check.settings() if self.check else None,
             "filter_agreement": self.filter_agreement,
             "min_probability": self.min_probability,
         }
 
+    def _config_settings(self) -> dict[str, Any]:
+        """The RMBoost settings recorded (``aspect_sets`` only when used)."""
+        settings = {**asdict(self.config), "templates_hash": self.templates.fingerprint()}
+        if self.aspect_sets is None:
+            settings.pop("aspect_sets")
+        else:
+            sets = self.aspect_sets
+            settings["aspect_sets"] = {
+                "file": sets.source,
+                "domains": sets.domains,
+                "router": sets.router,
+                "sets": {k: list(v) for k, v in sets.sets.items()},
+                "fallback": list(sets.fallback),
+            }
+        return settings
+
+    def _draws(self, batch: Sequence[RowItem]) -> list[tuple[Label, tuple[str, ...], str | None]]:
+        """Each row's label, aspects and domain (``None`` without aspect sets)."""
+        draws = [draw_label_and_aspects(self.config, b.key) for b in batch]
+        if self.aspect_sets is None:
+            return [(label, aspects, None) for label, aspects in draws]
+        from prefsmith.routing.routers import last_user_text
+
+        routed = self.aspect_sets.route([last_user_text(b.item) for b in batch])
+        return [
+            (label, aspects, domain)
+            for (label, _), (domain, aspects) in zip(draws, routed, strict=True)
+        ]
+
     def process(self, batch: Sequence[RowItem], advance: Advance) -> list[Outcome]:
         loaded = sampler(self.model)
         settings = {k: v for k, v in self.settings().items() if k not in ("check",)}
         firsts = [g[0] for g in generate(loaded, [b.item for b in batch], self.sampling)]
         advance(len(batch) / 2)
-        draws = [draw_label_and_aspects(self.config, b.key) for b in batch]
+        draws = self._draws(batch)
         keep = self.config.keep_truncated
         todo = [k for k, gen in enumerate(firsts) if pair_status(gen, None, keep) == "ok"]
         rewrites = [
-            rewrite_messages(batch[k].item, firsts[k].text, *draws[k], self.templates) for k in todo
+            rewrite_messages(batch[k].item, firsts[k].text, *draws[k][:2], self.templates)
+            for k in todo
         ]
         seconds = generate(loaded, rewrites, self.sampling) if rewrites else []
         second_of = {k: g[0] for k, g in zip(todo, seconds, strict=True)}
@@ -405,7 +511,7 @@ class RMBoostStep(Step):
                 status = pair_status(first, second, keep)
                 outcomes.append(Outcome(dropped=status, counts=counts))
                 continue
-            label, aspects = draws[k]
+            label, aspects, domain = draws[k]
             row = {
                 **format_pair(b.item, *pairs[k], self.fmt),
                 **carried_fields(dict(b.row)),
@@ -415,6 +521,8 @@ class RMBoostStep(Step):
                 "n_tokens": {"first": first.n_tokens, "second": second.n_tokens},
                 "generated_with": settings,
             }
+            if domain is not None:
+                row["domain"] = domain
             if k in checks:
                 row.update(checks[k])
                 agrees = checks[k]["scorer_agrees"]

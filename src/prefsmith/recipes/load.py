@@ -18,6 +18,7 @@ from typing import Any
 
 from prefsmith.data.io import load_yaml_file, yaml_reason
 from prefsmith.recipes.schema import SECTIONS, Recipe, RecipeError, parse_recipe
+from prefsmith.stages.presets import recipe_with_preset
 
 
 def recipes_dir() -> Path:
@@ -100,10 +101,13 @@ def load_recipe(
     overrides: Sequence[str] = (),
     *,
     until: str | None = None,
+    preset: str | None = None,
 ) -> Recipe:
     """Read, override and validate a recipe (a file, a shipped name, or a mapping).
 
-    ``until`` keeps the stages up to and including that one.
+    ``until`` keeps the stages up to and including that one. ``preset`` (or the recipe's
+    ``preset:`` key) puts a preset's settings over the file's (:mod:`prefsmith.stages.presets`);
+    ``overrides`` win over both.
 
     >>> recipe = load_recipe("dr-sow", ["sample.sampling.n=2"])
     >>> [s.kind for s in recipe.stages], recipe.stage("sample").config.sampling.n
@@ -114,6 +118,9 @@ def load_recipe(
     else:
         data, where = read_recipe_file(source)
     data = apply_overrides(data, overrides)
+    preset = preset or data.get("preset")
+    if preset:
+        data = apply_overrides(recipe_with_preset(data, str(preset)), overrides)
     if until is not None:
         stages = data.get("stages") or []
         names = [s.get("name") for s in stages if isinstance(s, dict)]

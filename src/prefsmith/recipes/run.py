@@ -33,7 +33,14 @@ from typing import Any
 from prefsmith.data.io import load_json_file
 from prefsmith.data.runner import settings_difference, side_files
 from prefsmith.recipes.load import load_recipe
-from prefsmith.recipes.schema import RUN_FIELDS, Recipe, Stage, model_refs, to_plain
+from prefsmith.recipes.schema import (
+    RUN_FIELDS,
+    Recipe,
+    Stage,
+    judges_with_labeler,
+    model_refs,
+    to_plain,
+)
 from prefsmith.stages import StageContext, StageResult, record, resolve_path, run_stage
 
 __all__ = ["RecipeResult", "RecipeRunError", "StageResult", "run_recipe"]
@@ -258,6 +265,8 @@ def run_recipe(
         state.put(stage.name, {"key": key, "settings": settings, "done": False, "result": None})
         result = run_stage(stage.config, context.context(stage))
         result.name, result.status, result.reason = stage.name, status, reason
+        if stage.kind == "judge":
+            note_labeler(result, judges_with_labeler(recipe).get(stage.name), stage.name)
         result.output = _rel(output, run_dir)
         state.put(
             stage.name, {"key": key, "settings": settings, "done": True, "result": record(result)}
@@ -278,6 +287,21 @@ def run_recipe(
     if failure is not None:
         raise failure
     return RecipeResult(recipe.name, run_dir, results, seconds, md, js)
+
+
+def note_labeler(result: StageResult, labeler: str | None, name: str) -> None:
+    """Say in a judge stage's result whether its judge labeled the training pairs (stage
+    ``labeler``) or is independent of them."""
+    result.details["judge_is_labeler"] = labeler
+    if labeler is None:
+        result.details["headline"] += "; the judge did not label the training pairs"
+        return
+    result.details["headline"] += f"; the judge IS the labeler of stage {labeler}"
+    result.warnings.append(
+        f"the judge {result.details.get('judge')} labeled the training pairs (stage {labeler}):"
+        f" a policy tuned toward a reward is favoured by it; set {name}.judge.scorer to a"
+        " scorer that did not label them (another model pair, contrast:MODEL, rm:PATH)"
+    )
 
 
 def _rel(path: Path, root: Path) -> str:

@@ -42,6 +42,7 @@ from prefsmith.models.pool import ModelOptions
 from prefsmith.rewards.spec import ScorerSpec
 from prefsmith.stages import STAGES, CustomizationSpec, resolve_path
 from prefsmith.stages.base import RESOURCE_PREFIX, resource_path
+from prefsmith.stages.presets import with_preset
 from prefsmith.training.config import TrainConfig
 
 __all__ = [
@@ -373,7 +374,7 @@ def parse_recipe(data: Any, source: str = "") -> Recipe:
     problems: list[str] = []
     if not isinstance(data, Mapping):
         raise RecipeError([f"a recipe is a mapping with 'stages', got {_describe(data)}"])
-    top_known = ("recipe", "description", *SECTIONS, "stages")
+    top_known = ("recipe", "description", "preset", *SECTIONS, "stages")
     known_text = ", ".join(top_known)
     problems += [
         f"{key}: unknown key (known: {known_text})" for key in data if key not in top_known
@@ -443,7 +444,7 @@ def _parse_stage(
             stage_run = _merged(
                 RunOptions, stage_run, raw["run"], f"{path}.run", problems, run_skip
             )
-    body = _inherit(kind, body, models, stage_engine)
+    body = with_preset(_inherit(kind, body, models, stage_engine), kind)
     skip = TRAIN_FIELDS_SET_BY_RUN if kind == "train" else ()
     config = _build_stage(cls, body, path, problems, skip)
     needs = _check_refs(kind, raw, path, earlier, later, problems)
@@ -604,3 +605,63 @@ def _check_refs(
     if kind == "judge" and isinstance(prompts, str) and not resolve_path(prompts).exists():
         problems.append(f"{path}.prompts: no file {raw['prompts']!r}")
     return tuple(dict.fromkeys(needs))
+
+
+# --------------------------------------------------------------------------------------------
+# Judges and labelers
+
+#: Stage kinds whose scorer decides which response of a pair is chosen (the labeler).
+LABELING_KINDS = ("pairs", "west-of-n", "score")
+
+
+def _scorer_identity(spec: str, strong: str, weak: str, customization: Any) -> tuple:
+    """A scorer as compared between stages: its full spec name and its customization."""
+    return ScorerSpec.parse(_MODEL_REF.sub("MODEL", spec), strong, weak).name, customization
+
+
+def labeler_identity(stage: Stage) -> tuple | None:
+    """The scorer that labels ``stage``'s pairs (``None`` for a stage that labels none;
+    ``rmboost`` labels by construction, its check only when it filters)."""
+    config = stage.config
+    labels = stage.kind in LABELING_KINDS or (stage.kind == "rmboost" and config.filter_agreement)
+    if not labels:
+        return None
+    return _scorer_identity(
+        config.scorer_spec(), config.strong, config.weak, getattr(config, "customization", None)
+    )
+
+
+def judge_identity(stage: Stage) -> tuple:
+    """The scorer a ``judge`` stage judges with, comparable with :func:`labeler_identity`."""
+    options = stage.config.judge
+    spec = options.scorer or f"density-ratio:{options.reduction}"
+    return _scorer_identity(spec, options.strong, options.weak, stage.config.customization)
+
+
+def judges_with_labeler(recipe: Recipe) -> dict[str, str]:
+    """Judge stages whose judge is the scorer that labeled pairs earlier in the recipe: judge
+    stage name -> the labeling stage's name.
+
+    >>> recipe = parse_recipe({"stages": [
+    ...     {"name": "pairs", "kind": "west-of-n"},
+    ...     {"name": "judge", "kind": "judge", "tuned": "x"}]})
+    >>> judges_with_labeler(recipe)
+    {'judge': 'pairs'}
+    >>> recipe = parse_recipe({"stages": [
+    ...     {"name": "pairs", "kind": "west-of-n"},
+    ...     {"name": "judge", "kind": "judge", "tuned": "x", "judge": {"scorer": "contrast:q"}}]})
+    >>> judges_with_labeler(recipe)
+    {}
+    """
+    labelers: dict[tuple, str] = {}
+    found: dict[str, str] = {}
+    for stage in recipe.stages:
+        if stage.kind == "judge":
+            identity = judge_identity(stage)
+            if identity in labelers:
+                found[stage.name] = labelers[identity]
+            continue
+        identity = labeler_identity(stage)
+        if identity is not None:
+            labelers.setdefault(identity, stage.name)
+    return found

@@ -20,6 +20,22 @@ prompt/response token boundary is found the same way). Rendering, by ``exemplar_
 * ``turns``: the criteria as the system turn, then each exemplar as an earlier user turn and
   an assistant turn holding the *better* response (the worse one is not shown), then the row's
   conversation.
+* ``user`` (the published Dr.SoW setting): the criteria as the system turn, and ONE exemplar,
+  drawn from the domain's pool by the query's text (the same query always gets the same one),
+  put in the last user turn before the query, so that the model scores its answer as the
+  "good assistant"::
+
+      Here is an example of a good and a bad assistant response.
+
+      User: <prompt>
+      Good Assistant: <better>
+      Bad Assistant: <worse>
+      Explanation: <explanation>
+
+      Answer the next query as the good assistant.
+
+      <the query>
+
 * ``none``: the criteria only.
 
 A row that brings its own system turn keeps it: the criteria (and exemplars) are put before
@@ -39,8 +55,10 @@ from prefsmith.data.rows import ScoringItem
 from prefsmith.routing.domains import Domain, DomainSet, Exemplar, load_domains
 from prefsmith.routing.routers import ROUTERS, Route, Router, last_user_text, make_router
 
-ExemplarStyle = Literal["system", "turns", "none"]
-EXEMPLAR_STYLES = ("system", "turns", "none")
+ExemplarStyle = Literal["system", "turns", "user", "none"]
+EXEMPLAR_STYLES = ("system", "turns", "user", "none")
+#: A customization's router and exemplar style when neither the run nor the file names one.
+DEFAULT_ROUTER, DEFAULT_EXEMPLARS = "embedding", "system"
 
 
 def render_exemplars(exemplars: Sequence[Exemplar]) -> str:
@@ -68,6 +86,58 @@ def render_exemplars(exemplars: Sequence[Exemplar]) -> str:
     return "Examples of a better and a worse response:\n\n" + "\n\n".join(blocks)
 
 
+def pick_exemplar(exemplars: Sequence[Exemplar], query: str) -> Exemplar:
+    """One exemplar of a domain's pool for ``query``: drawn by a hash of the query's text, so
+    a query always gets the same one, whatever the other rows of a run.
+
+    >>> pool = [Exemplar(prompt=f"q{i}", better="b", worse="w") for i in range(3)]
+    >>> pick_exemplar(pool, "Hello") == pick_exemplar(pool, "Hello")
+    True
+    """
+    import hashlib
+
+    digest = hashlib.sha256(query.encode("utf-8")).digest()
+    return exemplars[int.from_bytes(digest[:8], "big") % len(exemplars)]
+
+
+def user_turn_exemplar(exemplar: Exemplar, query: str) -> str:
+    """The last user turn with ``exemplar`` before ``query`` (the ``user`` style).
+
+    >>> print(user_turn_exemplar(Exemplar(prompt="2+2?", better="4", worse="5",
+    ...                                   explanation="4 is right."), "3+3?"))
+    Here is an example of a good and a bad assistant response.
+    <BLANKLINE>
+    User: 2+2?
+    Good Assistant: 4
+    Bad Assistant: 5
+    Explanation: 4 is right.
+    <BLANKLINE>
+    Answer the next query as the good assistant.
+    <BLANKLINE>
+    3+3?
+    """
+    lines = [
+        "Here is an example of a good and a bad assistant response.",
+        "",
+        f"User: {exemplar.prompt}",
+        f"Good Assistant: {exemplar.better}",
+        f"Bad Assistant: {exemplar.worse}",
+    ]
+    if exemplar.explanation:
+        lines.append(f"Explanation: {exemplar.explanation}")
+    return "\n".join([*lines, "", "Answer the next query as the good assistant.", "", query])
+
+
+def _with_user_exemplar(messages: list[Message], exemplars: Sequence[Exemplar]) -> None:
+    """Put one exemplar of ``exemplars`` before the text of the last user turn (in place)."""
+    last = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
+    if last is None or not exemplars:
+        return
+    query = messages[last]["content"]
+    exemplar = pick_exemplar(exemplars, query)
+    messages[last] = {**messages[last], "content": user_turn_exemplar(exemplar, query)}
+
+
 def customized_context(
     context: Sequence[Message], domain: Domain, exemplar_style: ExemplarStyle = "system"
 ) -> tuple[Message, ...]:
@@ -91,13 +161,15 @@ def customized_context(
     turns: list[Message] = []
     if exemplars and exemplar_style == "system":
         parts.append(render_exemplars(exemplars))
-    elif exemplars:
+    elif exemplars and exemplar_style == "turns":
         for ex in exemplars:
             turns += [
                 {"role": "user", "content": ex.prompt},
                 {"role": "assistant", "content": ex.better},
             ]
     messages = [dict(m) for m in context]
+    if exemplar_style == "user":
+        _with_user_exemplar(messages, exemplars)  # type: ignore[arg-type]
     if messages and messages[0]["role"] == "system":
         parts.append(messages.pop(0)["content"])
     head = [{"role": "system", "content": "\n\n".join(parts)}] if parts else []
@@ -169,8 +241,9 @@ class Customization:
         domains: A domains YAML file, a loaded :class:`DomainSet`, or ``None`` for the shipped
             default.
         router: ``embedding``, ``rules`` or ``lm`` (the strong model classifies the prompt), or
-            a router object.
-        exemplars: How exemplars enter the context: ``system``, ``turns`` or ``none``.
+            a router object; ``None``: the domains file's ``router``, else ``embedding``.
+        exemplars: How exemplars enter the context: ``system``, ``turns``, ``user`` or
+            ``none``; ``None``: the domains file's ``exemplars``, else ``system``.
 
     >>> c = Customization(router="rules")
     >>> sorted(c.settings())
@@ -180,16 +253,18 @@ class Customization:
     def __init__(
         self,
         domains: DomainSet | str | Path | None = None,
-        router: str | Router = "embedding",
-        exemplars: ExemplarStyle = "system",
+        router: str | Router | None = None,
+        exemplars: ExemplarStyle | None = None,
     ) -> None:
+        self.domains = domains if isinstance(domains, DomainSet) else load_domains(domains)
+        router = router or self.domains.router or DEFAULT_ROUTER
+        exemplars = exemplars or self.domains.exemplars or DEFAULT_EXEMPLARS
         if exemplars not in EXEMPLAR_STYLES:
             raise ValueError(
                 f"exemplars must be one of {', '.join(EXEMPLAR_STYLES)}, not {exemplars!r}"
             )
         if isinstance(router, str) and router not in ROUTERS:
             raise ValueError(f"router must be one of {', '.join(ROUTERS)}, not {router!r}")
-        self.domains = domains if isinstance(domains, DomainSet) else load_domains(domains)
         self.router_name = router if isinstance(router, str) else router.name
         self._router: Router | None = None if isinstance(router, str) else router
         self.exemplar_style = exemplars

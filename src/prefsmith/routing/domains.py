@@ -5,6 +5,9 @@ A domains file looks like this (every key is documented in
 
     version: 1
     fallback: general            # domain used when no router evidence is good enough
+    route_fallback: false        # whether routers may choose the fallback directly
+    router: null                 # the file's router when a run names none (default embedding)
+    exemplars: null              # the file's exemplar style when a run names none (system)
     min_confidence: 0.0          # a route below this confidence goes to the fallback
     embedding:                   # settings of the embedding router (optional)
       temperature: 0.05
@@ -23,6 +26,10 @@ A domains file looks like this (every key is documented in
             worse: ...
             explanation: ...
 
+Two files are shipped and taken by name: ``default`` (five domains, prefsmith's own) and
+``paper`` (the published customized density ratio of Dr.SoW: CHAT, SAFETY, REASONING, an LM
+router that picks the label, CHAT left unchanged, one exemplar per prompt in the user turn).
+
 Malformed files raise :class:`DomainsError` naming the file and the field.
 """
 
@@ -32,7 +39,7 @@ import re
 from functools import cached_property
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -40,6 +47,8 @@ from prefsmith.data.io import BadFileError, load_yaml_file
 
 #: Name of the domains file shipped with prefsmith.
 DEFAULT_DOMAINS = "default"
+#: Domains files shipped with prefsmith, taken by name (``--domains paper``).
+SHIPPED_DOMAINS = ("default", "paper")
 
 
 class DomainsError(ValueError):
@@ -106,6 +115,9 @@ class DomainSet(BaseModel):
 
     version: int = 1
     fallback: str
+    route_fallback: bool = False
+    router: Literal["embedding", "rules", "lm"] | None = None
+    exemplars: Literal["system", "turns", "user", "none"] | None = None
     min_confidence: float = Field(default=0.0, ge=0, le=1)
     embedding: EmbeddingSettings = EmbeddingSettings()
     domains: tuple[Domain, ...]
@@ -135,8 +147,9 @@ class DomainSet(BaseModel):
 
     @property
     def routable(self) -> list[Domain]:
-        """Domains a router may choose directly (all but the fallback)."""
-        return [d for d in self.domains if d.name != self.fallback]
+        """Domains a router may choose directly (all but the fallback, unless
+        ``route_fallback``)."""
+        return [d for d in self.domains if self.route_fallback or d.name != self.fallback]
 
     def __getitem__(self, name: str) -> Domain:
         return self.by_name[name]
@@ -184,12 +197,23 @@ def parse_domains(data: Any, source: str = "<memory>") -> DomainSet:
 
 def default_domains_path() -> Path:
     """Path of the domains file shipped with prefsmith."""
-    return Path(str(files("prefsmith").joinpath(f"resources/domains/{DEFAULT_DOMAINS}.yaml")))
+    return domains_path(DEFAULT_DOMAINS)
+
+
+def domains_path(name: str | Path) -> Path:
+    """The file of a shipped domains set (:data:`SHIPPED_DOMAINS`), else ``name`` as a path.
+
+    >>> domains_path("paper").name, str(domains_path("my/domains.yaml"))
+    ('paper.yaml', 'my/domains.yaml')
+    """
+    if str(name) in SHIPPED_DOMAINS:
+        return Path(str(files("prefsmith").joinpath(f"resources/domains/{name}.yaml")))
+    return Path(name)
 
 
 def load_domains(path: str | Path | None = None) -> DomainSet:
     """Read and validate a domains YAML file (the shipped default when ``path`` is None)."""
-    path = Path(path) if path is not None else default_domains_path()
+    path = domains_path(path) if path is not None else default_domains_path()
     try:
         data = load_yaml_file(path)
     except FileNotFoundError:

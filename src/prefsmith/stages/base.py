@@ -93,21 +93,30 @@ class CustomizationSpec:
     route each prompt to a domain and give both models the domain's criteria and exemplars.
 
     Attributes:
-        domains: Domains YAML (criteria and exemplars per domain; ``None``: the shipped
-            default; ``prefsmith:`` paths allowed).
-        router: How prompts are routed to domains: ``embedding``, ``rules`` or ``lm``.
-        exemplars: How exemplars enter the context: ``system``, ``turns`` or ``none``.
+        domains: Domains YAML (criteria and exemplars per domain), or a shipped set by name:
+            ``default`` (five domains, prefsmith's own) or ``paper`` (the published CDR:
+            CHAT unchanged, SAFETY and REASONING with a guideline and one exemplar in the user
+            turn, the LM router); ``None``: ``default``; ``prefsmith:`` paths allowed.
+        router: How prompts are routed to domains: ``embedding``, ``rules`` or ``lm`` (the
+            strong model picks the domain's label); ``None``: the domains file's choice
+            (``paper``: ``lm``), else ``embedding``.
+        exemplars: How exemplars enter the context: ``system``, ``turns``, ``user`` (one
+            exemplar before the query, "Good Assistant:") or ``none``; ``None``: the domains
+            file's choice (``paper``: ``user``), else ``system``.
     """
 
     domains: str | None = None
-    router: Literal["embedding", "rules", "lm"] = "embedding"
-    exemplars: Literal["system", "turns", "none"] = "system"
+    router: Literal["embedding", "rules", "lm"] | None = None
+    exemplars: Literal["system", "turns", "user", "none"] | None = None
 
     def build(self) -> Any:
         """The :class:`~prefsmith.routing.customize.Customization` it names."""
         from prefsmith.routing.customize import Customization
+        from prefsmith.routing.domains import SHIPPED_DOMAINS
 
-        domains = str(resolve_path(self.domains)) if self.domains else None
+        domains = self.domains
+        if domains and domains not in SHIPPED_DOMAINS:
+            domains = str(resolve_path(domains))
         return Customization(domains, self.router, self.exemplars)
 
 

@@ -25,6 +25,7 @@ from prefsmith.stages.base import (
     from_rows,
     register,
 )
+from prefsmith.stages.presets import PresetName
 
 PROMPTS = "prefsmith:prompts/mt-bench.jsonl"
 #: The columns a pair stage writes (TRL's preference format and more).
@@ -72,6 +73,9 @@ class SampleStage:
         goal_template: Goal template file (``None``: the shipped one).
         max_prompt_tokens: Reject prompts longer than this after the chat template (``None``:
             what fits the context).
+        preset: Published hyperparameters under the settings given: ``paper`` (each value
+            with its source in ``resources/presets/paper.yaml``; see
+            :mod:`prefsmith.stages.presets`); ``None``: the CPU-sized defaults.
     """
 
     input: str = PROMPTS
@@ -80,6 +84,7 @@ class SampleStage:
     goal: float | None = None
     goal_template: str | None = None
     max_prompt_tokens: int | None = None
+    preset: PresetName | None = None
 
 
 def run_sample(config: SampleStage, context: StageContext) -> StageResult:
@@ -129,11 +134,15 @@ class PairsStage(ScorerFields):
         customization: Route prompts to domains and score with their criteria (``None``:
             plain density ratio).
         pairs: How pairs are selected and written.
+        preset: Published settings under those given: ``paper`` (the published customized
+            density ratio, ``domains: paper``; see :mod:`prefsmith.stages.presets`);
+            ``None``: none.
     """
 
     input: str
     customization: CustomizationSpec | None = None
     pairs: PairsOptions = field(default_factory=PairsOptions)
+    preset: PresetName | None = None
 
 
 def run_pairs(config: PairsStage, context: StageContext) -> StageResult:
@@ -183,6 +192,8 @@ class RMBoostStage(ScorerFields):
             ``standard`` (strings; single-turn prompts only).
         check: Score every pair with the scorer and record whether it agrees with the label
             (implied by ``scorer``).
+        customization: Route prompts to domains and check with their criteria (the customized
+            density ratio; ``None``: the plain scorer). Implies ``check``.
         filter_agreement: Keep only pairs the check agrees with.
         max_prompt_tokens: Reject longer prompts.
         min_probability: Keep only pairs a calibrated scorer (``fitted:FILE#calibration:...``)
@@ -197,16 +208,21 @@ class RMBoostStage(ScorerFields):
     rmboost: RMBoostConfig = field(default_factory=RMBoostConfig)
     format: PairFormat = "conversational"
     check: bool = False
+    customization: CustomizationSpec | None = None
     filter_agreement: bool = False
     max_prompt_tokens: int | None = None
     min_probability: float | None = None
 
+    @property
+    def checked(self) -> bool:
+        """Whether pairs are scored (``check``, a ``scorer`` or a ``customization``)."""
+        return self.check or self.scorer is not None or self.customization is not None
+
     def __post_init__(self) -> None:
-        checked = self.check or self.scorer is not None
-        if self.filter_agreement and not checked:
+        if self.filter_agreement and not self.checked:
             raise ValueError(
                 "filter_agreement (--filter-agreement) needs check (--check: the density-ratio"
-                " check) or a scorer (--scorer)"
+                " check), a scorer (--scorer) or a customization (--domains/--router)"
             )
         if self.min_probability is not None and self.scorer is None:
             raise ValueError(
@@ -219,8 +235,7 @@ def run_rmboost(config: RMBoostStage, context: StageContext) -> StageResult:
     """RMBoost pairs (:class:`~prefsmith.generation.rmboost.RMBoostStep`)."""
     from prefsmith.generation.rmboost import agreement
 
-    checked = config.check or config.scorer is not None
-    check = context.scorer(config) if checked else None
+    check = context.scorer(config, config.customization) if config.checked else None
     step = RMBoostStep(
         context.policy(config.model),
         config.sampling,
@@ -237,7 +252,10 @@ def run_rmboost(config: RMBoostStage, context: StageContext) -> StageResult:
         shares = agreement(summary.counts)
         result.details["agreement"] = shares
         shown = "; ".join(f"{k} {'-' if v is None else f'{v:.1%}'}" for k, v in shares.items())
-        result.details["headline"] = f"scorer agrees with the intended label: {shown}"
+        result.details["scorer"] = check.name
+        result.details["headline"] = (
+            f"scorer agrees with the intended label: {shown} ({check.name})"
+        )
     return result
 
 
@@ -392,8 +410,13 @@ class WestOfNStage(ScorerFields):
         input: Prompts.
         model: Generator.
         sampling: How the N responses are sampled (``n`` at least 2).
+        customization: Route prompts to domains and score with their criteria (the customized
+            density ratio; ``None``: the plain scorer).
         pairs: How pairs are selected and written.
         max_prompt_tokens: Reject longer prompts.
+        preset: Published hyperparameters under the settings given: ``paper`` (each value
+            with its source in ``resources/presets/paper.yaml``; see
+            :mod:`prefsmith.stages.presets`); ``None``: the CPU-sized defaults.
     """
 
     input: str = PROMPTS
@@ -401,23 +424,29 @@ class WestOfNStage(ScorerFields):
     sampling: SamplingConfig = field(
         default_factory=lambda: SamplingConfig(n=4, max_new_tokens=256)
     )
+    customization: CustomizationSpec | None = None
     pairs: PairsOptions = field(default_factory=PairsOptions)
     max_prompt_tokens: int | None = None
+    preset: PresetName | None = None
 
 
 def run_west_of_n(config: WestOfNStage, context: StageContext) -> StageResult:
     """West-of-N pairs (:class:`~prefsmith.generation.baselines.WestOfNStep`)."""
     from prefsmith.generation.baselines import WestOfNStep
 
+    reward = context.scorer(config, config.customization)
     step = WestOfNStep(
         context.policy(config.model),
-        context.scorer(config),
+        reward,
         config.sampling,
         config.pairs,
         config.max_prompt_tokens,
     )
     summary = run_rows(context.source(config.input), context.output, step, context.run)
-    return from_rows("west-of-n", summary, context.audience)
+    result = from_rows("west-of-n", summary, context.audience)
+    result.details["scorer"] = reward.name
+    result.details["headline"] = f"best vs. worst of {config.sampling.n} under {reward.name}"
+    return result
 
 
 for _kind in (

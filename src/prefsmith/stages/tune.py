@@ -1,5 +1,6 @@
 """Stages from scored pairs to a tuned, judged policy: ``relabel`` (goal-conditioned pairs),
-``train`` (DPO, SimPO or a reward model through TRL) and ``judge`` (win rate by density ratio).
+``train`` (DPO, SimPO or a reward model through TRL) and ``judge`` (win rate under a judge
+scorer).
 """
 
 from __future__ import annotations
@@ -12,7 +13,15 @@ from prefsmith.data.runner import run_rows
 from prefsmith.defaults import DEFAULT_GENERATOR
 from prefsmith.evaluation.judge import JudgeOptions
 from prefsmith.relabel.step import RelabelOptions, RelabelStep
-from prefsmith.stages.base import StageContext, StageKind, StageResult, from_rows, register
+from prefsmith.stages.base import (
+    CustomizationSpec,
+    StageContext,
+    StageKind,
+    StageResult,
+    from_rows,
+    register,
+)
+from prefsmith.stages.presets import PresetName
 from prefsmith.training.config import TrainConfig
 
 # --------------------------------------------------------------------------------------------
@@ -82,11 +91,15 @@ class TrainStage:
             output).
         resume: Continue from the newest checkpoint in the output folder (without it, a folder
             holding checkpoints is refused; a recipe resumes an interrupted stage always).
+        preset: Published hyperparameters of ``train.method`` under the settings given:
+            ``paper`` (each value with its source in ``resources/presets/paper.yaml``; see
+            :mod:`prefsmith.stages.presets`); ``None``: the CPU-sized defaults.
     """
 
     input: str
     train: TrainConfig = field(default_factory=TrainConfig)
     resume: bool = False
+    preset: PresetName | None = None
 
 
 def run_train(config: TrainStage, context: StageContext) -> StageResult:
@@ -166,7 +179,7 @@ register(
 
 @dataclass(frozen=True, kw_only=True)
 class JudgeStage:
-    """Win rate of a tuned policy over its starting point, judged by the density ratio.
+    """Win rate of a tuned policy over its starting point under a judge scorer (any spec).
 
     Attributes:
         tuned: The tuned policy (a model folder such as ``<train run>/final``; ``@stage`` in a
@@ -176,7 +189,12 @@ class JudgeStage:
             turns).
         limit: Prompts to use (0: all).
         offset: Skip this many prompts first.
+        customization: Route prompts to domains and judge with their criteria (the customized
+            density ratio; ``None``: the plain judge).
         judge: How answers are generated and judged.
+        preset: Published hyperparameters under the settings given: ``paper`` (each value
+            with its source in ``resources/presets/paper.yaml``; see
+            :mod:`prefsmith.stages.presets`); ``None``: the CPU-sized defaults.
     """
 
     tuned: str
@@ -184,7 +202,9 @@ class JudgeStage:
     prompts: str = "prefsmith:prompts/mt-bench.jsonl"
     limit: int = 0
     offset: int = 0
+    customization: CustomizationSpec | None = None
     judge: JudgeOptions = field(default_factory=JudgeOptions)
+    preset: PresetName | None = None
 
 
 def run_judge(config: JudgeStage, context: StageContext) -> StageResult:
@@ -193,17 +213,29 @@ def run_judge(config: JudgeStage, context: StageContext) -> StageResult:
 
     prompts = read_prompts(context.resolve_input(config.prompts), config.limit, config.offset)
     tuned, baseline = context.resolve_model(config.tuned), context.resolve_model(config.baseline)
+    options = config.judge
+    if options.scorer is not None:  # rm:@rm in a recipe
+        options = replace(options, scorer=context.resolve_model(options.scorer))
+    options = replace(
+        options,
+        strong=context.resolve_model(options.strong),
+        weak=context.resolve_model(options.weak),
+    )
+    customization = config.customization.build() if config.customization else None
     start = time.perf_counter()
-    rate, judged = judge(tuned, baseline, prompts, context.output, config.judge)
+    rate, judged = judge(tuned, baseline, prompts, context.output, options, customization)
+    name = judged[0]["judge"]["scorer"]
     details = {
         "tuned": tuned,
         "baseline": baseline,
+        "judge": name,
         "win_rate": asdict(rate),
         "mean_reward_tuned": sum(r["reward_tuned"] for r in judged) / len(judged),
         "mean_reward_baseline": sum(r["reward_baseline"] for r in judged) / len(judged),
         "headline": f"tuned {tuned} vs baseline {baseline} on {rate.n} prompts: {rate.wins}"
         f" wins, {rate.losses} losses, {rate.ties} ties -> win rate {rate.rate:.3f} (95%"
-        f" {rate.method} CI {rate.low:.3f}-{rate.high:.3f}; ties count half); details in"
+        f" {rate.method} CI {rate.low:.3f}-{rate.high:.3f}; ties count half), judged by"
+        f" {name}; details in"
         f" {context.output}",
     }
     return StageResult(
