@@ -25,6 +25,7 @@ from prefsmith.cli.show import show_result
 from prefsmith.stages.base import STAGES, StageKind
 from prefsmith.stages.fields import Leaf, choices, leaves, unwrap_optional
 from prefsmith.stages.presets import with_preset
+from prefsmith.stages.tune import SET_BY_STAGE
 
 #: Fields shown under "Models" wherever they are.
 MODEL_FIELDS = ("model", "strong", "weak", "scorer", "scorers", "reduction", "judge", "models")
@@ -38,7 +39,7 @@ HIDDEN = {
     "rmboost": ("sampling.n",),
     "rlaif": ("sampling.n",),
     "rlcd": ("sampling.n", "sampling.system_prompt"),
-    "train": ("train.data", "train.output_dir"),
+    "train": tuple(f"train.{name}" for name in SET_BY_STAGE),
     "eval": ("scorer", "reduction"),  # --scorer is repeatable: the scorers field
 }
 

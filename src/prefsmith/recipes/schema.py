@@ -43,6 +43,7 @@ from prefsmith.rewards.spec import ScorerSpec
 from prefsmith.stages import STAGES, CustomizationSpec, resolve_path
 from prefsmith.stages.base import RESOURCE_PREFIX, resource_path
 from prefsmith.stages.presets import with_preset
+from prefsmith.stages.tune import SET_BY_STAGE
 from prefsmith.training.config import TrainConfig
 
 __all__ = [
@@ -63,8 +64,6 @@ KINDS = tuple(STAGES)
 ROW_KINDS = tuple(name for name, kind in STAGES.items() if kind.output == "rows")
 #: Top-level sections (``--set models.policy=...``); no stage may take these names.
 SECTIONS = ("models", "engine", "run")
-#: ``TrainConfig`` fields a recipe does not set: the runner does.
-TRAIN_FIELDS_SET_BY_RUN = ("data", "output_dir")
 #: ``RunOptions`` fields a recipe sets (``progress`` is the caller's).
 RUN_FIELDS = ("on_error", "chunk_size", "limit")
 #: Run options a recipe may set that place the work (Ray workers) without changing its output,
@@ -445,7 +444,7 @@ def _parse_stage(
                 RunOptions, stage_run, raw["run"], f"{path}.run", problems, run_skip
             )
     body = with_preset(_inherit(kind, body, models, stage_engine), kind)
-    skip = TRAIN_FIELDS_SET_BY_RUN if kind == "train" else ()
+    skip = SET_BY_STAGE if kind == "train" else ()
     config = _build_stage(cls, body, path, problems, skip)
     needs = _check_refs(kind, raw, path, earlier, later, problems)
     if len(problems) > before or config is None:

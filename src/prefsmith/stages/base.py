@@ -63,30 +63,6 @@ def resolve_path(text: str | Path) -> Path:
 # Settings that several stages share
 
 
-@dataclass(frozen=True, kw_only=True)
-class ScorerFields:
-    """The reward of a stage that scores.
-
-    Attributes:
-        scorer: A scorer spec (``density-ratio[:STRONG,WEAK][:sum|mean|mean-char]``,
-            ``logprob:...``, ``contrast:...``, ``dpo:...``, ``rm:PATH``, ``fitted:FILE[#NAME]``;
-            see :mod:`prefsmith.rewards.spec`); ``None``: the density ratio of ``strong`` over
-            ``weak`` with ``reduction``. Models a spec leaves out are ``strong``/``weak``.
-        strong: Strong (better aligned) model: packaged name, folder, .gguf or hub id.
-        weak: Weak (less aligned) model.
-        reduction: ``sum``, ``mean`` (per token; one tokenizer only) or ``mean-char``.
-    """
-
-    scorer: str | None = None
-    strong: str = DEFAULT_STRONG
-    weak: str = DEFAULT_WEAK
-    reduction: ReductionName = DEFAULT_REDUCTION
-
-    def scorer_spec(self) -> str:
-        """The scorer spec this stage scores with."""
-        return self.scorer or f"density-ratio:{self.reduction}"
-
-
 @dataclass(frozen=True)
 class CustomizationSpec:
     """The customized density ratio (:class:`~prefsmith.routing.customize.Customization`):
@@ -118,6 +94,33 @@ class CustomizationSpec:
         if domains and domains not in SHIPPED_DOMAINS:
             domains = str(resolve_path(domains))
         return Customization(domains, self.router, self.exemplars)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScorerFields:
+    """The reward of a stage that scores.
+
+    Attributes:
+        scorer: A scorer spec (``density-ratio[:STRONG,WEAK][:sum|mean|mean-char]``,
+            ``logprob:...``, ``contrast:...``, ``dpo:...``, ``rm:PATH``, ``fitted:FILE[#NAME]``;
+            see :mod:`prefsmith.rewards.spec`); ``None``: the density ratio of ``strong`` over
+            ``weak`` with ``reduction``. Models a spec leaves out are ``strong``/``weak``.
+        strong: Strong (better aligned) model: packaged name, folder, .gguf or hub id.
+        weak: Weak (less aligned) model.
+        reduction: ``sum``, ``mean`` (per token; one tokenizer only) or ``mean-char``.
+        customization: Route prompts to domains and score with their criteria and exemplars
+            (the customized density ratio; ``None``: the plain scorer).
+    """
+
+    scorer: str | None = None
+    strong: str = DEFAULT_STRONG
+    weak: str = DEFAULT_WEAK
+    reduction: ReductionName = DEFAULT_REDUCTION
+    customization: CustomizationSpec | None = None
+
+    def scorer_spec(self) -> str:
+        """The scorer spec this stage scores with."""
+        return self.scorer or f"density-ratio:{self.reduction}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,9 +276,10 @@ class StageContext:
             contrast_prompts,
         )
 
-    def scorer(self, config: ScorerFields, customization: CustomizationSpec | None = None) -> Any:
-        """The reward of a stage's :class:`ScorerFields`."""
-        return self.reward(config.scorer_spec(), config.strong, config.weak, customization)
+    def scorer(self, config: ScorerFields) -> Any:
+        """The reward of a stage's :class:`ScorerFields`, customized as they say."""
+        spec = config.scorer_spec()
+        return self.reward(spec, config.strong, config.weak, config.customization)
 
     def policy(self, model: str) -> Any:
         """A model to sample from, loaded on first use with this stage's engine options."""

@@ -35,8 +35,6 @@ class ScoringFields(ScorerFields):
     """Settings of the stages that score rows with one or more scorers.
 
     Attributes:
-        customization: Route prompts to domains and score with their criteria and exemplars
-            (``None``: plain).
         system_prompt: System turn for rows without one.
         save_token_logprobs: Store per-token log-probs of both models (for
             ``prefsmith report``).
@@ -46,7 +44,6 @@ class ScoringFields(ScorerFields):
         report: Write a self-contained HTML report of the output at the end.
     """
 
-    customization: CustomizationSpec | None = None
     system_prompt: str | None = None
     save_token_logprobs: bool = False
     contrast_prompts: str | None = None

@@ -17,7 +17,6 @@ from prefsmith.generation.pairs import PairFormat, PairsOptions, PairsStep, prep
 from prefsmith.generation.rmboost import RMBoostConfig, RMBoostStep
 from prefsmith.generation.sampling import SampleStep, SamplingConfig
 from prefsmith.stages.base import (
-    CustomizationSpec,
     ScorerFields,
     StageContext,
     StageKind,
@@ -131,8 +130,6 @@ class PairsStage(ScorerFields):
     Attributes:
         input: Candidates: rows with ``prompt`` (or ``messages``) and ``responses``
             (``sample``'s output).
-        customization: Route prompts to domains and score with their criteria (``None``:
-            plain density ratio).
         pairs: How pairs are selected and written.
         preset: Published settings under those given: ``paper`` (the published customized
             density ratio, ``domains: paper``; see :mod:`prefsmith.stages.presets`);
@@ -140,14 +137,13 @@ class PairsStage(ScorerFields):
     """
 
     input: str
-    customization: CustomizationSpec | None = None
     pairs: PairsOptions = field(default_factory=PairsOptions)
     preset: PresetName | None = None
 
 
 def run_pairs(config: PairsStage, context: StageContext) -> StageResult:
     """Best-of-N pairs (:class:`~prefsmith.generation.pairs.PairsStep`)."""
-    reward = context.scorer(config, config.customization)
+    reward = context.scorer(config)
     step = PairsStep(reward, config.pairs)
     summary = run_rows(context.source(config.input), context.output, step, context.run)
     result = from_rows("pairs", summary, context.audience)
@@ -208,7 +204,6 @@ class RMBoostStage(ScorerFields):
     rmboost: RMBoostConfig = field(default_factory=RMBoostConfig)
     format: PairFormat = "conversational"
     check: bool = False
-    customization: CustomizationSpec | None = None
     filter_agreement: bool = False
     max_prompt_tokens: int | None = None
     min_probability: float | None = None
@@ -235,7 +230,7 @@ def run_rmboost(config: RMBoostStage, context: StageContext) -> StageResult:
     """RMBoost pairs (:class:`~prefsmith.generation.rmboost.RMBoostStep`)."""
     from prefsmith.generation.rmboost import agreement
 
-    check = context.scorer(config, config.customization) if config.checked else None
+    check = context.scorer(config) if config.checked else None
     step = RMBoostStep(
         context.policy(config.model),
         config.sampling,
@@ -410,8 +405,6 @@ class WestOfNStage(ScorerFields):
         input: Prompts.
         model: Generator.
         sampling: How the N responses are sampled (``n`` at least 2).
-        customization: Route prompts to domains and score with their criteria (the customized
-            density ratio; ``None``: the plain scorer).
         pairs: How pairs are selected and written.
         max_prompt_tokens: Reject longer prompts.
         preset: Published hyperparameters under the settings given: ``paper`` (each value
@@ -424,7 +417,6 @@ class WestOfNStage(ScorerFields):
     sampling: SamplingConfig = field(
         default_factory=lambda: SamplingConfig(n=4, max_new_tokens=256)
     )
-    customization: CustomizationSpec | None = None
     pairs: PairsOptions = field(default_factory=PairsOptions)
     max_prompt_tokens: int | None = None
     preset: PresetName | None = None
@@ -434,7 +426,7 @@ def run_west_of_n(config: WestOfNStage, context: StageContext) -> StageResult:
     """West-of-N pairs (:class:`~prefsmith.generation.baselines.WestOfNStep`)."""
     from prefsmith.generation.baselines import WestOfNStep
 
-    reward = context.scorer(config, config.customization)
+    reward = context.scorer(config)
     step = WestOfNStep(
         context.policy(config.model),
         reward,

@@ -80,6 +80,10 @@ register(
 # train
 
 
+#: ``TrainConfig`` fields the stage sets (its input and output), not a command or a recipe.
+SET_BY_STAGE = ("data", "output_dir")
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainStage:
     """Preference-tune a policy with DPO or SimPO, or train a reward model (TRL); resumable.
