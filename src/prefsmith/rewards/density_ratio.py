@@ -37,10 +37,6 @@ __all__ = [
 ]
 
 
-#: The models of a density ratio, in the order they score.
-ROLES = ("strong", "weak")
-
-
 def reduce_ratio(
     strong: ResponseLogProbs, weak: ResponseLogProbs, reduction: Reduction, shared_tokens: bool
 ) -> float:
@@ -80,7 +76,41 @@ def _model_settings(backend: LogProbBackend) -> dict[str, Any]:
     }
 
 
-class DensityRatioReward(Reward):
+class ModelPassReward(Reward):
+    """A reward made of one scoring pass per model role (``strong``, ``weak``, ...).
+
+    Subclasses name their backends (:meth:`~prefsmith.rewards.base.Reward.role_backends`), the
+    settings of their own (:meth:`option_settings`) and how passes combine (:meth:`combine`);
+    scoring, the distributed runner's passes and the recorded settings follow from these.
+    """
+
+    pool: ModelPool
+
+    def option_settings(self) -> dict[str, Any]:
+        """The reward's own settings, recorded after the models'."""
+        return {}
+
+    @property
+    def passes(self) -> int:
+        return len(self.role_backends())
+
+    def score_requests(
+        self, requests: Sequence[ScoreRequest], on_progress: Callable[[int], None] | None = None
+    ) -> list[ScoredResponse]:
+        passes = {r: self.score_pass(r, requests, on_progress) for r in self.model_roles()}
+        return self.combine(passes)
+
+    def settings(self) -> dict[str, Any]:
+        settings: dict[str, Any] = {"scorer": self.name, "kind": self.kind}
+        settings |= {role: _model_settings(b) for role, b in self.role_backends().items()}
+        settings |= self.option_settings()
+        settings["max_length"] = self.pool.options.max_length
+        if self.customization is not None:
+            settings["customization"] = self.customization.settings()
+        return settings
+
+
+class DensityRatioReward(ModelPassReward):
     """The density ratio of a strong over a weak model (Dr.SoW), optionally customized (CDR).
 
     Args:
@@ -139,9 +169,8 @@ class DensityRatioReward(Reward):
         suffix = "+cdr" if self.customization is not None else ""
         return f"{self.kind}:{models}:{option}{suffix}"
 
-    @property
-    def passes(self) -> int:
-        return 2
+    def role_backends(self) -> dict[str, LogProbBackend]:
+        return {"strong": self.strong, "weak": self.weak}
 
     def tokenizers(self) -> tuple[Any, Any | None]:
         return getattr(self.strong, "tokenizer", None), getattr(self.weak, "tokenizer", None)
@@ -150,41 +179,16 @@ class DensityRatioReward(Reward):
         """The reward of one response from its strong and weak log-probs."""
         return self.scale * reduce_ratio(strong, weak, self.reduction, self.shared_tokens)
 
-    def score_requests(
-        self, requests: Sequence[ScoreRequest], on_progress: Callable[[int], None] | None = None
-    ) -> list[ScoredResponse]:
-        return self.combine({r: self.score_pass(r, requests, on_progress) for r in ROLES})
-
-    def model_roles(self) -> tuple[str, ...]:
-        return ROLES
-
-    def score_pass(
-        self,
-        role: str,
-        requests: Sequence[ScoreRequest],
-        on_progress: Callable[[int], None] | None = None,
-    ) -> list[ResponseLogProbs]:
-        backend = {"strong": self.strong, "weak": self.weak}[role]
-        return backend.score(requests, on_progress)
-
     def combine(self, passes: Mapping[str, Sequence[ResponseLogProbs]]) -> list[ScoredResponse]:
         pairs = zip(passes["strong"], passes["weak"], strict=True)
         return [ScoredResponse(self.reward_of(s, w), s, w) for s, w in pairs]
 
-    def settings(self) -> dict[str, Any]:
-        settings = {
-            "scorer": self.name,
-            "kind": self.kind,
-            "strong": _model_settings(self.strong),
-            "weak": _model_settings(self.weak),
+    def option_settings(self) -> dict[str, Any]:
+        return {
             "reduction": self.reduction.value,
             "scale": self.scale,
             "shared_tokenizer": self.shared_tokens,
-            "max_length": self.pool.options.max_length,
         }
-        if self.customization is not None:
-            settings["customization"] = self.customization.settings()
-        return settings
 
 
 class DPOReward(DensityRatioReward):
@@ -212,7 +216,7 @@ class DPOReward(DensityRatioReward):
         super().__init__(policy, reference, Reduction.SUM, scale=beta, **kwargs)
 
 
-class LogProbReward(Reward):
+class LogProbReward(ModelPassReward):
     """One model's own (reference-free) log-likelihood of the response, reduced.
 
     Args:
@@ -251,9 +255,8 @@ class LogProbReward(Reward):
         suffix = "+cdr" if self.customization is not None else ""
         return f"logprob:{self.strong.name}:{self.reduction.value}{suffix}"
 
-    @property
-    def passes(self) -> int:
-        return 1
+    def role_backends(self) -> dict[str, LogProbBackend]:
+        return {"strong": self.strong}
 
     def tokenizers(self) -> tuple[Any, Any | None]:
         return getattr(self.strong, "tokenizer", None), None
@@ -264,38 +267,11 @@ class LogProbReward(Reward):
             logprobs.total, len(logprobs.token_ids), logprobs.n_chars, self.reduction
         )
 
-    def score_requests(
-        self, requests: Sequence[ScoreRequest], on_progress: Callable[[int], None] | None = None
-    ) -> list[ScoredResponse]:
-        return self.combine({"strong": self.score_pass("strong", requests, on_progress)})
-
-    def model_roles(self) -> tuple[str, ...]:
-        return ("strong",)
-
-    def score_pass(
-        self,
-        role: str,
-        requests: Sequence[ScoreRequest],
-        on_progress: Callable[[int], None] | None = None,
-    ) -> list[ResponseLogProbs]:
-        if role != "strong":
-            raise ValueError(f"{self.name} has one model (role 'strong'), not {role!r}")
-        return self.strong.score(requests, on_progress)
-
     def combine(self, passes: Mapping[str, Sequence[ResponseLogProbs]]) -> list[ScoredResponse]:
         return [ScoredResponse(self.reward_of(lp), lp) for lp in passes["strong"]]
 
-    def settings(self) -> dict[str, Any]:
-        settings: dict[str, Any] = {
-            "scorer": self.name,
-            "kind": self.kind,
-            "strong": _model_settings(self.strong),
-            "reduction": self.reduction.value,
-            "max_length": self.pool.options.max_length,
-        }
-        if self.customization is not None:
-            settings["customization"] = self.customization.settings()
-        return settings
+    def option_settings(self) -> dict[str, Any]:
+        return {"reduction": self.reduction.value}
 
 
 def _options(options: ModelOptions | None, overrides: dict[str, Any]) -> ModelOptions:
