@@ -24,7 +24,7 @@ from prefsmith.evaluation.kwise import (
     rmbench_scores,
     ties_score,
 )
-from prefsmith.evaluation.study import run_study
+from prefsmith.evaluation.study import run_study, study_columns, study_markdown
 from prefsmith.models.cache import LogProbCache
 from prefsmith.models.pool import ModelPool
 from prefsmith.report import write_report
@@ -348,6 +348,14 @@ def test_study_on_kwise_rows_scores_pairs_of_models_as_the_benchmark(tmp_path, t
     reward = DensityRatioReward(pool.backend(models[0]), pool.backend(models[1]))
     evaluated = evaluate_file(data, [reward], tmp_path / "e", RunOptions(progress=False))
     assert by_pair[tuple(models)] == pytest.approx(evaluated.scorers[0].sections["Overall"])
+    # The tables report RewardBench 2's subsets, not RewardBench 1's (empty) sections.
+    subsets = list(evaluated.scorers[0].subsets)
+    assert study_columns(result) == [*subsets, "Overall"]
+    pair = next(p for p in result.pairs if (p.strong, p.weak) == tuple(models))
+    for subset in subsets:
+        assert pair.sections[subset] == evaluated.scorers[0].subsets[subset]["accuracy"]
+    header = study_markdown(result).splitlines()[-4 - len(result.pairs)]
+    assert header == "| strong | weak | gap | " + " | ".join([*subsets, "Overall"]) + " |"
 
 
 def test_eval_fit_on_kwise_rows_rescores_each_held_out_completion(tmp_path, tiny_models):

@@ -146,6 +146,8 @@ def test_kwise_eval_folder_ranks_completions_and_shows_the_rmbench_matrix(tmp_pa
     assert dom.count('class="tag ok">correct<') == 3
     assert dom.count('class="tag bad">incorrect<') == 3
     assert "#1 of 6" in dom and "#6 of 6" in dom
+    # The summary's accuracy is over whole rows: every correct above every incorrect.
+    assert "all correct above all incorrect" in dom and "accuracy (margin &gt; 0)" not in dom
 
 
 def test_screenshot(tmp_path: Path) -> None:

@@ -146,7 +146,9 @@ def study_table(result: Any) -> Table:
     The pair takes three lines (strong, ``> weak``, the strength gap), so that full model
     names fit an 80-column terminal next to the five scores.
     """
-    sections = ("Chat", "Chat Hard", "Safety", "Reasoning", "Overall")
+    from prefsmith.evaluation.study import study_columns
+
+    sections = study_columns(result)
     table = Table(
         title=f"{len(result.pairs)} ordered pairs from {result.passes} passes (accuracy, %)"
     )

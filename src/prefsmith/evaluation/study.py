@@ -52,7 +52,8 @@ class PairResult:
         strong: Strong model name.
         weak: Weak model name.
         gap: strength(strong) - strength(weak).
-        sections: Section scores and ``Overall`` of the density ratio.
+        sections: The density ratio's scores (see :func:`headline`): RewardBench sections,
+            or a K-wise benchmark's subsets, and ``Overall``.
     """
 
     strong: str
@@ -136,6 +137,32 @@ def accuracy(name: str, items: Sequence[RowItem], rewards: Sequence[float]) -> S
     return result
 
 
+def headline(result: ScorerResult) -> dict[str, float]:
+    """The scores a study reports for one scorer: RewardBench sections for pairs, RewardBench
+    2's subsets or RM-Bench's hard/normal/easy for K-wise rows; ``Overall`` last.
+
+    >>> from prefsmith.evaluation.results import ScorerResult
+    >>> rb2 = ScorerResult("s", {"Math": {"accuracy": 0.5}, "Ties": {"accuracy": 0.25}},
+    ...                    {"Overall": 0.375}, {}, {"kind": "rewardbench2"})
+    >>> headline(rb2)
+    {'Math': 0.5, 'Ties': 0.25, 'Overall': 0.375}
+    """
+    kind = (result.benchmark or {}).get("kind")
+    if kind == "rewardbench2":
+        scores = {name: s["accuracy"] for name, s in result.subsets.items()}
+    elif kind == "rmbench":
+        scores = {n: s["accuracy"] for n, s in result.subsets.items() if n.startswith("all / ")}
+    else:
+        scores = {k: v for k, v in result.sections.items() if k != "Overall"}
+    return {**scores, "Overall": result.sections["Overall"]}
+
+
+def study_columns(result: StudyResult) -> list[str]:
+    """The score columns of a study's tables, in the order the scores were reported."""
+    first = result.pairs[0].sections if result.pairs else {}
+    return list(first) or ["Overall"]
+
+
 def load_strengths(path: str | Path) -> dict[str, float]:
     """A ``--strength`` file: JSON ``{model: benchmark score}``; errors name the file.
 
@@ -191,7 +218,7 @@ def run_study(
         return reduce_logprobs(lp.total, len(lp.token_ids), lp.n_chars, Reduction.MEAN)
 
     model_sections = {
-        name: accuracy(STRENGTH_SCORER, items, [own(lp) for lp in logprobs[name]]).sections
+        name: headline(accuracy(STRENGTH_SCORER, items, [own(lp) for lp in logprobs[name]]))
         for name in models
     }
     if strengths is None:
@@ -218,7 +245,7 @@ def run_study(
         ]
         scored = accuracy(f"{strong},{weak}", items, rewards)
         gap = strengths[strong] - strengths[weak]
-        result.pairs.append(PairResult(strong, weak, gap, scored.sections))
+        result.pairs.append(PairResult(strong, weak, gap, headline(scored)))
     result.spearman, result.spearman_p = spearman(
         [p.gap for p in result.pairs], [p.sections["Overall"] for p in result.pairs]
     )
@@ -236,7 +263,7 @@ def write_study(result: StudyResult, out_dir: str | Path) -> list[Path]:
 
 def study_markdown(result: StudyResult) -> str:
     """Markdown tables of the models' strengths and every pair's accuracy."""
-    sections = ["Chat", "Chat Hard", "Safety", "Reasoning", "Overall"]
+    sections = study_columns(result)
     lines = [
         f"# Strong/weak pair study on `{result.data}` ({result.reduction})",
         "",

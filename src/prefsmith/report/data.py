@@ -97,6 +97,7 @@ def report_data(
         "title": f"prefsmith report: {source}" if source else "prefsmith report",
         "source": source,
         "kind": kind,
+        "kwise": any(_kwise(row) is not None for row in rows),
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "settings": _settings_sections(rows, settings, eval_results),
         "notes": notes,

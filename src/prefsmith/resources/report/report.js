@@ -87,8 +87,12 @@
     var ov = $("overview");
     var stats = h("div", { cls: "stats" });
     stats.appendChild(statBox("", "rows shown (filtered)", "st-rows"));
-    stats.appendChild(statBox("", isPairs() ? "accuracy (margin > 0)" : "rows with ≥ 2 rewards", "st-acc"));
-    stats.appendChild(statBox("", isPairs() ? "mean margin" : "mean spread", "st-mean"));
+    // K-wise rows: the margin is the worst correct minus the best incorrect reward, so
+    // "margin > 0" means every correct completion beats every incorrect one.
+    var accKey = D.kwise ? "all correct above all incorrect" : "accuracy (margin > 0)";
+    var meanKey = D.kwise ? "mean margin (worst correct − best incorrect)" : "mean margin";
+    stats.appendChild(statBox("", isPairs() ? accKey : "rows with ≥ 2 rewards", "st-acc"));
+    stats.appendChild(statBox("", isPairs() ? meanKey : "mean spread", "st-mean"));
     stats.appendChild(statBox("", "truncated rows", "st-trunc"));
     var tokens = D.tokens ? "per-token log-probs saved" : "no per-token log-probs";
     ov.appendChild(h("div", { cls: "card", id: "summary" }, h("h2", { text: "Summary" }), stats,
