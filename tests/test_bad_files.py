@@ -90,6 +90,18 @@ def test_recipe_with_broken_yaml(tmp_path):
     one_line_error(["run", str(path), "--check"], f"{path}:2:1:")
 
 
+def test_recipe_giving_a_key_twice(tmp_path):
+    # YAML itself keeps the last of two keys: a whole section would vanish without a word.
+    from importlib.resources import files
+
+    shipped = files("prefsmith.resources.recipes").joinpath("dr-sow.yaml").read_text()
+    text = shipped.replace("engine:\n", "models:\n  weak: gemma3-270m\nengine:\n", 1)
+    line = text.splitlines().index("models:", text.splitlines().index("models:") + 1) + 1
+    path = write(tmp_path / "recipe.yaml", text)
+    message = f"{path}:{line}:1: not valid YAML: key 'models' is given twice"
+    one_line_error(["run", str(path), "--check"], message)
+
+
 def test_recipe_override_that_is_not_yaml():
     result = runner.invoke(app, ["run", "dr-sow", "--set", "sample.sampling.n=[1", "--check"])
     assert result.exit_code == 2 and "Traceback" not in result.output

@@ -72,12 +72,43 @@ def yaml_reason(err: Exception) -> str:
     return " ".join(f"not valid YAML: {problem}{f' ({context})' if context else ''}".split())
 
 
+def _unique_keys_loader() -> Any:
+    """A safe YAML loader that refuses a key given twice in one mapping (YAML keeps the last
+    one silently, so a recipe would lose a whole section without a word)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return loader.construct_mapping(node)
+
+    resolver = yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG
+    UniqueKeyLoader.add_constructor(resolver, mapping)
+    return UniqueKeyLoader
+
+
 def parse_yaml(text: str, path: str | Path) -> Any:
-    """``text`` (the contents of ``path``) as YAML; :class:`BadFileError` if it is not."""
+    """``text`` (the contents of ``path``) as YAML; :class:`BadFileError` if it is not, or if
+    a mapping gives a key twice.
+
+    >>> parse_yaml("models:\\n  strong: a\\nmodels:\\n  weak: b\\n", "recipe.yaml")
+    Traceback (most recent call last):
+    ...
+    prefsmith.data.io.BadFileError: recipe.yaml:3:1: not valid YAML: key 'models' is given twice
+    """
     import yaml
 
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_unique_keys_loader())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
