@@ -47,9 +47,44 @@ def test_judge_command_takes_scorer_and_customization(tiny_models, tmp_path):
     src.write_text("".join(json.dumps({"id": i, "prompt": t}) + "\n" for i, t in PROMPTS))
     args = ["judge", a, "--baseline", b, "--prompts", str(src), "-o", str(tmp_path / "j")]
     args += ["--strong", a, "--weak", b, "--max-new-tokens", "4", "--device", "cpu"]
-    cli = CliRunner().invoke(app, [*args, "--router", "rules"])
+    cli = CliRunner().invoke(app, [*args, "--router", "rules", "--scorer", "density-ratio:sum"])
     assert cli.exit_code == 0, cli.output
     assert f"judged by density-ratio:{a},{b}:sum+cdr" in " ".join(cli.output.split())
+
+
+def test_judge_command_defaults_to_another_scorer_and_finds_the_labeler_of_a_training_run(
+    tiny_models, tmp_path
+):
+    import shutil
+
+    a, b = tiny_models["chatml-a"], tiny_models["chatml-b"]
+    # A training run as `prefsmith train` leaves it: the model, its config naming the data,
+    # and the data's settings naming the scorer that labeled the pairs.
+    run = tmp_path / "run"
+    shutil.copytree(a, run / "train" / "final")
+    (run / "train" / "train_config.yaml").write_text(f"data: {run / 'pairs.jsonl'}\n")
+    labeler = f"density-ratio:{a},{b}:sum"
+    settings = {"step": "pairs", "settings": {"reward": {"scorer": labeler}}}
+    (run / "pairs.jsonl.settings.json").write_text(json.dumps(settings))
+    src = tmp_path / "prompts.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "prompt": t}) + "\n" for i, t in PROMPTS))
+    args = ["judge", str(run / "train" / "final"), "--baseline", b, "--prompts", str(src)]
+    args += ["--strong", a, "--weak", b, "--max-new-tokens", "4", "--device", "cpu"]
+    out = tmp_path / "j"
+    # By default the judge is the contrast scorer of the strong model: not the labeler.
+    cli = CliRunner().invoke(app, [*args, "-o", str(out)])
+    assert cli.exit_code == 0, cli.output
+    text = " ".join(cli.output.split())
+    assert f"judged by contrast:{a}:mean-char" in text
+    assert "the judge did not label the training pairs" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["judge_is_labeler"] is False and summary["labeler"]["scorer"] == labeler
+    # Judged by the labeler (the cached answers re-judged), the run says so and warns.
+    cli = CliRunner().invoke(app, [*args, "-o", str(out), "--scorer", "density-ratio:sum"])
+    assert cli.exit_code == 0, cli.output
+    text = " ".join(cli.output.split())
+    assert f"the judge IS the labeler of the pairs in {run / 'pairs.jsonl'}" in text
+    assert json.loads((out / "summary.json").read_text())["judge_is_labeler"] is True
 
 
 def test_shipped_recipes_judge_with_a_scorer_that_did_not_label_their_pairs():

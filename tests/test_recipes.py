@@ -73,7 +73,7 @@ def tiny_recipe(models, prompts: Path, train: bool = False, chunk_size: int = 2)
                 "tuned": "@train",
                 "prompts": str(prompts),
                 "limit": 3,
-                "judge": {"goal": 10, "max_new_tokens": 4},
+                "judge": {"goal": 10, "max_new_tokens": 4, "scorer": None},
             },
         ]  # fmt: skip
     return {"recipe": "tiny", "models": models, "engine": {"device": "cpu"}, "stages": stages}

@@ -190,8 +190,10 @@ class JudgeOptions:
         scale_high: High end of the goal scale named in the template.
         scorer: The judge: a scorer spec (``density-ratio:STRONG,WEAK``, ``contrast:MODEL``,
             ``rm:PATH``, ...; see :mod:`prefsmith.rewards.spec`); ``None``: the density ratio
-            of ``strong`` over ``weak`` with ``reduction``. Judge with a scorer that did not
-            label the training pairs: a policy tuned toward a reward is favoured by it.
+            of ``strong`` over ``weak`` with ``reduction``. The default, the contrast scorer
+            of ``strong``, is not the density ratio that labels pairs by default: a policy
+            tuned toward a reward is favoured by it, so judge with one that did not label the
+            training pairs (the run says when it did).
         strong: Strong model of the judge (models a spec leaves out).
         weak: Weak model of the judge.
         reduction: Density-ratio reduction (``sum``, ``mean``, ``mean-char``).
@@ -211,7 +213,7 @@ class JudgeOptions:
     template: str | None = None
     scale_low: float = 1.0
     scale_high: float = 10.0
-    scorer: str | None = None
+    scorer: str | None = "contrast:mean-char"
     strong: str = DEFAULT_STRONG
     weak: str = DEFAULT_WEAK
     reduction: ReductionName = DEFAULT_REDUCTION
@@ -230,12 +232,40 @@ class JudgeOptions:
         """The judge's scorer spec written out in full (models filled in).
 
         >>> JudgeOptions(strong="a", weak="b").scorer_spec()
+        'contrast:a:mean-char'
+        >>> JudgeOptions(scorer=None, strong="a", weak="b").scorer_spec()
         'density-ratio:a,b:sum'
         >>> JudgeOptions(scorer="contrast:c", strong="a", weak="b").scorer_spec()
         'contrast:c:sum'
         """
         text = self.scorer or f"density-ratio:{self.reduction}"
         return ScorerSpec.parse(text, self.strong, self.weak).name
+
+
+def training_labeler(tuned: str | Path) -> dict[str, str] | None:
+    """The scorer that labeled the pairs ``tuned`` was trained on, when its training run says:
+    ``train_config.yaml`` beside the model (``train/final``'s parent) names the data, and the
+    data's ``.settings.json`` the scorer (``{"scorer": ..., "data": ...}``; ``None`` when
+    either is missing, e.g. a hub model or pairs made elsewhere).
+
+    >>> training_labeler("/nonexistent/final") is None
+    True
+    """
+    from prefsmith.data.io import load_json_file, load_yaml_file
+
+    folder = Path(tuned)
+    for config_path in (folder / "train_config.yaml", folder.parent / "train_config.yaml"):
+        if not config_path.is_file():
+            continue
+        data = (load_yaml_file(config_path) or {}).get("data")
+        settings_path = Path(f"{data}.settings.json") if data else None
+        if settings_path is None or not settings_path.is_file():
+            return None
+        for value in (load_json_file(settings_path).get("settings") or {}).values():
+            if isinstance(value, dict) and isinstance(value.get("scorer"), str):
+                return {"scorer": value["scorer"], "data": str(data)}
+        return None
+    return None
 
 
 def judge_reward(options: JudgeOptions, customization: Any = None) -> Reward:
@@ -370,11 +400,14 @@ def judge(
             )
         judged_path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in judged))
     result = win_rate([r["outcome"] for r in judged], options.ci, seed=options.seed)
+    labeler = training_labeler(tuned)
     summary = {
         "tuned": tuned,
         "baseline": baseline,
         "prompts": len(prompts),
         "judge": reward.name,
+        "labeler": labeler,
+        "judge_is_labeler": None if labeler is None else labeler["scorer"] == reward.name,
         "win_rate": asdict(result),
         "mean_reward_tuned": sum(r["reward_tuned"] for r in judged) / len(judged),
         "mean_reward_baseline": sum(r["reward_baseline"] for r in judged) / len(judged),

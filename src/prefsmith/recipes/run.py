@@ -42,6 +42,7 @@ from prefsmith.recipes.schema import (
     to_plain,
 )
 from prefsmith.stages import StageContext, StageResult, record, resolve_path, run_stage
+from prefsmith.stages.tune import note_labeler
 
 __all__ = ["RecipeResult", "RecipeRunError", "StageResult", "run_recipe"]
 
@@ -266,7 +267,8 @@ def run_recipe(
         result = run_stage(stage.config, context.context(stage))
         result.name, result.status, result.reason = stage.name, status, reason
         if stage.kind == "judge":
-            note_labeler(result, judges_with_labeler(recipe).get(stage.name), stage.name)
+            labeler = judges_with_labeler(recipe).get(stage.name)
+            note_labeler(result, labeler, f"{stage.name}.judge.scorer")
         result.output = _rel(output, run_dir)
         state.put(
             stage.name, {"key": key, "settings": settings, "done": True, "result": record(result)}
@@ -287,21 +289,6 @@ def run_recipe(
     if failure is not None:
         raise failure
     return RecipeResult(recipe.name, run_dir, results, seconds, md, js)
-
-
-def note_labeler(result: StageResult, labeler: str | None, name: str) -> None:
-    """Say in a judge stage's result whether its judge labeled the training pairs (stage
-    ``labeler``) or is independent of them."""
-    result.details["judge_is_labeler"] = labeler
-    if labeler is None:
-        result.details["headline"] += "; the judge did not label the training pairs"
-        return
-    result.details["headline"] += f"; the judge IS the labeler of stage {labeler}"
-    result.warnings.append(
-        f"the judge {result.details.get('judge')} labeled the training pairs (stage {labeler}):"
-        f" a policy tuned toward a reward is favoured by it; set {name}.judge.scorer to a"
-        " scorer that did not label them (another model pair, contrast:MODEL, rm:PATH)"
-    )
 
 
 def _rel(path: Path, root: Path) -> str:

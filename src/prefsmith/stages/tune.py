@@ -213,7 +213,7 @@ class JudgeStage:
 
 def run_judge(config: JudgeStage, context: StageContext) -> StageResult:
     """Answers of both policies, judged (:func:`~prefsmith.evaluation.judge.judge`)."""
-    from prefsmith.evaluation.judge import judge, read_prompts
+    from prefsmith.evaluation.judge import judge, read_prompts, training_labeler
 
     prompts = read_prompts(context.resolve_input(config.prompts), config.limit, config.offset)
     tuned, baseline = context.resolve_model(config.tuned), context.resolve_model(config.baseline)
@@ -242,7 +242,7 @@ def run_judge(config: JudgeStage, context: StageContext) -> StageResult:
         f" {name}; details in"
         f" {context.output}",
     }
-    return StageResult(
+    result = StageResult(
         "judge",
         "judge",
         output=str(context.output),
@@ -251,6 +251,44 @@ def run_judge(config: JudgeStage, context: StageContext) -> StageResult:
         seconds=time.perf_counter() - start,
         details=details,
         value=rate,
+    )
+    labeler = training_labeler(tuned)  # what the training run of ``tuned`` recorded
+    if labeler is not None:
+        same = labeler["scorer"] == name
+        data = labeler["data"]
+        note_labeler(result, data if same else None, "judge.scorer", f"the pairs in {data}")
+    return result
+
+
+#: The end of a judge's headline when its judge did not label the training pairs.
+NOT_THE_LABELER = "; the judge did not label the training pairs"
+
+
+def note_labeler(
+    result: StageResult, labeler: str | None, setting: str, described: str | None = None
+) -> None:
+    """Say in a judge result whether its judge labeled the training pairs (``labeler``: the
+    recipe stage or file that holds them, ``described`` in words, by default ``stage
+    LABELER``) or is independent of them (``None``); ``setting`` is the option that changes
+    the judge.
+
+    Said once: a later call changes the verdict only from "did not label" to "labeled" (a
+    recipe knows its stages; the training run's files know the scorer).
+    """
+    known = result.details.get("judge_is_labeler", "unknown")
+    if known != "unknown" and (known is not None or labeler is None):
+        return
+    headline = str(result.details.get("headline", "")).removesuffix(NOT_THE_LABELER)
+    result.details["judge_is_labeler"] = labeler
+    if labeler is None:
+        result.details["headline"] = headline + NOT_THE_LABELER
+        return
+    described = described or f"stage {labeler}"
+    result.details["headline"] = headline + f"; the judge IS the labeler of {described}"
+    result.warnings.append(
+        f"the judge {result.details.get('judge')} labeled the training pairs ({described}):"
+        f" a policy tuned toward a reward is favoured by it; set {setting} to a scorer that"
+        " did not label them (another model pair, contrast:MODEL, rm:PATH)"
     )
 
 
