@@ -39,18 +39,19 @@ from prefsmith.defaults import DEFAULT_GENERATOR
 from prefsmith.evaluation.judge import MT_BENCH
 from prefsmith.generation.rmboost import RMBoostStep
 from prefsmith.generation.sampling import SampleStep, SamplingConfig, prompt_ids, with_system_prompt
-from prefsmith.models.loading import LazyModel, LoadOptions
+from prefsmith.models.engines import load_engine
+from prefsmith.models.loading import LoadOptions
 
 CALLS: list[dict] = []
 _generate = sampling_module.generate
 
 
-def timed_generate(loaded, conversations, config, on_progress=None):
+def timed_generate(engine, conversations, config, on_progress=None):
     """``generate`` with its time, prompt tokens and generated tokens recorded in CALLS."""
     convs = [with_system_prompt(c, config.system_prompt) for c in conversations]
-    prompt_tokens = sum(len(prompt_ids(loaded.tokenizer, c)) for c in convs) * config.n
+    prompt_tokens = sum(len(prompt_ids(engine.tokenizer, c)) for c in convs) * config.n
     wall, cpu = time.perf_counter(), time.process_time()
-    out = _generate(loaded, conversations, config, on_progress)
+    out = _generate(engine, conversations, config, on_progress)
     CALLS.append(
         {
             "sequences": len(conversations) * config.n,
@@ -105,7 +106,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     lines = Path(args.prompts).read_text().splitlines()[: args.limit]
     prompts = [{"prompt": json.loads(line)["prompt"]} for line in lines]
-    model = LazyModel(args.model, LoadOptions(device="cpu", threads=args.threads))
+    model = load_engine(args.model, "hf", LoadOptions(device="cpu", threads=args.threads))
     model.loaded  # load once, outside the timings  # noqa: B018
     config = SamplingConfig(n=1, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     log = LoadLog()

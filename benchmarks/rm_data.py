@@ -63,7 +63,8 @@ from prefsmith.generation.pairs import PairsOptions
 from prefsmith.generation.rmboost import RMBoostStep
 from prefsmith.generation.sampling import SamplingConfig
 from prefsmith.models.cache import LogProbCache
-from prefsmith.models.loading import LazyModel, LoadOptions
+from prefsmith.models.engines import Engine, load_engine
+from prefsmith.models.loading import LoadOptions
 from prefsmith.models.pool import ModelOptions, ModelPool
 from prefsmith.rewards.density_ratio import DensityRatioReward
 from prefsmith.rewards.reward_model import RewardModelReward
@@ -73,7 +74,7 @@ from prefsmith.training.trainer import latest_checkpoint, train
 METHODS = ("rmboost", "rlaif", "rlcd", "west-of-n")
 
 
-def build_step(method: str, args: argparse.Namespace, policy: LazyModel, pool: ModelPool) -> Any:
+def build_step(method: str, args: argparse.Namespace, policy: Engine, pool: ModelPool) -> Any:
     """The generation step of ``method``, all with the same policy and sampling settings."""
     sampling = SamplingConfig(
         n=1,
@@ -110,7 +111,7 @@ def write_stage(out: Path, method: str, info: dict[str, Any]) -> None:
 
 
 def generate_data(
-    method: str, args: argparse.Namespace, policy: LazyModel, pool: ModelPool, log: _machine.LoadLog
+    method: str, args: argparse.Namespace, policy: Engine, pool: ModelPool, log: _machine.LoadLog
 ) -> dict[str, Any]:
     """Build (or resume) ``method``'s pair file; return pairs kept, drops and seconds."""
     stage = read_stage(args.out, method)
@@ -246,7 +247,7 @@ def main() -> None:
     pool = ModelPool(
         ModelOptions(dtype=args.dtype, threads=args.threads, max_length=args.max_length), cache
     )
-    policy = LazyModel(args.policy, LoadOptions(dtype=args.dtype, threads=args.threads))
+    policy = load_engine(args.policy, "hf", LoadOptions(dtype=args.dtype, threads=args.threads))
     log = _machine.LoadLog()
     stages = {m: generate_data(m, args, policy, pool, log) for m in args.methods}
     policy.release()

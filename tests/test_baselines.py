@@ -23,6 +23,7 @@ from prefsmith.generation.baselines import (
 )
 from prefsmith.generation.sampling import Generation, SamplingConfig
 from prefsmith.models.backend import ResponseLogProbs
+from prefsmith.models.engines.hf import HFEngine
 from prefsmith.rewards.density_ratio import DensityRatioReward
 from prefsmith.routing.domains import load_domains
 from prefsmith.testing import tiny_backend, tiny_model
@@ -71,7 +72,11 @@ def fixed_samples(*pairs: tuple[str, str]):
 @pytest.fixture
 def no_weights(monkeypatch):
     """Steps never load the policy's weights (generation is replaced)."""
-    monkeypatch.setattr(baselines.LazyModel, "loaded", property(lambda self: None))
+
+    def no_load(self):
+        raise AssertionError("the policy's weights were loaded")
+
+    monkeypatch.setattr(HFEngine, "loaded", property(no_load))
 
 
 def test_verdict_needs_both_orders():

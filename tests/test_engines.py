@@ -200,20 +200,25 @@ def test_missing_vllm_names_the_extra(monkeypatch, tiny_models):
         load_engine(tiny_models["chatml-a"], "vllm")
 
 
-def test_the_policy_engine_is_recorded_and_hf_settings_are_unchanged(tiny_models):
-    from prefsmith.generation.sampling import generator_settings, sampler
-    from prefsmith.models.loading import LazyModel, LoadedModel
+def test_the_policy_engine_is_recorded_and_hf_settings_are_unchanged(monkeypatch, tiny_models):
+    from prefsmith.generation.sampling import generator_settings
+    from prefsmith.models.engines import as_engine
+    from prefsmith.models.engines import vllm as vllm_engine
 
     config = SamplingConfig(n=2, max_new_tokens=4)
-    hf = LazyModel(tiny_models["chatml-a"])
-    assert hf.engine == "hf" and "engine" not in generator_settings(hf, config)
-    assert isinstance(sampler(hf), LoadedModel)  # the hf engine samples the model in memory
-    vllm = LazyModel(tiny_models["chatml-a"], engine="vllm")
+    hf = as_engine(tiny_models["chatml-a"])
+    assert hf.kind == "hf" and "engine" not in generator_settings(hf, config)
+    assert as_engine(hf) is hf and not hf.is_loaded  # settings load no weights
+    in_memory = as_engine(hf.loaded)  # a model in memory samples with the hf engine
+    assert isinstance(in_memory, HFEngine) and in_memory.loaded is hf.loaded
+    assert generator_settings(in_memory, config) == generator_settings(hf, config)
+    # A vllm engine holds no vllm.LLM until it samples: build one without vLLM installed.
+    monkeypatch.setattr(vllm_engine, "import_vllm", lambda: None)
+    monkeypatch.setattr(vllm_engine.VLLMEngine, "_on_cpu", lambda self: True)
+    vllm = load_engine(tiny_models["chatml-a"], "vllm")
     settings = generator_settings(vllm, config)
     assert settings["engine"] == "vllm"  # a resumed run cannot mix the two engines' samples
     assert {k: v for k, v in settings.items() if k != "engine"} == generator_settings(hf, config)
-    with pytest.raises(ValueError, match="pass its name"):
-        LazyModel(hf.loaded, engine="vllm")
 
 
 @pytest.mark.parametrize("command", ["sample", "rmboost", "rlcd"])
@@ -275,7 +280,7 @@ def test_vllm_options_reach_the_engine_from_the_command_line_spec(tiny_models):
     policy = StageContext("out.jsonl", options, run).policy(config.model)
     expected = parse_engine(spec)[1]
     assert options.engine == "vllm" and options.vllm_options == expected
-    assert policy.engine == "vllm" and policy.vllm_options == expected
+    assert policy.kind == "vllm" and policy.options == expected
     assert expected.tensor_parallel_size == 2 and expected.enforce_eager is True
 
 

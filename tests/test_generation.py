@@ -643,6 +643,7 @@ def test_cli_errors_are_clear(tmp_path, tiny_models, monkeypatch):
         raise AssertionError("weights loaded before the rows were checked")
 
     monkeypatch.setattr("prefsmith.models.loading.load_model", no_weights)
+    monkeypatch.setattr("prefsmith.models.engines.hf.load_model", no_weights)
     runner = CliRunner()
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "ok"}, {"question": "?"}])
     result = runner.invoke(app, ["sample", str(bad), "-m", tiny_models["chatml-a"]])

@@ -225,12 +225,11 @@ def test_load_engine_samples_the_packaged_model():
 def test_sample_step_samples_with_the_vllm_engine(head64_models, engines):
     from prefsmith.data.runner import process_rows
     from prefsmith.generation.sampling import SampleStep
-    from prefsmith.models.loading import LazyModel
 
     config = SamplingConfig(n=2, max_new_tokens=8, temperature=1.0, seed=5)
-    step = SampleStep(LazyModel(head64_models["a"], engine="vllm"), config)
+    step = SampleStep(load_engine(head64_models["a"], "vllm"), config)
     rows = process_rows([{"prompt": c[0]["content"]} for c in CONVS], step)
     expected = generate(engines[("vllm", "a")].engine, CONVS, config)
     assert [r["responses"] for r in rows] == [[g.text for g in per] for per in expected]
     assert all(r["generated_with"]["engine"] == "vllm" for r in rows)
-    step.model.engines["vllm"].release()
+    step.model.release()

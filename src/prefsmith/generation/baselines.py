@@ -53,10 +53,10 @@ from prefsmith.generation.sampling import (
     generate,
     generator_settings,
     prompt_room,
-    sampler,
 )
 from prefsmith.models.backend import LogProbBackend, ScoreRequest
-from prefsmith.models.loading import LazyModel, LoadedModel, LoadOptions
+from prefsmith.models.engines import Engine, as_engine
+from prefsmith.models.loading import LoadedModel, LoadOptions
 from prefsmith.models.pool import ModelPool
 from prefsmith.rewards.base import Reward
 
@@ -241,16 +241,12 @@ def _hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _lazy(model: str | LazyModel | LoadedModel, options: LoadOptions | None) -> LazyModel:
-    return model if isinstance(model, LazyModel) else LazyModel(model, options)
-
-
 class _PromptStep(Step):
     """Shared parts of the steps that read prompts and sample from a policy."""
 
     input_columns = "prompt (text or messages) or messages"
     required_columns = PROMPT_COLUMNS
-    model: LazyModel
+    model: Engine
     sampling: SamplingConfig
     room: int | None
 
@@ -290,7 +286,7 @@ class RLAIFStep(_PromptStep):
 
     def __init__(
         self,
-        model: str | LazyModel | LoadedModel,
+        model: str | Engine | LoadedModel,
         judge: PairwiseJudge,
         sampling: SamplingConfig | None = None,
         fmt: PairFormat = "conversational",
@@ -298,7 +294,7 @@ class RLAIFStep(_PromptStep):
         max_prompt_tokens: int | None = None,
         load_options: LoadOptions | None = None,
     ) -> None:
-        self.model = _lazy(model, load_options)
+        self.model = as_engine(model, load_options)
         self.judge = judge
         self.sampling = replace(sampling or SamplingConfig(), n=2)
         self.fmt, self.keep_truncated = fmt, keep_truncated
@@ -314,7 +310,7 @@ class RLAIFStep(_PromptStep):
 
     def process(self, batch: Sequence[RowItem], advance: Advance) -> list[Outcome]:
         settings = generator_settings(self.model, self.sampling)
-        samples = generate(sampler(self.model), [b.item for b in batch], self.sampling)
+        samples = generate(self.model, [b.item for b in batch], self.sampling)
         advance(len(batch) / 2)
         ok = [k for k, (a, b) in enumerate(samples) if not self._problem(a, b)]
         verdicts = self.judge.compare(
@@ -476,7 +472,7 @@ class RLCDStep(_PromptStep):
 
     def __init__(
         self,
-        model: str | LazyModel | LoadedModel,
+        model: str | Engine | LoadedModel,
         config: RLCDConfig | None = None,
         sampling: SamplingConfig | None = None,
         fmt: PairFormat = "conversational",
@@ -484,7 +480,7 @@ class RLCDStep(_PromptStep):
         max_prompt_tokens: int | None = None,
         load_options: LoadOptions | None = None,
     ) -> None:
-        self.model = _lazy(model, load_options)
+        self.model = as_engine(model, load_options)
         self.config = config or RLCDConfig()
         self.sampling = replace(sampling or SamplingConfig(), n=1)
         self.fmt, self.keep_truncated = fmt, keep_truncated
@@ -535,7 +531,7 @@ class RLCDStep(_PromptStep):
                 with_rlcd_system(b.item, positive),
                 with_rlcd_system(b.item, negative),
             ]
-        gens = [g[0] for g in generate(sampler(self.model), conversations, self.sampling)]
+        gens = [g[0] for g in generate(self.model, conversations, self.sampling)]
         outcomes = []
         for k, b in enumerate(batch):
             pos, neg = gens[2 * k], gens[2 * k + 1]
@@ -593,7 +589,7 @@ class WestOfNStep(_PromptStep):
 
     def __init__(
         self,
-        model: str | LazyModel | LoadedModel,
+        model: str | Engine | LoadedModel,
         reward: Reward,
         sampling: SamplingConfig | None = None,
         options: PairsOptions | None = None,

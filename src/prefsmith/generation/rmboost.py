@@ -54,9 +54,9 @@ from prefsmith.generation.sampling import (
     generate,
     generator_settings,
     prompt_room,
-    sampler,
 )
-from prefsmith.models.loading import LazyModel, LoadedModel, LoadOptions
+from prefsmith.models.engines import Engine, as_engine
+from prefsmith.models.loading import LoadedModel, LoadOptions
 from prefsmith.rewards.base import Reward, scored_with, short_hash, sigmoid
 
 Label = Literal["better", "worse"]
@@ -393,7 +393,8 @@ class RMBoostStep(Step):
     ``sample``.
 
     Args:
-        model: The generator (name, :class:`~prefsmith.models.loading.LazyModel` or loaded).
+        model: The generator (name, engine or loaded model; see
+            :class:`~prefsmith.generation.sampling.SampleStep`).
         sampling: How to sample (``n`` is forced to 1).
         config: Labels, aspects, templates.
         fmt: ``conversational`` or ``standard`` output.
@@ -419,7 +420,7 @@ class RMBoostStep(Step):
 
     def __init__(
         self,
-        model: str | LazyModel | LoadedModel,
+        model: str | Engine | LoadedModel,
         sampling: SamplingConfig | None = None,
         config: RMBoostConfig | None = None,
         fmt: PairFormat = "conversational",
@@ -433,7 +434,7 @@ class RMBoostStep(Step):
             raise ValueError("filtering on agreement needs the density-ratio check (--check)")
         check_probability_threshold(check, min_probability)
         self.min_probability = min_probability
-        self.model = model if isinstance(model, LazyModel) else LazyModel(model, load_options)
+        self.model = as_engine(model, load_options)
         self.sampling = replace(sampling or SamplingConfig(), n=1)
         self.config = config or RMBoostConfig()
         self.templates = load_templates(self.config.templates)
@@ -485,9 +486,8 @@ class RMBoostStep(Step):
         ]
 
     def process(self, batch: Sequence[RowItem], advance: Advance) -> list[Outcome]:
-        loaded = sampler(self.model)
         settings = {k: v for k, v in self.settings().items() if k not in ("check",)}
-        firsts = [g[0] for g in generate(loaded, [b.item for b in batch], self.sampling)]
+        firsts = [g[0] for g in generate(self.model, [b.item for b in batch], self.sampling)]
         advance(len(batch) / 2)
         draws = self._draws(batch)
         keep = self.config.keep_truncated
@@ -496,7 +496,7 @@ class RMBoostStep(Step):
             rewrite_messages(batch[k].item, firsts[k].text, *draws[k][:2], self.templates)
             for k in todo
         ]
-        seconds = generate(loaded, rewrites, self.sampling) if rewrites else []
+        seconds = generate(self.model, rewrites, self.sampling) if rewrites else []
         second_of = {k: g[0] for k, g in zip(todo, seconds, strict=True)}
         pairs = {}
         for k in range(len(batch)):

@@ -38,15 +38,8 @@ from prefsmith.data.rows import PROMPT_COLUMNS, to_prompt
 from prefsmith.data.step import Advance, Outcome, RowItem, Step
 from prefsmith.defaults import DEFAULT_ENGINE, DEFAULT_SEED
 from prefsmith.models.encoding import Message, adds_bos, ensure_chat_template
-from prefsmith.models.engines import (
-    Engine,
-    SampleOptions,
-    SampleRequest,
-    engine_class,
-    load_engine,
-)
-from prefsmith.models.engines.hf import HFEngine
-from prefsmith.models.loading import LazyModel, LoadedModel, LoadOptions
+from prefsmith.models.engines import Engine, SampleOptions, SampleRequest, as_engine
+from prefsmith.models.loading import LoadedModel, LoadOptions
 from prefsmith.rewards.base import short_hash
 
 
@@ -183,22 +176,22 @@ def context_length(model: Any) -> int | None:
 
 
 def generate(
-    loaded: LoadedModel | Engine,
+    model: LoadedModel | Engine,
     conversations: Sequence[Sequence[Message]],
     config: SamplingConfig,
     on_progress: Callable[[int], None] | None = None,
 ) -> list[list[Generation]]:
     """Sample ``config.n`` responses for each conversation (each ends with a user turn).
 
-    ``loaded`` is a model in memory (sampled with the ``hf`` engine) or any engine
-    (:mod:`prefsmith.models.engines`, e.g. ``vllm``). The conversations are rendered here, with
+    ``model`` is any engine (:mod:`prefsmith.models.engines`, e.g. ``hf`` or ``vllm``) or a
+    model in memory (sampled with the ``hf`` engine). The conversations are rendered here, with
     the model's chat template, and the engine gets token ids: prompt ids and one seed per
     sample, :func:`sample_seed` of ``(config.seed, conversation, j)``.
 
     Returns one list of ``n`` :class:`Generation` per conversation, in input order.
     ``on_progress(k)`` is called as ``k`` more sequences finish.
     """
-    engine = as_engine(loaded)
+    engine = as_engine(model)
     tokenizer = engine.tokenizer
     convs = [with_system_prompt(c, config.system_prompt) for c in conversations]
     for i, conv in enumerate(convs):
@@ -228,45 +221,24 @@ def generate(
     return [[Generation(c.text, c.finish_reason, c.n_tokens) for c in per] for per in completions]
 
 
-def sampler(model: LazyModel) -> LoadedModel | Engine:
-    """What :func:`generate` samples ``model`` with: its ``transformers`` model in this process
-    when ``model.engine`` runs one (``in_process``: ``hf``), else an engine of that kind,
-    created once per model."""
-    kind = engine_class(model.engine)
-    if kind.in_process:
-        return model.loaded
-    if model.engine not in model.engines:
-        model.engines[model.engine] = load_engine(
-            model.name, model.engine, model.options, vllm_options=model.vllm_options
-        )
-    return model.engines[model.engine]
-
-
-def as_engine(loaded: LoadedModel | Engine) -> Engine:
-    """``loaded`` itself when it is an engine, else the ``hf`` engine over the loaded model."""
-    if isinstance(loaded, LoadedModel):
-        return HFEngine.from_loaded(loaded)
-    return loaded
-
-
 # --------------------------------------------------------------------------------------------
 # The sample step
 
 
-def generator_settings(model: LazyModel, config: SamplingConfig) -> dict[str, Any]:
+def generator_settings(engine: Engine, config: SamplingConfig) -> dict[str, Any]:
     """What produced the samples, recorded in every row (``generated_with``).
 
     The chat template is recorded by hash (the full text goes to ``<output>.settings.json``).
     """
-    template = ensure_chat_template(model.tokenizer)
+    template = ensure_chat_template(engine.tokenizer)
     settings = {
-        "model": model.name,
-        "fingerprint": model.fingerprint,
+        "model": engine.name,
+        "fingerprint": engine.fingerprint,
         "template": short_hash(str(template)),
         **asdict(config),
     }
-    if model.engine != DEFAULT_ENGINE:  # engines draw different samples from the same seeds
-        settings["engine"] = model.engine
+    if engine.kind != DEFAULT_ENGINE:  # engines draw different samples from the same seeds
+        settings["engine"] = engine.kind
     return settings
 
 
@@ -275,10 +247,11 @@ _SAMPLE_FIELDS = ("responses", "finish_reasons", "n_tokens", "generated_with", I
 
 
 def prompt_room(
-    model: LazyModel, config: SamplingConfig, max_prompt_tokens: int | None
+    engine: Engine, config: SamplingConfig, max_prompt_tokens: int | None
 ) -> int | None:
-    """Most prompt tokens allowed: the context minus ``max_new_tokens``, and the user's cap."""
-    limit = model.context_length
+    """Most prompt tokens allowed: the engine's positions minus ``max_new_tokens``, and the
+    user's cap."""
+    limit = engine.max_positions
     room = None if limit is None else limit - config.max_new_tokens
     if max_prompt_tokens is not None:
         room = max_prompt_tokens if room is None else min(room, max_prompt_tokens)
@@ -286,13 +259,13 @@ def prompt_room(
 
 
 def check_prompt(
-    row: Any, model: LazyModel, config: SamplingConfig, room: int | None
+    row: Any, engine: Engine, config: SamplingConfig, room: int | None
 ) -> tuple[Message, ...]:
     """The row's conversation; raises ``ValueError`` if malformed or longer than ``room``."""
     conversation = to_prompt(row, config.system_prompt)
     if room is not None:
-        ensure_chat_template(model.tokenizer)
-        n = len(prompt_ids(model.tokenizer, conversation))
+        ensure_chat_template(engine.tokenizer)
+        n = len(prompt_ids(engine.tokenizer, conversation))
         if n > room:
             raise ValueError(f"prompt has {n} tokens, more than the {room} allowed")
     return conversation
@@ -309,8 +282,8 @@ class SampleStep(Step):
     uninterrupted one would.
 
     Args:
-        model: The generator (a name, a :class:`~prefsmith.models.loading.LazyModel` or a
-            loaded model); ``LazyModel(name, engine="vllm")`` samples with vLLM.
+        model: The generator: a name (the ``hf`` engine, weights loaded on first use), an
+            engine (``load_engine(name, "vllm")`` samples with vLLM) or a loaded model.
         config: How to sample.
         max_prompt_tokens: Prompts longer than this (after the chat template) are rejected;
             ``None`` allows what fits the model's context with ``max_new_tokens``.
@@ -331,12 +304,12 @@ class SampleStep(Step):
 
     def __init__(
         self,
-        model: str | LazyModel | LoadedModel,
+        model: str | Engine | LoadedModel,
         config: SamplingConfig | None = None,
         max_prompt_tokens: int | None = None,
         load_options: LoadOptions | None = None,
     ) -> None:
-        self.model = model if isinstance(model, LazyModel) else LazyModel(model, load_options)
+        self.model = as_engine(model, load_options)
         self.config = config or SamplingConfig()
         self.room = prompt_room(self.model, self.config, max_prompt_tokens)
         self._settings: dict[str, Any] | None = None
@@ -353,7 +326,7 @@ class SampleStep(Step):
         settings = {k: v for k, v in self.settings().items() if k != "template_text"}
         n = self.config.n
         generations = generate(
-            sampler(self.model), [b.item for b in batch], self.config, lambda k: advance(k / n)
+            self.model, [b.item for b in batch], self.config, lambda k: advance(k / n)
         )
         outcomes = []
         for b, gens in zip(batch, generations, strict=True):

@@ -15,7 +15,6 @@ loads take seconds instead of tens of seconds.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import logging
@@ -28,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from prefsmith.defaults import DEFAULT_ENGINE
 from prefsmith.models.hardware import warn_if_slow_dtype
 from prefsmith.models.registry import (
     PACKAGED_MODELS,
@@ -436,87 +434,3 @@ def load_model(
     n_params = sum(p.numel() for p in model.parameters())
     extra = {"dtype": str(dtype).removeprefix("torch."), "device": device, "parameters": n_params}
     return LoadedModel(source, model, tokenizer, fingerprint_directory(files), extra)
-
-
-class LazyModel:
-    """A causal LM by name: files, tokenizer and fingerprint at once, weights on first use.
-
-    Generation steps hold one, so that validating prompts (their token count) and recording
-    settings cost no weight loading, and a run with nothing left to do loads nothing.
-
-    Args:
-        model: A model name (see :func:`resolve_model`) or a model already loaded.
-        options: How the weights load.
-        engine: What samples from it: ``hf`` (this process's ``transformers`` model) or
-            ``vllm`` (:func:`prefsmith.generation.sampling.sampler` builds it on first use;
-            ``prefsmith[vllm]``).
-        vllm_options: The ``vllm`` engine's
-            :class:`~prefsmith.models.engines.vllm.VLLMOptions` (``None``: its defaults).
-    """
-
-    def __init__(
-        self,
-        model: str | LoadedModel,
-        options: LoadOptions | None = None,
-        engine: str = DEFAULT_ENGINE,
-        vllm_options: Any = None,
-    ) -> None:
-        if isinstance(model, LoadedModel) and engine != DEFAULT_ENGINE:
-            raise ValueError("a model already loaded samples with the hf engine; pass its name")
-        self.options = options or LoadOptions()
-        self.engine = engine
-        self.vllm_options = vllm_options
-        #: Engines other than ``hf`` built over this model, by kind (created on first use).
-        self.engines: dict[str, Any] = {}
-        self._loaded = model if isinstance(model, LoadedModel) else None
-        self.name = model.source.name if isinstance(model, LoadedModel) else model
-
-    @functools.cached_property
-    def files(self) -> str:
-        """The local folder the model loads from."""
-        if self._loaded is not None:
-            return str(self._loaded.model.name_or_path)
-        return model_files(self.name)
-
-    @functools.cached_property
-    def tokenizer(self) -> Any:
-        """The tokenizer (the loaded model's, once loaded)."""
-        if self._loaded is not None:
-            return self._loaded.tokenizer
-        from transformers import AutoTokenizer
-
-        files = self.files
-        with quiet_transformers():
-            return AutoTokenizer.from_pretrained(files)
-
-    @functools.cached_property
-    def fingerprint(self) -> str:
-        """Hash of the weights (see :func:`fingerprint_directory`)."""
-        if self._loaded is not None:
-            return self._loaded.fingerprint
-        return fingerprint_directory(self.files)
-
-    @functools.cached_property
-    def context_length(self) -> int | None:
-        """Most positions the model supports, when its config says."""
-        if self._loaded is not None:
-            return getattr(self._loaded.model.config, "max_position_embeddings", None)
-        from transformers import AutoConfig
-
-        files = self.files
-        with quiet_transformers():
-            config = AutoConfig.from_pretrained(files)
-        return getattr(config, "max_position_embeddings", None)
-
-    @property
-    def loaded(self) -> LoadedModel:
-        """The model and its tokenizer, loaded on first access."""
-        if self._loaded is None:
-            self._loaded = load_model(self.name, self.options)
-            self._loaded.tokenizer = self.tokenizer  # one tokenizer object, one template
-        return self._loaded
-
-    def release(self) -> None:
-        """Drop the weights (they load again on next use)."""
-        if self._loaded is not None and isinstance(self.name, str):
-            self._loaded = None

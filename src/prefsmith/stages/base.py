@@ -282,9 +282,9 @@ class StageContext:
         return self.reward(spec, config.strong, config.weak, config.customization)
 
     def policy(self, model: str) -> Any:
-        """A model to sample from, loaded on first use with this stage's engine options."""
+        """The engine to sample from, with this stage's engine options (weights on first use)."""
         from prefsmith.defaults import GENERATION_DTYPES
-        from prefsmith.models.loading import LazyModel
+        from prefsmith.models.engines import load_engine
 
         if self.engine.dtype not in GENERATION_DTYPES:
             raise ValueError(
@@ -292,11 +292,11 @@ class StageContext:
                 f" {', '.join(GENERATION_DTYPES)}"
             )
         options = self.engine
-        return LazyModel(
+        return load_engine(
             self.resolve_model(model),
-            options.load_options(),
             options.engine,
-            options.vllm_options,
+            options.load_options(),
+            vllm_options=options.vllm_options,
         )
 
     def release(self) -> None:

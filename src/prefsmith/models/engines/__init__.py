@@ -5,7 +5,8 @@ once: ``hf`` is :class:`~prefsmith.models.engines.hf.HFEngine`, ``vllm`` is
 :class:`~prefsmith.models.engines.vllm.VLLMEngine` (vLLM itself is imported only when a vllm
 engine is created). Whatever dispatches on an engine name (``--engine``, ``ModelOptions.engine``,
 a recipe's ``engine``) goes through :func:`engine_class`, :func:`parse_engine` and
-:func:`load_engine`.
+:func:`load_engine`. An engine is the one handle on a model, for scoring as for sampling;
+:func:`as_engine` turns what a caller may give (a name, a model in memory) into one.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from prefsmith.models.engines.base import (
 )
 from prefsmith.models.engines.hf import HFEngine
 from prefsmith.models.engines.vllm import VLLMEngine
+from prefsmith.models.loading import LoadedModel, LoadOptions
 
 __all__ = [
     "ENGINES",
@@ -31,6 +33,7 @@ __all__ = [
     "EngineNotInstalledError",
     "SampleOptions",
     "SampleRequest",
+    "as_engine",
     "engine_class",
     "finish_completion",
     "load_engine",
@@ -93,3 +96,14 @@ def load_engine(
     on first use.
     """
     return engine_class(engine).create(name, load_options, batching, vllm_options)
+
+
+def as_engine(model: str | LoadedModel | Engine, load_options: LoadOptions | None = None) -> Engine:
+    """The engine handle of ``model``: an engine as it is, a model in memory wrapped in the
+    ``hf`` engine (:meth:`~prefsmith.models.engines.hf.HFEngine.from_loaded`), a name loaded
+    with the ``hf`` engine and ``load_options`` (weights on first use)."""
+    if isinstance(model, LoadedModel):
+        return HFEngine.from_loaded(model)
+    if isinstance(model, str):
+        return load_engine(model, DEFAULT_ENGINE, load_options)
+    return model

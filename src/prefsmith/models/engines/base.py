@@ -125,7 +125,11 @@ class Engine(Protocol):
 
     An engine class is registered under its :attr:`kind` in
     :data:`prefsmith.models.engines.ENGINES` and built by
-    :func:`prefsmith.models.engines.load_engine` through :meth:`create`.
+    :func:`prefsmith.models.engines.load_engine` through :meth:`create`. An engine is the one
+    handle on a model, for scoring backends as for generation steps: everything but the weights
+    (name, tokenizer, fingerprint, positions) is known once it is built, and the weights load
+    on the first :meth:`score_tokens` or :meth:`sample`, so validating prompts and recording
+    settings load none.
 
     Attributes:
         kind: ``hf`` or ``vllm``.
