@@ -189,6 +189,82 @@ def test_eval_fit_end_to_end_and_score_with_the_fitted_file(tmp_path, tiny_model
         assert row["p_chosen"] == pytest.approx(1 / (1 + np.exp(-row["reward_margin"])))
 
 
+def test_routed_fit_learns_which_scorer_to_trust_in_each_domain():
+    # Scorer a is right on code prompts and inverted on chat ones, b the other way round: no
+    # single weighting of a and b beats chance, per-domain weights get nearly every pair.
+    rng = np.random.default_rng(7)
+    n = 240
+    domains = ["code" if i % 2 else "chat" for i in range(n)]
+    signal = rng.normal(1.0, 0.5, n)
+    flip = np.array([1.0 if d == "code" else -1.0 for d in domains])
+    table = synthetic_table(n, {"a": signal * flip, "b": -signal * flip})
+    table.domains = domains
+    options = FitOptions(("ensemble", "routed"), folds=4, bootstrap=100, min_domain_pairs=30)
+    fits = run_fits(table, options)
+    assert fits.sections["routed"]["Overall"] > 0.95 > 0.65 > fits.sections["ensemble"]["Overall"]
+    model = fits.models["routed"]
+    assert set(model.routes) == {"chat", "code"} and model.extra["domain_order"] == ["chat", "code"]
+    assert model.coefficients("code")[0][0] > 0 > model.coefficients("chat")[0][0]
+    # A domain with too few pairs has no weights of its own: it uses those of all pairs.
+    few = run_fits(table, FitOptions(("routed",), folds=4, bootstrap=10, min_domain_pairs=1000))
+    assert few.models["routed"].routes == {}
+    assert FittedModel.from_json(json.loads(json.dumps(model.to_json()))) == model
+
+
+def test_routed_fit_needs_domains_and_a_router_without_a_model():
+    table = synthetic_table(20, {"a": np.ones(20)})
+    with pytest.raises(ValueError, match="needs the domain of every pair"):
+        run_fits(table, FitOptions(("routed",), folds=2))
+    with pytest.raises(ValueError, match="the lm router needs the scoring model"):
+        FitOptions(("routed",), route_with="lm")
+
+
+def test_eval_fit_routed_end_to_end_and_score_with_it(tmp_path, tiny_models):
+    # Prompts the rules router sends to code and to chat; a routed fit over two scorers.
+    rows = []
+    for i in range(24):
+        code = i % 2 == 0
+        prompt = f"Write a python function number {i}" if code else f"Tell me a story number {i}"
+        rows.append({"id": str(i), "subset": "hep-python" if code else "alpacaeval-easy",
+                     "prompt": prompt, "chosen": f"Sure {i}, here it is." + " ok" * (i % 3),
+                     "rejected": f"No {i}."})  # fmt: skip
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    strong, weak = tiny_models["chatml-a"], tiny_models["chatml-b"]
+    out, cache = tmp_path / "eval", str(tmp_path / "c.sqlite")
+    args = ["eval", str(data), "-o", str(out), "--strong", strong, "--weak", weak]
+    args += ["--scorer", "density-ratio:sum", "--scorer", f"logprob:{strong}:mean"]
+    args += ["--fit", "routed", "--folds", "3", "--route-with", "rules", "--min-domain-pairs", "6"]
+    args += ["--cache-path", cache, "--no-report"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    names = [s["scorer"] for s in json.loads((out / "results.json").read_text())["scorers"]]
+    assert "cv:routed" in names
+    model = load_fitted_model(out / "fit.json", "routed")
+    assert set(model.routes) == {"chat", "code"} and model.extra["router"] == "rules"
+    assert all(route["pairs"] == 12 for route in model.routes.values())
+    # Used as a scorer, each row is routed again and scored with its domain's weights.
+    scored = tmp_path / "scored.jsonl"
+    args = ["score", str(data), "-o", str(scored), "--scorer", f"fitted:{out / 'fit.json'}#routed"]
+    args += ["--strong", strong, "--weak", weak, "--cache-path", cache, "--no-report"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    margins = {
+        s["scorer"]: s["margins"]
+        for s in json.loads((out / "results.json").read_text())["scorers"]
+        if s["scorer"] in model.scorers
+    }
+    for row in (json.loads(line) for line in scored.read_text().splitlines()):
+        domain = "code" if "python" in row["prompt"] else "chat"
+        assert row["fit_domain"] == domain
+        weights, length_weight = model.coefficients(domain)
+        length = len(row["chosen"]) - len(row["rejected"])
+        expected = length_weight * length + sum(
+            w * margins[name][row["id"]] for w, name in zip(weights, model.scorers, strict=True)
+        )
+        assert row["reward_margin"] == pytest.approx(expected, abs=1e-3)
+
+
 def test_fitted_model_json_round_trip_and_best(tmp_path):
     model = FittedModel("ensemble", "ensemble", ("a", "b"), (0.5, 0.25), scales=(1.0, 2.0))
     path = tmp_path / "fit.json"

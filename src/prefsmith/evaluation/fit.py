@@ -49,7 +49,10 @@ from prefsmith.evaluation.sections import section_scores, subset_results
 from prefsmith.rewards.fitted import LENGTH_UNITS, FittedModel
 
 #: The fit methods ``eval --fit`` accepts.
-METHODS = ("length", "ensemble", "average", "calibration")
+METHODS = ("length", "ensemble", "average", "calibration", "routed")
+
+#: Routers a ``routed`` fit may use: they route without a scoring model, at fit and at use.
+FIT_ROUTERS = ("embedding", "rules")
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,11 @@ class FitOptions:
     """How ``eval --fit`` fits and reports.
 
     Attributes:
-        methods: Any of :data:`METHODS`.
+        methods: Any of ``length`` (a scorer and a length penalty), ``ensemble`` (a weighted
+            sum of the scorers), ``average`` (their standardized mean), ``calibration`` (a
+            scorer's temperature), ``routed`` (per domain of the prompt, its own weights of
+            the scorers and of the length; domains with too few pairs use the weights fitted
+            on all of them).
         folds: Number of cross-validation folds (at least 2).
         seed: Seed of the fold assignment and of the bootstrap.
         baseline: Scorer the others are compared with (default: the first scorer).
@@ -65,6 +72,10 @@ class FitOptions:
         l2: L2 penalty on the standardized weights of ``length`` and ``ensemble`` (0: none).
         bootstrap: Bootstrap resamples for the interval of a difference.
         bins: Reliability-diagram bins over the confidence range [0.5, 1].
+        route_with: The ``routed`` fit's router: ``embedding`` or ``rules`` (no scoring model
+            needed, so the fit routes the same way wherever it is used).
+        route_domains: The ``routed`` fit's domains file (a path, or a shipped name).
+        min_domain_pairs: Fewest pairs a domain needs for weights of its own.
     """
 
     methods: tuple[str, ...] = ("length", "ensemble", "calibration")
@@ -75,6 +86,9 @@ class FitOptions:
     l2: float = 1.0
     bootstrap: int = 2000
     bins: int = 5
+    route_with: str = "embedding"
+    route_domains: str = "default"
+    min_domain_pairs: int = 20
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -84,6 +98,11 @@ class FitOptions:
             raise ValueError("--folds must be at least 2")
         if self.length_unit not in LENGTH_UNITS:
             raise ValueError(f"length unit must be one of {', '.join(LENGTH_UNITS)}")
+        if self.route_with not in FIT_ROUTERS:
+            raise ValueError(
+                f"a routed fit routes with {' or '.join(FIT_ROUTERS)}, not {self.route_with!r}"
+                " (the lm router needs the scoring model)"
+            )
 
 
 @dataclass
@@ -97,6 +116,7 @@ class PairTable:
         length_diff: Per scorer, ``len(chosen) - len(rejected)`` in the fit's length unit (K-wise
             rows: of the worst correct and the best incorrect completion).
         rows: Per scorer, the scored rows, aligned with ``ids``.
+        domains: The domain of each pair's prompt (``routed`` fits; empty otherwise).
     """
 
     ids: list[str]
@@ -104,6 +124,7 @@ class PairTable:
     margins: dict[str, np.ndarray]
     length_diff: dict[str, np.ndarray] = field(default_factory=dict)
     rows: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)
+    domains: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -178,20 +199,27 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Method:
-    """One fit: its name, method and the scorers it combines."""
+    """One fit: its name, method, the scorers it combines and (``routed``) the domains, in the
+    order of the domain column of its features."""
 
     name: str
     method: str
     scorers: tuple[str, ...]
+    domains: tuple[str, ...] = ()
 
 
-def plan_methods(scorers: Sequence[str], methods: Sequence[str]) -> list[Method]:
-    """The fits ``methods`` ask for over ``scorers`` (ensembles need two scorers or more).
+def plan_methods(
+    scorers: Sequence[str], methods: Sequence[str], domains: Sequence[str] = ()
+) -> list[Method]:
+    """The fits ``methods`` ask for over ``scorers`` (ensembles need two scorers or more;
+    ``routed`` needs the pairs' ``domains``).
 
     >>> [m.name for m in plan_methods(["a", "b"], ["length", "ensemble", "calibration"])]
     ['length:a', 'length:b', 'ensemble', 'calibration:a', 'calibration:b']
     >>> [m.name for m in plan_methods(["a"], ["ensemble", "average"])]
     []
+    >>> plan_methods(["a", "b"], ["routed"], ["code", "chat", "code"])[0].domains
+    ('chat', 'code')
     """
     plan = []
     for method in METHODS:
@@ -200,6 +228,10 @@ def plan_methods(scorers: Sequence[str], methods: Sequence[str]) -> list[Method]
         if method in ("ensemble", "average"):
             if len(scorers) >= 2:
                 plan.append(Method(method, method, tuple(scorers)))
+        elif method == "routed":
+            if not domains:
+                raise ValueError("a routed fit needs the domain of every pair")
+            plan.append(Method(method, method, tuple(scorers), tuple(sorted(set(domains)))))
         else:
             plan += [Method(f"{method}:{s}", method, (s,)) for s in scorers]
     order = {m: i for i, m in enumerate(methods)}
@@ -207,17 +239,66 @@ def plan_methods(scorers: Sequence[str], methods: Sequence[str]) -> list[Method]
 
 
 def features(table: PairTable, method: Method) -> np.ndarray:
-    """The feature matrix of ``method``: the scorers' margins (and the length difference)."""
+    """The feature matrix of ``method``: the scorers' margins (``length`` and ``routed``: the
+    first scorer's length difference; ``routed``: last, the index of the pair's domain in
+    ``method.domains``)."""
     columns = [table.margins[s] for s in method.scorers]
-    if method.method == "length":
+    if method.method in ("length", "routed"):
         columns.append(table.length_diff[method.scorers[0]])
+    if method.method == "routed":
+        columns.append(np.array([method.domains.index(d) for d in table.domains]))
     return np.column_stack(columns).astype(float)
+
+
+def _weights_and_length(x: np.ndarray, l2: float) -> tuple[np.ndarray, float, np.ndarray]:
+    """Logistic weights of the margin columns of ``x`` and of its last (length) column, fitted
+    on standardized columns; and the columns' scales."""
+    scales = np.array([rms(x[:, j]) for j in range(x.shape[1])])
+    raw = fit_logistic(x / scales, l2) / scales
+    return raw[:-1], float(raw[-1]), scales
+
+
+def _fit_routed(
+    method: Method, x: np.ndarray, options: FitOptions, length_unit: str
+) -> FittedModel:
+    """Weights of all rows, then of each domain with at least ``options.min_domain_pairs``."""
+    values, domain = x[:, :-1], x[:, -1].astype(int)
+    weights, length_weight, scales = _weights_and_length(values, options.l2)
+    routes: dict[str, dict[str, Any]] = {}
+    for k, name in enumerate(method.domains):
+        rows = domain == k
+        if rows.sum() >= options.min_domain_pairs:
+            w, lw, _ = _weights_and_length(values[rows], options.l2)
+            routes[name] = {
+                "weights": [float(v) for v in w],
+                "length_weight": lw,
+                "pairs": int(rows.sum()),
+            }
+    extra = {
+        "router": options.route_with,
+        "domains": options.route_domains,
+        "min_domain_pairs": options.min_domain_pairs,
+        "domain_order": list(method.domains),
+    }
+    return FittedModel(
+        name=method.name,
+        method=method.method,
+        scorers=method.scorers,
+        weights=tuple(float(w) for w in weights),
+        length_weight=length_weight,
+        length_unit=length_unit,
+        scales=tuple(float(v) for v in scales),
+        extra=extra,
+        routes=routes,
+    )
 
 
 def fit_model(
     method: Method, x: np.ndarray, options: FitOptions, length_unit: str = "chars"
 ) -> FittedModel:
     """Fit ``method`` on feature rows ``x`` (see :func:`features`)."""
+    if method.method == "routed":
+        return _fit_routed(method, x, options, length_unit)
     scales = np.array([rms(x[:, j]) for j in range(x.shape[1])])
     z = x / scales
     extra: dict[str, Any] = {}
@@ -256,6 +337,13 @@ def fit_model(
 
 def apply_model(model: FittedModel, x: np.ndarray) -> np.ndarray:
     """The model's margin (logit of "chosen preferred") for feature rows ``x``."""
+    if model.method == "routed":
+        order = model.extra["domain_order"]
+        out = np.empty(len(x))
+        for k, row in enumerate(x):
+            weights, length_weight = model.coefficients(order[int(row[-1])])
+            out[k] = float(row[:-2] @ np.array(weights)) + length_weight * row[-2]
+        return out
     coefficients = list(model.weights)
     if model.method == "length":
         coefficients.append(model.length_weight)
@@ -474,7 +562,7 @@ def run_fits(table: PairTable, options: FitOptions) -> FitResult:
         raise ValueError(f"baseline {baseline!r} is not one of the scorers {scorers}")
     folds = fold_ids(table.subsets, options.folds, options.seed)
     result = FitResult(options, {}, {}, {}, {}, {}, baseline, list(table.ids))
-    for method in plan_methods(scorers, options.methods):
+    for method in plan_methods(scorers, options.methods, table.domains):
         x = features(table, method)
 
         def fit(train: np.ndarray, method: Method = method) -> Callable[[np.ndarray], np.ndarray]:
@@ -528,6 +616,18 @@ def pair_table(
     return PairTable(ids, subsets, margins, lengths, rows)
 
 
+def route_pairs(rows: Sequence[Mapping[str, Any]], options: FitOptions) -> list[str]:
+    """The domain of each row's prompt (its last user turn) under the ``routed`` fit's router,
+    as :class:`~prefsmith.rewards.fitted.FittedReward` routes it when the fit is used."""
+    from prefsmith.data.rows import to_scoring_item
+    from prefsmith.routing.domains import load_domains
+    from prefsmith.routing.routers import last_user_text, make_router
+
+    router = make_router(options.route_with, load_domains(options.route_domains))
+    prompts = [last_user_text(to_scoring_item(row).context) for row in rows]
+    return [route.domain for route in router.route(prompts)]
+
+
 def completion_lengths(row: Mapping[str, Any], unit: str = "chars") -> list[float]:
     """The length of each response of a scored row (K-wise: correct ones first), in characters
     or in the scorer's strong-model tokens.
@@ -574,8 +674,10 @@ def kwise_held_out(
     for fold in np.unique(folds):
         model = fit_model(method, x[folds != fold], options, options.length_unit)
         for k in np.flatnonzero(folds == fold):
-            rewards = sum(w * r[k] for w, r in zip(model.weights, per_scorer, strict=True))
-            rewards = rewards + model.length_weight * lengths[k]
+            domain = table.domains[k] if table.domains else None
+            weights, length_weight = model.coefficients(domain)
+            rewards = sum(w * r[k] for w, r in zip(weights, per_scorer, strict=True))
+            rewards = rewards + length_weight * lengths[k]
             n = len(first[k]["rewards_chosen"])
             row = {f: first[k][f] for f in _KEPT if f in first[k]}
             row["id"], row["subset"] = table.ids[k], table.subsets[k]
@@ -619,12 +721,16 @@ def fit_evaluation(result: EvalResult, out_dir: str | Path, options: FitOptions)
     names = [s.scorer for s in result.scorers if not s.scorer.startswith("cv:")]
     scored = {n: read_jsonl_rows(out / "scores" / f"{scorer_slug(n)}.jsonl") for n in names}
     table = pair_table(scored, options.length_unit)
+    if "routed" in options.methods:
+        table.domains = route_pairs(next(iter(table.rows.values())), options)
     fits = run_fits(table, options)
     result.scorers = [s for s in result.scorers if not s.scorer.startswith("cv:")]
     kwise = any("rewards_chosen" in r for r in next(iter(table.rows.values()), []))
     if kwise:
         folds = fold_ids(table.subsets, options.folds, options.seed)
-        plans = {m.name: m for m in plan_methods(list(table.margins), options.methods)}
+        plans = {
+            m.name: m for m in plan_methods(list(table.margins), options.methods, table.domains)
+        }
     for name in fits.sections:
         if kwise:  # each completion rescored by the held-out model: the benchmark's own score
             rows = kwise_held_out(table, plans[name], folds, options)

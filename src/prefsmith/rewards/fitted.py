@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from prefsmith.data.io import load_json_file
+from prefsmith.data.messages import Message
 from prefsmith.data.rows import ScoringItem
 from prefsmith.models.backend import ScoreRequest
 from prefsmith.rewards.base import ItemRewards, Reward, ScoredResponse
@@ -40,8 +41,9 @@ class FittedModel:
     """A linear combination of scorers' rewards, in logit units.
 
     Attributes:
-        name: ``length:SCORER``, ``ensemble``, ``average`` or ``calibration:SCORER``.
-        method: ``length``, ``ensemble``, ``average`` or ``calibration``.
+        name: ``length:SCORER``, ``ensemble``, ``average``, ``calibration:SCORER`` or
+            ``routed``.
+        method: ``length``, ``ensemble``, ``average``, ``calibration`` or ``routed``.
         scorers: Component scorer specs, in the order of ``weights``.
         weights: Weight of each scorer's raw reward.
         length_weight: Weight of the response length (negative: a penalty); 0 without one.
@@ -49,7 +51,11 @@ class FittedModel:
             model's response tokens).
         scales: Root mean square of each feature (the scorers' margins, then the length
             difference) on the fitting rows; ``weights * scales`` are the standardized weights.
-        extra: Readable derived values (``temperature``, ``penalty_per_unit``, ...).
+        extra: Readable derived values (``temperature``, ``penalty_per_unit``, ...); a
+            ``routed`` model's ``router`` and ``domains`` (how rows are given a domain).
+        routes: ``routed`` models: per domain, its own ``weights`` and ``length_weight`` (and
+            the ``pairs`` it was fitted on); a domain without an entry uses ``weights`` and
+            ``length_weight`` above, fitted on all rows.
     """
 
     name: str
@@ -60,16 +66,34 @@ class FittedModel:
     length_unit: str = "chars"
     scales: tuple[float, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    routes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def reward(self, rewards: Sequence[float], length: float = 0.0) -> float:
-        """The combined reward of one response from its component rewards and length.
+    def coefficients(self, domain: str | None = None) -> tuple[tuple[float, ...], float]:
+        """The scorers' weights and the length weight for a response of ``domain``.
+
+        >>> m = FittedModel("routed", "routed", ("a",), (1.0,), 0.0,
+        ...                 routes={"code": {"weights": [3.0], "length_weight": -0.5}})
+        >>> m.coefficients("code"), m.coefficients("chat"), m.coefficients()
+        (((3.0,), -0.5), ((1.0,), 0.0), ((1.0,), 0.0))
+        """
+        route = self.routes.get(domain) if domain is not None else None
+        if route is None:
+            return self.weights, self.length_weight
+        return tuple(float(w) for w in route["weights"]), float(route["length_weight"])
+
+    def reward(
+        self, rewards: Sequence[float], length: float = 0.0, domain: str | None = None
+    ) -> float:
+        """The combined reward of one response from its component rewards, length and domain
+        (``routed`` models).
 
         >>> m = FittedModel("length:a", "length", ("a",), (2.0,), -0.5)
         >>> m.reward([1.5], length=4)
         1.0
         """
-        total = sum(w * r for w, r in zip(self.weights, rewards, strict=True))
-        return total + self.length_weight * length
+        weights, length_weight = self.coefficients(domain)
+        total = sum(w * r for w, r in zip(weights, rewards, strict=True))
+        return total + length_weight * length
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -98,6 +122,7 @@ class FittedModel:
             length_unit=str(data.get("length_unit", "chars")),
             scales=tuple(float(s) for s in data.get("scales", ())),
             extra=dict(data.get("extra", {})),
+            routes={str(k): dict(v) for k, v in (data.get("routes") or {}).items()},
         )
 
 
@@ -199,6 +224,21 @@ class FittedReward(Reward):
         self.parts = list(parts)
         self.source = source or f"fitted:<memory>#{model.name}"
         self.strong = getattr(self.parts[0], "strong", None)
+        self._router: Any = None
+
+    def domains_of(self, contexts: Sequence[Sequence[Message]]) -> list[str | None]:
+        """The domain of each context (its last user turn) under a ``routed`` model's router;
+        ``None`` for other models."""
+        if self.model.method != "routed":
+            return [None] * len(contexts)
+        from prefsmith.routing.domains import load_domains
+        from prefsmith.routing.routers import last_user_text, make_router
+
+        if self._router is None:
+            router, domains = self.model.extra["router"], self.model.extra["domains"]
+            self._router = make_router(router, load_domains(domains))
+        routes = self._router.route([last_user_text(c) for c in contexts])
+        return [r.domain for r in routes]
 
     @property
     def name(self) -> str:
@@ -236,24 +276,33 @@ class FittedReward(Reward):
                 extra.update(item_rewards.fields)
         scored = [[s for r in result for s in r.responses] for result in results]
         responses = [response for item in items for response in item.responses]
-        return self.group(items, fields, self._combine(scored, responses))
+        item_domains = self.domains_of([item.context for item in items])
+        domains = [d for item, d in zip(items, item_domains, strict=True) for _ in item.responses]
+        if self.model.method == "routed":
+            for extra, domain in zip(fields, item_domains, strict=True):
+                extra["fit_domain"] = domain
+        return self.group(items, fields, self._combine(scored, responses, domains))
 
     def score_requests(
         self, requests: Sequence[ScoreRequest], on_progress: Callable[[int], None] | None = None
     ) -> list[ScoredResponse]:
         scored = [p.score_requests(requests, on_progress) for p in self.parts]
-        return self._combine(scored, [r.response for r in requests])
+        domains = self.domains_of([r.messages for r in requests])
+        return self._combine(scored, [r.response for r in requests], domains)
 
     def _combine(
-        self, scored: Sequence[Sequence[ScoredResponse]], responses: Sequence[str]
+        self,
+        scored: Sequence[Sequence[ScoredResponse]],
+        responses: Sequence[str],
+        domains: Sequence[str | None],
     ) -> list[ScoredResponse]:
-        """Each response's fitted reward from its parts' rewards (``scored[part][response]``);
-        the log-probs shown with it are the first part's."""
+        """Each response's fitted reward from its parts' rewards (``scored[part][response]``)
+        and its domain; the log-probs shown with it are the first part's."""
         out = []
-        for k, response in enumerate(responses):
+        for k, (response, domain) in enumerate(zip(responses, domains, strict=True)):
             first = scored[0][k]
             values = [part[k].reward for part in scored]
-            reward = self.model.reward(values, self._length(response, first))
+            reward = self.model.reward(values, self._length(response, first), domain)
             out.append(ScoredResponse(reward, first.strong, first.weak))
         return out
 
