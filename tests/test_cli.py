@@ -129,3 +129,24 @@ def test_cli_reads_the_input_once(tmp_path, tiny_models, monkeypatch):
     result = runner.invoke(app, [*args, "-n", "1", "--max-new-tokens", "2", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert calls == [src] and len(read_jsonl_rows(tmp_path / "out.jsonl")) == 2
+
+
+def test_score_with_the_strong_rendering_for_both_models(tmp_path, tiny_models):
+    from conftest import TINY_SET
+
+    strong, weak = tiny_models["chatml-a"], tiny_models["plain-c"]
+    margins = {}
+    for rendering in ("own", "same-text"):
+        out = tmp_path / f"{rendering}.jsonl"
+        args = ["score", str(TINY_SET), "-o", str(out), "--strong", strong, "--weak", weak]
+        extra = ["--limit", "4", "--no-progress", "--no-report", "--rendering", rendering]
+        result = runner.invoke(app, [*args, *extra])
+        assert result.exit_code == 0, result.output
+        rows = read_jsonl_rows(out)
+        assert all(r["scored_with"]["rendering"] == rendering for r in rows)
+        settings = json.loads((tmp_path / f"{rendering}.jsonl.settings.json").read_text())
+        assert settings["settings"]["reward"]["rendering"] == rendering
+        margins[rendering] = [r["reward_margin"] for r in rows]
+    assert rows[0]["scored_with"]["scorer"].endswith(":sum+same-text")
+    assert rows[0]["scored_with"]["weak_template"] == rows[0]["scored_with"]["strong_template"]
+    assert margins["own"] != margins["same-text"]

@@ -124,3 +124,130 @@ def test_scoring_and_saving_models_print_nothing(
     assert len(rows) == 1 and "reward_margin" in rows[0]
     assert (out, err) == ("", "")
     assert hf_logging.is_progress_bar_enabled() and hf_logging.get_logger().level == level
+
+
+# --------------------------------------------------------------------------------------------
+# rendering: own | same-text (strong and weak with different tokenizers)
+
+CHAT = [
+    ScoreRequest(
+        ({"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "2+2?"}),
+        "Four.",
+    ),
+    *REQS,
+]
+
+
+def _forward_logprobs(backend, ids, start):
+    """log p(ids[i] | ids[:i]) for i >= start, by one plain forward pass of the model."""
+    import torch
+
+    with torch.no_grad():
+        logits = backend.model(torch.tensor([list(ids)])).logits[0].double()
+    logp = torch.log_softmax(logits, dim=-1)
+    return [float(logp[i - 1, ids[i]]) for i in range(start, len(ids))]
+
+
+def test_same_text_weak_scores_the_strong_rendered_text(tiny_backends):
+    strong, weak = tiny_backends["chatml-a"], tiny_backends["plain-c"]
+    reward = DensityRatioReward(strong, weak, "sum", rendering="same-text")
+    assert not reward.shared_tokens and reward.weak is not weak
+    assert weak.template != strong.template and reward.weak.template == strong.template
+    tok = weak.tokenizer
+    scored = reward.score_requests(CHAT)
+    for request, result in zip(CHAT, scored, strict=True):
+        prompt = strong.encoder.render(request.messages, None)
+        full = strong.encoder.render(request.messages, request.response)
+        assert prompt.startswith("<|im_start|>") and full.startswith(prompt)
+        encoded = reward.weak.encode(request)
+        ids, start = encoded.input_ids, encoded.response_start
+        assert not encoded.boundary_merged
+        # The weak model's prompt tokens are its BOS, then the strong model's prompt string.
+        assert ids[0] == tok.bos_token_id and tok.bos_token_id not in ids[1:]
+        assert tok.decode(list(ids[1:start])) == prompt
+        # The scored tokens are the weak tokens of the same response characters (the strong
+        # model's end-of-turn marker as text), and nothing of the prompt.
+        assert result.weak.token_ids == ids[start:]
+        assert tok.decode(list(result.weak.token_ids)) == full[len(prompt) :]
+        assert full[len(prompt) :] == request.response + "<|im_end|>\n"
+        assert strong.tokenizer.decode(list(result.strong.token_ids)) == full[len(prompt) :]
+        assert len(result.weak.logprobs) == len(result.weak.token_ids)
+        assert list(result.weak.logprobs) == pytest.approx(
+            _forward_logprobs(weak, ids, start), rel=1e-5, abs=1e-4
+        )
+        assert result.reward == pytest.approx(result.strong.total - result.weak.total)
+
+
+def test_same_text_differs_from_own_where_the_templates_differ(tiny_backends):
+    from prefsmith.rewards.base import scored_with
+
+    strong, weak = tiny_backends["chatml-a"], tiny_backends["plain-c"]
+    own = DensityRatioReward(strong, weak, "sum")
+    same = DensityRatioReward(strong, weak, "sum", rendering="same-text")
+    assert weak.template != strong.template  # the own reward left the weak backend alone
+    a, b = own.score_requests(CHAT), same.score_requests(CHAT)
+    for x, y in zip(a, b, strict=True):
+        assert x.strong.token_ids == y.strong.token_ids and x.strong.total == y.strong.total
+        assert x.weak.token_ids != y.weak.token_ids
+        assert x.reward != pytest.approx(y.reward)
+    # The plain template's rendering for the own weak model: "Assistant: Four.<eos>\n\n".
+    assert weak.tokenizer.decode(list(a[0].weak.token_ids)).startswith(" Four.<eos>")
+    assert own.name.endswith(":sum") and same.name.endswith(":sum+same-text")
+    assert own.settings()["rendering"] == "own" and same.settings()["rendering"] == "same-text"
+    assert scored_with(same.settings())["rendering"] == "same-text"
+    assert (
+        scored_with(same.settings())["weak_template"]
+        == scored_with(own.settings())["strong_template"]
+    )
+
+
+def test_same_text_equals_own_where_the_renderings_coincide(tiny_models):
+    # A weak model with another tokenizer but the strong model's (marker-only) template renders
+    # the same strings itself: both renderings give the same ids and the same rewards.
+    strong = load_backend(tiny_models["chatml-a"])
+    weak = load_backend(tiny_models["plain-c"])
+    weak.set_template(strong.template)
+    own = DensityRatioReward(strong, weak, "mean-char")
+    same = DensityRatioReward(strong, weak, "mean-char", rendering="same-text")
+    a, b = own.score_requests(CHAT), same.score_requests(CHAT)
+    assert [x.weak.token_ids for x in a] == [y.weak.token_ids for y in b]
+    assert [x.reward for x in a] == [y.reward for y in b]
+
+
+def test_same_text_changes_nothing_with_a_shared_tokenizer(tiny_backends):
+    from prefsmith.rewards.base import scored_with
+
+    strong, weak = tiny_backends["chatml-a"], tiny_backends["chatml-b"]
+    own = DensityRatioReward(strong, weak, "mean")
+    same = DensityRatioReward(strong, weak, "mean", rendering="same-text")
+    assert same.weak is weak  # no other rendering: one tokenizer already scores the same ids
+    assert [r.reward for r in own.score_requests(REQS)] == [
+        r.reward for r in same.score_requests(REQS)
+    ]
+    for reward in (own, same):
+        assert "rendering" not in reward.settings()
+        assert "rendering" not in scored_with(reward.settings())
+    with pytest.raises(ValueError, match="rendering must be one of own, same-text"):
+        DensityRatioReward(strong, weak, rendering="same")
+
+
+def test_same_text_from_a_spec_and_through_the_cache(tiny_models):
+    from prefsmith.models.cache import LogProbCache
+    from prefsmith.models.pool import ModelOptions, ModelPool
+
+    a, c = tiny_models["chatml-a"], tiny_models["plain-c"]
+    direct = DensityRatioReward(a, c, "sum", rendering="same-text")
+    spec = parse_scorer(f"density-ratio:{a},{c}:sum+same-text")
+    assert spec.name == direct.name == f"density-ratio:{a},{c}:sum+same-text"
+    assert ScorerSpec.parse(spec.name).rendering == "same-text"
+    expected = [r.reward for r in direct.score_requests(REQS)]
+    assert [r.reward for r in spec.score_requests(REQS)] == expected
+    # One pool and cache for both renderings: the weak entries are kept apart, the strong
+    # model's are shared (scored once).
+    pool = ModelPool(ModelOptions(), LogProbCache(":memory:"))
+    own = parse_scorer(f"density-ratio:{a},{c}:sum", pool=pool)
+    own_rewards = [r.reward for r in own.score_requests(REQS)]
+    same = parse_scorer(f"density-ratio:{a},{c}:sum+same-text", pool=pool)
+    assert [r.reward for r in same.score_requests(REQS)] == expected != own_rewards
+    assert same.strong.hits == len(REQS) and same.weak.hits == 0
+    assert [r.reward for r in own.score_requests(REQS)] == own_rewards

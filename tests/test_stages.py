@@ -185,3 +185,30 @@ def test_default_input_and_output(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     rows = (tmp_path / "runs" / "score-rewardbench-tiny.jsonl").read_text().splitlines()
     assert len(rows) == 2 and "reward_margin" in json.loads(rows[0])
+
+
+def test_rendering_is_one_field_for_the_command_the_recipe_and_the_reward():
+    from prefsmith.defaults import RENDERINGS
+    from prefsmith.recipes.schema import judges_with_labeler
+
+    for name in ("score", "eval", "pairs", "rmboost", "west-of-n"):
+        (option,) = [o for o in options_of(STAGES[name]) if o.flag == "--rendering"]
+        assert option.panel == "Models" and option.leaf.default == "own"
+        assert "same-text" in option.leaf.help
+    result = runner.invoke(app, ["score", "--help"], terminal_width=200)
+    assert "--rendering" in result.output and "same-text" in result.output
+    kind = STAGES["score"]
+    cfg, _, _ = build_settings(
+        kind, settings_from(kind, options_of(kind), {"rendering": "same-text"})
+    )
+    assert cfg.rendering == "same-text" and RENDERINGS == ("own", "same-text")
+    with pytest.raises(ValueError, match="rendering"):
+        build_settings(kind, settings_from(kind, options_of(kind), {"sets": ["rendering=same"]}))
+    # Recipes: the same field; a judge is the labeler only when it renders the same way.
+    labeler = {"name": "pairs", "kind": "west-of-n", "rendering": "same-text"}
+    judge = {"name": "judge", "kind": "judge", "tuned": "x"}
+    assert judges_with_labeler(parse_recipe({"stages": [labeler, judge]})) == {}
+    same = {**judge, "judge": {"scorer": "density-ratio:sum+same-text"}}
+    assert judges_with_labeler(parse_recipe({"stages": [labeler, same]})) == {"judge": "pairs"}
+    with pytest.raises(RecipeError, match="rendering"):
+        parse_recipe({"stages": [{**labeler, "rendering": "strong"}]})

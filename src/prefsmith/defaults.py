@@ -24,6 +24,9 @@ DEFAULT_JUDGE = DEFAULT_STRONG
 DEFAULT_RM_BASE = DEFAULT_STRONG
 #: Default reduction of token log-ratios (RewardBench's DPO scoring).
 DEFAULT_REDUCTION = "sum"
+#: Default rendering of a strong/weak pair with different tokenizers: each model its own
+#: chat template (see :data:`RenderingName`).
+DEFAULT_RENDERING = "own"
 #: Default seed of every random draw (sampling, RMBoost labels, bootstrap intervals).
 DEFAULT_SEED = 0
 #: Default dtype: float32 on CPU, bfloat16 on CUDA.
@@ -39,6 +42,9 @@ ScoringDType = Literal["auto", "float32", "bfloat16", "float16", "float64"]
 Device = Literal["auto", "cpu", "cuda"]
 #: A reduction of token log-ratios.
 ReductionName = Literal["sum", "mean", "mean-char"]
+#: How the weak model of a pair with different tokenizers sees the conversation: ``own`` (its
+#: own chat template, or the plain one) or ``same-text`` (the strong model's rendered text).
+RenderingName = Literal["own", "same-text"]
 #: Dtypes accepted for scoring.
 SCORING_DTYPES: tuple[str, ...] = get_args(ScoringDType)
 #: Dtypes accepted for generation and training.
@@ -47,6 +53,8 @@ GENERATION_DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES: tuple[str, ...] = get_args(Device)
 #: Reductions of token log-ratios.
 REDUCTIONS: tuple[str, ...] = get_args(ReductionName)
+#: Renderings of a pair with different tokenizers.
+RENDERINGS: tuple[str, ...] = get_args(RenderingName)
 #: The default engine: transformers in this process, the reference (the engines themselves are
 #: named in :data:`prefsmith.models.engines.ENGINES`). Its outputs and cache keys do not record
 #: the engine, so they stay those of the runs made before there were engines.

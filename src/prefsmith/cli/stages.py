@@ -28,7 +28,17 @@ from prefsmith.stages.presets import with_preset
 from prefsmith.stages.tune import SET_BY_STAGE
 
 #: Fields shown under "Models" wherever they are.
-MODEL_FIELDS = ("model", "strong", "weak", "scorer", "scorers", "reduction", "judge", "models")
+MODEL_FIELDS = (
+    "model",
+    "strong",
+    "weak",
+    "scorer",
+    "scorers",
+    "reduction",
+    "rendering",
+    "judge",
+    "models",
+)
 #: Short options.
 SHORT = {"--model": "-m", "--n": "-n"}
 #: Repeatable options whose values may hold commas themselves (scorer specs, model names):

@@ -16,6 +16,7 @@ place where the exact prompt/response token boundary is found) and hands the tok
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -112,6 +113,11 @@ class LogProbBackend(Protocol):
         """Render conversations with ``template`` instead of the model's own chat template."""
         ...
 
+    def same_text_as(self, other: LogProbBackend) -> LogProbBackend:
+        """This model scoring the text ``other``'s chat template renders (a new backend over
+        the same weights; see :meth:`EngineBackend.same_text_as`)."""
+        ...
+
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
     """Hash of everything that maps text to ids: equal hashes mean the same ids for any text.
@@ -146,10 +152,14 @@ class EngineBackend:
         fingerprint: Hash of the weights.
         tokenizer: The model's tokenizer.
         tokenizer_fingerprint: See :func:`tokenizer_fingerprint`.
-        template: The chat template in use.
+        template: The chat template in use (with same text: the other model's).
         dtype: Compute dtype name.
         encoder: Renders requests to token ids and finds the response boundary.
+        rendered_by: With same text (:meth:`same_text_as`), the fingerprint of the tokenizer
+            whose chat template renders the text; ``None``: this model's own rendering.
     """
+
+    rendered_by: str | None = None
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -166,6 +176,19 @@ class EngineBackend:
         self.tokenizer.chat_template = template
         self.encoder = ConversationEncoder(self.tokenizer, self.encoder.max_length)
         self.template = template
+
+    def same_text_as(self, other: LogProbBackend) -> EngineBackend:
+        """A backend over the same engine (weights load once) that scores the text ``other``'s
+        chat template renders, tokenized by this model's tokenizer: the prompt is the exact
+        string ``other`` conditions on (its special-token markers as text), the response the
+        same characters ``other`` scores (see :class:`ConversationEncoder`'s ``renderer``).
+        This backend is left as it is."""
+        renderer = other.tokenizer  # type: ignore[attr-defined]
+        view = copy.copy(self)
+        view.encoder = ConversationEncoder(self.tokenizer, self.encoder.max_length, renderer)
+        view.template = view.encoder.template
+        view.rendered_by = other.tokenizer_fingerprint
+        return view
 
     def encode(self, request: ScoreRequest) -> EncodedResponse:
         """Token ids and response boundary of one request under this model's template."""

@@ -29,13 +29,16 @@ def default_cache_path() -> Path:
 
 def cache_key(backend: LogProbBackend, request: ScoreRequest) -> str:
     """Key of one response under one backend's settings (and engine: numbers of two engines
-    agree only to rounding, so each keeps its own; the default engine's keys are unchanged)."""
+    agree only to rounding, so each keeps its own; the default engine's keys are unchanged;
+    likewise the tokenizer that renders the text when it is another model's, same text)."""
     template = hashlib.sha256(backend.template.encode()).hexdigest()
     max_length = getattr(getattr(backend, "encoder", None), "max_length", None)
     engine = getattr(backend, "engine_kind", DEFAULT_ENGINE)
+    rendered_by = getattr(backend, "rendered_by", None)
     payload = [
         backend.fingerprint,
         *([] if engine == DEFAULT_ENGINE else [engine]),
+        *([] if rendered_by is None else [{"rendered_by": rendered_by}]),
         backend.dtype,
         template,
         max_length,
@@ -128,6 +131,11 @@ class CachedBackend:
 
     def set_template(self, template: str) -> None:
         self.backend.set_template(template)
+
+    def same_text_as(self, other: LogProbBackend) -> CachedBackend:
+        """The wrapped backend's :meth:`~prefsmith.models.backend.EngineBackend.same_text_as`,
+        answering from the same cache (its keys name the rendering tokenizer)."""
+        return CachedBackend(self.backend.same_text_as(other), self.cache, self.chunk_size)
 
     def score(
         self,

@@ -12,6 +12,12 @@ characters), the merged token counts as a response token and the row is flagged
 
 BOS appears exactly once: if the tokenizer adds a BOS token by default and the rendered text
 does not already start with it, it is prepended.
+
+Same text (``renderer``): a model may score another model's rendering instead of its own. The
+other tokenizer's chat template renders the prompt and the whole conversation as strings
+(its special-token markers, ``<|im_start|>`` say, are then plain text), and this tokenizer
+tokenizes those strings; the boundary is found on this tokenizer's ids exactly as above. Two
+models with different tokenizers then score the same characters after the same characters.
 """
 
 from __future__ import annotations
@@ -110,13 +116,36 @@ class ConversationEncoder:
     Attributes:
         tokenizer: A ``transformers`` tokenizer; given the plain template if it has none.
         max_length: Maximum sequence length; longer rows follow :func:`truncate_encoded`.
+        renderer: Another tokenizer whose chat template renders the text that ``tokenizer``
+            tokenizes (same text; ``None``: ``tokenizer``'s own template).
+
+    >>> from prefsmith.testing import tiny_tokenizer
+    >>> strong, weak = tiny_tokenizer("chatml"), tiny_tokenizer("plain")
+    >>> same_text = ConversationEncoder(weak, 512, renderer=strong)
+    >>> chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    >>> e = same_text.encode(chat, "Hello!")
+    >>> prompt = weak.decode(list(e.input_ids[1 : e.response_start]))  # after the weak BOS
+    >>> prompt == strong.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    True
+    >>> print(prompt + "|")
+    <|im_start|>system
+    Be brief.<|im_end|>
+    <|im_start|>user
+    Hi<|im_end|>
+    <|im_start|>assistant
+    |
+    >>> weak.decode(list(e.input_ids[e.response_start :]))
+    'Hello!<|im_end|>\\n'
     """
 
     tokenizer: Any
     max_length: int
+    renderer: Any = None
 
     def __post_init__(self) -> None:
         self.template = ensure_chat_template(self.tokenizer)
+        if self.renderer is not None:
+            self.template = ensure_chat_template(self.renderer)
         self.bos_id = self.tokenizer.bos_token_id if adds_bos(self.tokenizer) else None
 
     def _ids(self, text: str) -> list[int]:
@@ -126,13 +155,15 @@ class ConversationEncoder:
         return ids
 
     def render(self, messages: Sequence[Message], response: str | None) -> str:
-        """Render the prompt (``response=None``) or the whole conversation as text."""
+        """Render the prompt (``response=None``) or the whole conversation as text (with the
+        ``renderer``'s template when there is one)."""
+        renderer = self.renderer if self.renderer is not None else self.tokenizer
         if response is None:
-            return self.tokenizer.apply_chat_template(
+            return renderer.apply_chat_template(
                 list(messages), tokenize=False, add_generation_prompt=True
             )
         conversation = [*messages, {"role": "assistant", "content": response}]
-        return self.tokenizer.apply_chat_template(conversation, tokenize=False)
+        return renderer.apply_chat_template(conversation, tokenize=False)
 
     def encode(self, messages: Sequence[Message], response: str) -> EncodedResponse:
         """Token ids of ``messages`` + ``response`` and the index of the first response token."""

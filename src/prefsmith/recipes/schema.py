@@ -613,9 +613,13 @@ def _check_refs(
 LABELING_KINDS = ("pairs", "west-of-n", "score")
 
 
-def _scorer_identity(spec: str, strong: str, weak: str, customization: Any) -> tuple:
-    """A scorer as compared between stages: its full spec name and its customization."""
-    return ScorerSpec.parse(_MODEL_REF.sub("MODEL", spec), strong, weak).name, customization
+def _scorer_identity(
+    spec: str, strong: str, weak: str, customization: Any, rendering: str | None = None
+) -> tuple:
+    """A scorer as compared between stages: its full spec name (with the stage's rendering
+    where the spec says none) and its customization."""
+    parsed = ScorerSpec.parse(_MODEL_REF.sub("MODEL", spec), strong, weak)
+    return parsed.with_rendering(rendering).name, customization
 
 
 def labeler_identity(stage: Stage) -> tuple | None:
@@ -626,7 +630,11 @@ def labeler_identity(stage: Stage) -> tuple | None:
     if not labels:
         return None
     return _scorer_identity(
-        config.scorer_spec(), config.strong, config.weak, getattr(config, "customization", None)
+        config.scorer_spec(),
+        config.strong,
+        config.weak,
+        getattr(config, "customization", None),
+        getattr(config, "rendering", None),
     )
 
 

@@ -24,7 +24,8 @@ Output columns added:
   correct completion outscores every incorrect one; see :mod:`prefsmith.evaluation.kwise`);
 * ``p_chosen`` (pairs, with a calibrated reward such as ``fitted:FILE``): the probability that
   chosen is preferred, ``sigmoid(reward_margin)``;
-* ``scored_with``: scorer spec, models, reduction and template hashes;
+* ``scored_with``: scorer spec, models, reduction and template hashes (with different
+  tokenizers also the ``rendering``: ``own`` or ``same-text``);
 * ``response_tokens``: ``{name: [strong count, weak count]}``;
 * ``truncated``: ``{name: None | "prompt" | "response"}``: whether (and what) truncation was
   needed to fit ``max_length``;
@@ -255,6 +256,8 @@ def scored_with(settings: Mapping[str, Any]) -> dict[str, Any]:
             out[f"{role}_template"] = short_hash(str(settings[role]["template"]))
     if "shared_tokenizer" in settings:
         out["shared_tokenizer"] = settings["shared_tokenizer"]
+    if "rendering" in settings:
+        out["rendering"] = settings["rendering"]
     if "customization" in settings:
         out["customization"] = settings["customization"]
     return out

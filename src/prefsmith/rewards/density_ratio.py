@@ -1,10 +1,19 @@
 """Density-ratio reward r(x, y) = log p_strong(y | x) - log p_weak(y | x), and one model's log-prob.
 
 With a shared tokenizer the reward is summed token by token over the response tokens. With
-different tokenizers each model scores its own tokenization of the same strings, so ``sum`` is
-the log-ratio of the two string probabilities; a per-token mean is then undefined (the token
-counts differ) and is refused in favour of ``mean-char``, which divides by the number of
-Unicode characters of the response.
+different tokenizers each model scores its own tokenization, so ``sum`` is the log-ratio of two
+string probabilities; a per-token mean is then undefined (the token counts differ) and is
+refused in favour of ``mean-char``, which divides by the number of Unicode characters of the
+response.
+
+Which strings, with different tokenizers, is the ``rendering``: ``own`` (the default) renders
+the conversation with each model's own chat template (a base weak model without one gets the
+plain ``User:``/``Assistant:`` template), so the ratio also holds a term for the two templates;
+``same-text`` gives the weak model the strong model's rendered text (its special-token markers
+as plain text), so both models score the same response characters after the same prompt
+characters (:meth:`~prefsmith.models.backend.EngineBackend.same_text_as`). With a shared
+tokenizer both models already score the strong model's rendering token by token, so the
+setting changes nothing there.
 
 >>> from prefsmith.testing import tiny_backend
 >>> reward = DensityRatioReward(tiny_backend(seed=0), tiny_backend(seed=1))
@@ -18,7 +27,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prefsmith.defaults import DEFAULT_REDUCTION, DEFAULT_STRONG, DEFAULT_WEAK
+from prefsmith.defaults import (
+    DEFAULT_REDUCTION,
+    DEFAULT_RENDERING,
+    DEFAULT_STRONG,
+    DEFAULT_WEAK,
+    RENDERINGS,
+)
 from prefsmith.models.backend import LogProbBackend, ResponseLogProbs, ScoreRequest
 from prefsmith.models.pool import ModelOptions, ModelPool
 from prefsmith.rewards.base import IncompatibleModelsError, Reward, ScoredResponse
@@ -120,6 +135,9 @@ class DensityRatioReward(ModelPassReward):
         reduction: ``sum``, ``mean`` (shared tokenizer only) or ``mean-char``.
         scale: Multiplies the reward (``beta`` of the DPO implicit reward; 1 otherwise).
         customization: Route prompts to domains and score in the domain's context (CDR).
+        rendering: With different tokenizers, ``own`` (each model its own chat template) or
+            ``same-text`` (the weak model scores the strong model's rendered text); see the
+            module docstring. No effect with a shared tokenizer.
         options: How models load and batch; keyword arguments (``dtype="bfloat16"``, ...)
             override its fields.
         cache: Log-prob cache (SQLite) the models answer from first.
@@ -128,7 +146,16 @@ class DensityRatioReward(ModelPassReward):
     Strong and weak are checked before any weights load: the same model twice, or a per-token
     mean across tokenizers, raise :class:`IncompatibleModelsError`. With one tokenizer both
     models score the strong model's rendering token by token (a base weak model adopts the
-    strong model's chat template, as in Dr.SoW).
+    strong model's chat template, as in Dr.SoW), whatever ``rendering`` says. With different
+    tokenizers the rendering is recorded in the settings (``rendering``).
+
+    >>> from prefsmith.testing import tiny_backend
+    >>> strong, weak = tiny_backend(seed=0), tiny_backend(seed=1, tokenizer="plain")
+    >>> reward = DensityRatioReward(strong, weak, rendering="same-text")
+    >>> reward.name.endswith(":sum+same-text"), reward.settings()["rendering"]
+    (True, 'same-text')
+    >>> weak.template == strong.template  # the weak backend itself is left as it was
+    False
     """
 
     kind = "density-ratio"
@@ -141,14 +168,18 @@ class DensityRatioReward(ModelPassReward):
         *,
         scale: float = 1.0,
         customization: Customization | None = None,
+        rendering: str = DEFAULT_RENDERING,
         options: ModelOptions | None = None,
         cache: LogProbCache | None = None,
         pool: ModelPool | None = None,
         **model_options: Any,
     ) -> None:
+        if rendering not in RENDERINGS:
+            raise ValueError(f"rendering must be one of {', '.join(RENDERINGS)}, not {rendering!r}")
         self.reduction = Reduction(reduction)
         self.scale = scale
         self.customization = customization
+        self.rendering = rendering
         if isinstance(strong, str) and strong == weak:
             raise IncompatibleModelsError(
                 f"strong and weak are the same model ({strong}); every reward would be 0"
@@ -161,11 +192,14 @@ class DensityRatioReward(ModelPassReward):
         self.shared_tokens = self.strong.tokenizer_fingerprint == self.weak.tokenizer_fingerprint
         if self.shared_tokens and self.weak.template != self.strong.template:
             self.weak.set_template(self.strong.template)
+        elif not self.shared_tokens and rendering == "same-text":
+            self.weak = self.weak.same_text_as(self.strong)
 
     @property
     def name(self) -> str:
         models = f"{self.strong.name},{self.weak.name}"
         option = f"{self.scale:g}" if self.kind == "dpo" else self.reduction.value
+        option += "+same-text" if self.rendering == "same-text" else ""
         suffix = "+cdr" if self.customization is not None else ""
         return f"{self.kind}:{models}:{option}{suffix}"
 
@@ -184,11 +218,14 @@ class DensityRatioReward(ModelPassReward):
         return [ScoredResponse(self.reward_of(s, w), s, w) for s, w in pairs]
 
     def option_settings(self) -> dict[str, Any]:
-        return {
+        settings: dict[str, Any] = {
             "reduction": self.reduction.value,
             "scale": self.scale,
             "shared_tokenizer": self.shared_tokens,
         }
+        if not self.shared_tokens:  # one tokenizer: the strong rendering, token by token
+            settings["rendering"] = self.rendering
+        return settings
 
 
 class DPOReward(DensityRatioReward):

@@ -8,6 +8,10 @@ Grammar: ``KIND[:MODELS][:OPTION]``
   model under a negative system prompt (``+empty``: no system prompt on the weak side); see
   :mod:`prefsmith.rewards.contrast`;
 * ``dpo[:POLICY,REFERENCE][:BETA]``: the DPO implicit reward;
+* ``density-ratio`` and ``dpo`` options may end in ``+same-text`` (``density-ratio:sum+same-text``)
+  or ``+own``: how a pair with different tokenizers renders the conversation (see
+  :mod:`prefsmith.rewards.density_ratio`); left out, the run's ``rendering`` (``own`` by
+  default). A reward's name says ``+same-text`` when it scores that way;
 * ``rm:PATH``: a sequence-classification reward model's logit (e.g. ``prefsmith train --method
   rm``'s ``final/`` folder); everything after ``rm:`` is the path.
 
@@ -20,9 +24,9 @@ spec written out in full. :data:`SCORERS` says how each kind is read and built.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from prefsmith.defaults import DEFAULT_STRONG, DEFAULT_WEAK
+from prefsmith.defaults import DEFAULT_RENDERING, DEFAULT_STRONG, DEFAULT_WEAK, RENDERINGS
 from prefsmith.models.pool import ModelPool
 from prefsmith.rewards.base import Reward
 from prefsmith.rewards.density_ratio import DensityRatioReward, DPOReward, LogProbReward
@@ -39,11 +43,15 @@ class ScorerSpec:
             folder, the ``fitted`` file).
         option: The reduction (``contrast``: with ``+empty`` or not), DPO's beta, the
             ``fitted`` model's name (empty for ``rm``).
+        rendering: ``own`` or ``same-text`` for a pair with different tokenizers
+            (``density-ratio``, ``dpo``; the spec's ``+same-text``/``+own``); ``None``: not
+            said (the run's, see :meth:`with_rendering`; ``own`` when built as it is).
     """
 
     kind: str
     models: tuple[str, ...]
     option: str
+    rendering: str | None = None
 
     @classmethod
     def parse(cls, text: str, strong: str = DEFAULT_STRONG, weak: str = DEFAULT_WEAK) -> ScorerSpec:
@@ -65,6 +73,14 @@ class ScorerSpec:
         'contrast:qwen:sum'
         >>> ScorerSpec.parse("fitted:runs/eval/fit.json#ensemble").name
         'fitted:runs/eval/fit.json#ensemble'
+        >>> ScorerSpec.parse("density-ratio:a,b:mean-char+same-text").rendering
+        'same-text'
+        >>> ScorerSpec.parse("dpo:a,b:0.5+same-text").name
+        'dpo:a,b:0.5+same-text'
+        >>> ScorerSpec.parse("density-ratio:a,b:same-text")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: 'density-ratio:a,b:same-text': the last part must be sum, mean or mean-char...
         >>> ScorerSpec.parse("ratio")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
@@ -83,24 +99,42 @@ class ScorerSpec:
             return cls(kind, (path,), name)
         models_text, option = "", ""
         if len(rest) == 1:
-            (models_text, option) = ("", rest[0]) if how.accepts(rest[0]) else (rest[0], "")
+            is_option = how.accepts(how.split_rendering(rest[0])[0])
+            (models_text, option) = ("", rest[0]) if is_option else (rest[0], "")
         elif len(rest) >= 2:
             models_text, option = ":".join(rest[:-1]), rest[-1]
+        option, rendering = how.split_rendering(option)
         option = option or how.default
         if not how.accepts(option):
-            raise ValueError(f"{text!r}: the last part must be {how.option}, not {option!r}")
+            wanted = how.option + (" (+same-text)" if how.renders else "")
+            raise ValueError(f"{text!r}: the last part must be {wanted}, not {option!r}")
         if how.models == "one":
             models = (models_text or strong,)
         else:
             models = _split_pair(models_text, text) if models_text else (strong, weak)
-        return cls(kind, models, option)
+        return cls(kind, models, option, rendering)
+
+    def with_rendering(self, rendering: str | None) -> ScorerSpec:
+        """This spec with ``rendering`` where the spec says none (and its kind has one).
+
+        >>> ScorerSpec.parse("density-ratio:sum").with_rendering("same-text").name
+        'density-ratio:smollm2-135m-instruct,gemma3-270m:sum+same-text'
+        >>> ScorerSpec.parse("density-ratio:sum+own").with_rendering("same-text").rendering
+        'own'
+        >>> ScorerSpec.parse("logprob:sum").with_rendering("same-text").rendering is None
+        True
+        """
+        if self.rendering is not None or not SCORERS[self.kind].renders:
+            return self
+        return replace(self, rendering=rendering)
 
     @property
     def name(self) -> str:
-        """The spec written out in full."""
+        """The spec written out in full (``+same-text`` when it renders that way)."""
         if SCORERS[self.kind].models == "path":
             return f"{self.kind}:{self.models[0]}" + (f"#{self.option}" if self.option else "")
-        return f"{self.kind}:{','.join(self.models)}:{self.option}"
+        suffix = "+same-text" if self.rendering == "same-text" else ""
+        return f"{self.kind}:{','.join(self.models)}:{self.option}{suffix}"
 
     def build(
         self, pool: ModelPool | None = None, customization=None, contrast_prompts=None
@@ -129,8 +163,30 @@ def _is_beta(text: str) -> bool:
     return True
 
 
+def _split_rendering(option: str) -> tuple[str, str | None]:
+    """``sum+same-text`` -> (``sum``, ``same-text``); no suffix: (``option``, ``None``).
+
+    >>> _split_rendering("sum+same-text"), _split_rendering("0.1+own"), _split_rendering("sum")
+    (('sum', 'same-text'), ('0.1', 'own'), ('sum', None))
+    """
+    for rendering in RENDERINGS:
+        if option.endswith(f"+{rendering}"):
+            return option.removesuffix(f"+{rendering}"), rendering
+    return option, None
+
+
+def _rendering(spec: ScorerSpec) -> str:
+    return spec.rendering or DEFAULT_RENDERING
+
+
 def _density_ratio(spec: ScorerSpec, pool: ModelPool, customization, contrast_prompts) -> Reward:
-    return DensityRatioReward(*spec.models, spec.option, customization=customization, pool=pool)
+    return DensityRatioReward(
+        *spec.models,
+        spec.option,
+        customization=customization,
+        rendering=_rendering(spec),
+        pool=pool,
+    )
 
 
 def _logprob(spec: ScorerSpec, pool: ModelPool, customization, contrast_prompts) -> Reward:
@@ -152,7 +208,13 @@ def _contrast(spec: ScorerSpec, pool: ModelPool, customization, contrast_prompts
 
 
 def _dpo(spec: ScorerSpec, pool: ModelPool, customization, contrast_prompts) -> Reward:
-    return DPOReward(*spec.models, float(spec.option), customization=customization, pool=pool)
+    return DPOReward(
+        *spec.models,
+        float(spec.option),
+        customization=customization,
+        rendering=_rendering(spec),
+        pool=pool,
+    )
 
 
 def _reward_model(spec: ScorerSpec, pool: ModelPool, customization, contrast_prompts) -> Reward:
@@ -189,6 +251,8 @@ class ScorerKind:
         accepts: Whether a text is a valid option (``pair``/``one`` kinds).
         default: The option when left out.
         named: ``path`` kinds: the path may end in ``#NAME``, kept as the option.
+        renders: The option may end in ``+same-text``/``+own`` (a strong/weak pair's
+            rendering, :attr:`ScorerSpec.rendering`).
     """
 
     build: Callable[[ScorerSpec, ModelPool, object, object], Reward]
@@ -197,11 +261,16 @@ class ScorerKind:
     accepts: Callable[[str], bool] = _is_reduction
     default: str = "sum"
     named: bool = False
+    renders: bool = False
+
+    def split_rendering(self, option: str) -> tuple[str, str | None]:
+        """The option without its rendering suffix, and the rendering (``None``: none)."""
+        return _split_rendering(option) if self.renders else (option, None)
 
 
 #: Every kind of scorer spec, in the order messages list them: adding a kind is one entry.
 SCORERS: dict[str, ScorerKind] = {
-    "density-ratio": ScorerKind(_density_ratio),
+    "density-ratio": ScorerKind(_density_ratio, renders=True),
     "logprob": ScorerKind(_logprob, models="one"),
     "contrast": ScorerKind(
         _contrast,
@@ -209,7 +278,9 @@ SCORERS: dict[str, ScorerKind] = {
         option="sum, mean or mean-char (+empty)",
         accepts=_is_contrast_option,
     ),
-    "dpo": ScorerKind(_dpo, option="a beta, e.g. dpo:0.1", accepts=_is_beta, default="0.1"),
+    "dpo": ScorerKind(
+        _dpo, option="a beta, e.g. dpo:0.1", accepts=_is_beta, default="0.1", renders=True
+    ),
     "rm": ScorerKind(
         _reward_model, models="path", option="the reward model's folder, e.g. rm:runs/rm/final"
     ),

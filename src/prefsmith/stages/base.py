@@ -36,7 +36,14 @@ from typing import Any, Literal
 
 from prefsmith.data.runner import RunOptions, RunSummary
 from prefsmith.data.step import Columns
-from prefsmith.defaults import DEFAULT_REDUCTION, DEFAULT_STRONG, DEFAULT_WEAK, ReductionName
+from prefsmith.defaults import (
+    DEFAULT_REDUCTION,
+    DEFAULT_RENDERING,
+    DEFAULT_STRONG,
+    DEFAULT_WEAK,
+    ReductionName,
+    RenderingName,
+)
 from prefsmith.models.pool import ModelOptions
 
 #: Prefix of a file shipped with prefsmith (``prefsmith:prompts/mt-bench.jsonl``).
@@ -110,6 +117,14 @@ class ScorerFields:
         reduction: ``sum``, ``mean`` (per token; one tokenizer only) or ``mean-char``.
         customization: Route prompts to domains and score with their criteria and exemplars
             (the customized density ratio; ``None``: the plain scorer).
+        rendering: What the weak model scores when strong and weak have different tokenizers:
+            ``own`` (each model renders the conversation with its own chat template; a base
+            weak model gets the plain ``User:``/``Assistant:`` one) or ``same-text`` (the strong
+            model's rendered text, its special-token markers as plain text, tokenized by the
+            weak tokenizer; both models score the same response characters). No effect with a
+            shared tokenizer (both score the strong rendering token by token). Applies to the
+            ``density-ratio`` and ``dpo`` scorers whose spec does not say
+            (``density-ratio:sum+same-text``, ``+own``).
     """
 
     scorer: str | None = None
@@ -117,6 +132,7 @@ class ScorerFields:
     weak: str = DEFAULT_WEAK
     reduction: ReductionName = DEFAULT_REDUCTION
     customization: CustomizationSpec | None = None
+    rendering: RenderingName = DEFAULT_RENDERING
 
     def scorer_spec(self) -> str:
         """The scorer spec this stage scores with."""
@@ -260,16 +276,18 @@ class StageContext:
         weak: str,
         customization: CustomizationSpec | None = None,
         *,
+        rendering: str | None = None,
         cache: bool = False,
         cache_path: str | None = None,
         contrast_prompts: str | None = None,
     ) -> Any:
-        """The reward a scorer spec names, on this stage's models."""
+        """The reward a scorer spec names, on this stage's models (``rendering``: where the
+        spec says none, see :attr:`ScorerFields.rendering`)."""
         from prefsmith.rewards.spec import ScorerSpec
 
         parsed = ScorerSpec.parse(
             self.resolve_model(spec), self.resolve_model(strong), self.resolve_model(weak)
-        )
+        ).with_rendering(rendering)
         return parsed.build(
             self.pool(cache, cache_path),
             customization.build() if customization else None,
@@ -279,7 +297,9 @@ class StageContext:
     def scorer(self, config: ScorerFields) -> Any:
         """The reward of a stage's :class:`ScorerFields`, customized as they say."""
         spec = config.scorer_spec()
-        return self.reward(spec, config.strong, config.weak, config.customization)
+        return self.reward(
+            spec, config.strong, config.weak, config.customization, rendering=config.rendering
+        )
 
     def policy(self, model: str) -> Any:
         """The engine to sample from, with this stage's engine options (weights on first use)."""

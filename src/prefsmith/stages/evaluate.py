@@ -58,6 +58,7 @@ class ScoringFields(ScorerFields):
             self.strong,
             self.weak,
             custom,
+            rendering=self.rendering,
             cache=True if self.cache_path is not None else self.cache,
             cache_path=self.cache_path,
             contrast_prompts=self.contrast_prompts,
@@ -172,9 +173,8 @@ def run_eval(config: EvalStage, context: StageContext) -> StageResult:
     if config.fit is not None:
         fit = config.fit
         if fit.baseline:
-            fit = replace(
-                fit, baseline=ScorerSpec.parse(fit.baseline, config.strong, config.weak).name
-            )
+            baseline = ScorerSpec.parse(fit.baseline, config.strong, config.weak)
+            fit = replace(fit, baseline=baseline.with_rendering(config.rendering).name)
         fit_evaluation(evaluated, context.output, fit)
     seconds = time.perf_counter() - start
     sections = {s.scorer: s.sections for s in evaluated.scorers}
