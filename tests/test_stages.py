@@ -212,3 +212,27 @@ def test_rendering_is_one_field_for_the_command_the_recipe_and_the_reward():
     assert judges_with_labeler(parse_recipe({"stages": [labeler, same]})) == {"judge": "pairs"}
     with pytest.raises(RecipeError, match="rendering"):
         parse_recipe({"stages": [{**labeler, "rendering": "strong"}]})
+
+
+def test_quality_presets_name_shipped_fits_of_packaged_models_on_every_scoring_command():
+    from prefsmith.defaults import QUALITY_SCORERS
+    from prefsmith.models.registry import PACKAGED_MODELS
+    from prefsmith.rewards.fitted import load_fitted_model
+    from prefsmith.rewards.spec import ScorerSpec
+    from prefsmith.stages.base import ScorerFields
+
+    for quality, spec in QUALITY_SCORERS.items():
+        fields = ScorerFields(quality=quality)  # type: ignore[arg-type]
+        if spec is None:
+            assert fields.scorer_spec() == "density-ratio:sum"
+            continue
+        assert fields.scorer_spec() == spec
+        model = load_fitted_model(spec.removeprefix("fitted:"))
+        for part in model.scorers:  # every part runs packaged models only
+            assert set(ScorerSpec.parse(part).models) <= set(PACKAGED_MODELS), part
+    # One flag on each command that scores; a preset and a scorer together are refused.
+    for command in ("score", "eval", "pairs", "west-of-n", "rmboost", "serve"):
+        help_text = runner.invoke(app, [command, "--help"]).output
+        assert "--quality" in help_text, command
+    refused = runner.invoke(app, ["score", "--quality", "best", "--scorer", "logprob:sum"])
+    assert refused.exit_code != 0 and "not both" in refused.output

@@ -27,6 +27,18 @@ DEFAULT_REDUCTION = "sum"
 #: Default rendering of a strong/weak pair with different tokenizers: each model its own
 #: chat template (see :data:`RenderingName`).
 DEFAULT_RENDERING = "own"
+#: Scorer presets (``--quality``), measured held-out on RewardBench dev and shipped as fits
+#: (docs/benchmarks.md: accuracy and cost of each): ``default`` scores with the run's own scorer
+#: settings (the default pair: 56.6); ``balanced`` the Qwen2.5-Coder-1.5B/gemma-3-270m density
+#: ratio with a fitted length penalty (71.4, 2.5x the default pair's time); ``best`` the
+#: ensemble of 3 scorers (71.9, 7.6x).
+QUALITY_SCORERS: dict[str, str | None] = {
+    "default": None,
+    "balanced": "fitted:rewardbench-dev-qwen15-length",
+    "best": "fitted:rewardbench-dev-qwen15-ensemble",
+}
+#: A scorer preset (see :data:`QUALITY_SCORERS`).
+QualityName = Literal["default", "balanced", "best"]
 #: Default seed of every random draw (sampling, RMBoost labels, bootstrap intervals).
 DEFAULT_SEED = 0
 #: Default dtype: float32 on CPU, bfloat16 on CUDA.

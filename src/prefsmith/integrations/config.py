@@ -6,24 +6,22 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 
-from prefsmith.defaults import DEFAULT_STRONG, DEFAULT_WEAK
 from prefsmith.integrations.queries import END_MARKERS, RESPONSE_MARKERS
 from prefsmith.models.pool import ModelOptions
 from prefsmith.rewards.spec import ScorerSpec
+from prefsmith.stages.base import ScorerFields
 
 #: The environment variable read for the API key when none is given.
 API_KEY_ENV = "PREFSMITH_API_KEY"
 
 
 @dataclass(frozen=True)
-class ServeConfig:
-    """Everything ``prefsmith serve`` is started with.
+class ServeConfig(ScorerFields):
+    """Everything ``prefsmith serve`` is started with: the reward as a stage's
+    (:class:`~prefsmith.stages.base.ScorerFields`: ``scorer``, ``strong``, ``weak``,
+    ``reduction``, ``customization``, ``rendering``, ``quality``), then the following.
 
     Attributes:
-        scorer: The scorer spec (:mod:`prefsmith.rewards.spec`), e.g. ``density-ratio``,
-            ``density-ratio:STRONG,WEAK:mean``, ``dpo:POLICY,REF:0.1``, ``fitted:FILE``.
-        strong: The strong model of specs that leave it out.
-        weak: The weak model of specs that leave it out.
         models: How models load and run (dtype, device, threads, engine, max length).
         cache_path: A log-prob cache file (``None``: no cache).
         system_prompt: System turn for prompts without one.
@@ -51,9 +49,6 @@ class ServeConfig:
             them).
     """
 
-    scorer: str = "density-ratio"
-    strong: str = DEFAULT_STRONG
-    weak: str = DEFAULT_WEAK
     models: ModelOptions = field(default_factory=ModelOptions)
     cache_path: str | None = None
     system_prompt: str | None = None
@@ -76,12 +71,22 @@ class ServeConfig:
     max_ongoing_requests: int = 64
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("max_body_bytes", "max_items", "max_item_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.max_batch_tokens < 0 or self.max_wait_ms < 0 or self.replicas < 0:
             raise ValueError("max_batch_tokens, max_wait_ms and replicas cannot be negative")
-        ScorerSpec.parse(self.scorer, self.strong, self.weak)  # a bad spec fails before loading
+        self.spec()  # a bad spec fails before loading
+
+    def spec(self) -> ScorerSpec:
+        """The scorer spec served, with the models and rendering filled in.
+
+        >>> ServeConfig(rendering="same-text").spec().name
+        'density-ratio:smollm2-135m-instruct,gemma3-270m:sum+same-text'
+        """
+        parsed = ScorerSpec.parse(self.scorer_spec(), self.strong, self.weak)
+        return parsed.with_rendering(self.rendering)
 
     def key(self) -> str | None:
         """The API key in force: :attr:`api_key`, else ``$PREFSMITH_API_KEY``, else ``None``.

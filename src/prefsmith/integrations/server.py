@@ -53,7 +53,6 @@ from prefsmith.integrations.config import API_KEY_ENV, ServeConfig
 from prefsmith.integrations.metrics import Metrics
 from prefsmith.integrations.queries import split_query
 from prefsmith.rewards.base import ItemRewards, Reward, short_hash
-from prefsmith.rewards.spec import ScorerSpec
 
 #: Routes as metrics label them (any other path counts as ``other``).
 ROUTES = ("/get_reward", "/score", "/health", "/metrics")
@@ -77,7 +76,7 @@ class RewardService:
 
     Args:
         config: The server's config.
-        reward: A reward to serve instead of building ``config.scorer``.
+        reward: A reward to serve instead of building :meth:`ServeConfig.spec`.
     """
 
     def __init__(self, config: ServeConfig, reward: Reward | None = None) -> None:
@@ -95,8 +94,8 @@ class RewardService:
 
             config = self.config
             cache = LogProbCache(config.cache_path) if config.cache_path else None
-            spec = ScorerSpec.parse(config.scorer, config.strong, config.weak)
-            self.reward = spec.build(ModelPool(config.models, cache))
+            customization = config.customization.build() if config.customization else None
+            self.reward = config.spec().build(ModelPool(config.models, cache), customization)
         settings = self.reward.settings()
         self.settings_hash = short_hash(json.dumps(settings, sort_keys=True, default=str))
         tokenizer = self.reward.tokenizers()[0]

@@ -210,16 +210,19 @@ class RMBoostStage(ScorerFields):
 
     @property
     def checked(self) -> bool:
-        """Whether pairs are scored (``check``, a ``scorer`` or a ``customization``)."""
-        return self.check or self.scorer is not None or self.customization is not None
+        """Whether pairs are scored (``check``, a ``scorer``, a ``quality`` preset or a
+        ``customization``)."""
+        chosen = self.scorer is not None or self.quality != "default"
+        return self.check or chosen or self.customization is not None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.filter_agreement and not self.checked:
             raise ValueError(
                 "filter_agreement (--filter-agreement) needs check (--check: the density-ratio"
                 " check), a scorer (--scorer) or a customization (--domains/--router)"
             )
-        if self.min_probability is not None and self.scorer is None:
+        if self.min_probability is not None and self.scorer is None and self.quality == "default":
             raise ValueError(
                 "min_probability (--min-probability) needs a calibrated scorer"
                 " (--scorer fitted:FILE[#NAME])"
