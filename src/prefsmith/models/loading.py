@@ -8,8 +8,9 @@ A model is named by one of:
 * a Hugging Face hub id, served from the local hub cache only. Set
   ``PREFSMITH_ALLOW_DOWNLOAD=1`` to let transformers download it where a hub is reachable.
 
-GGUF files are dequantized once and saved as a safetensors folder under the cache, so later
-loads take seconds instead of tens of seconds.
+GGUF files are dequantized once, tensor by tensor, and saved as a safetensors folder under the
+cache, so later loads take seconds instead of tens of seconds: a float32 folder, or a bfloat16
+(float16) one for models that compute in that dtype (:func:`storage_dtype`).
 """
 
 from __future__ import annotations
@@ -244,55 +245,89 @@ def _gguf_key(path: Path) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-def converted_dir(source: ModelSource) -> Path:
-    """Cache folder holding the safetensors conversion of a GGUF source."""
+def storage_dtype(dtype: str, device: str = "auto") -> str:
+    """dtype of the weights a converted GGUF folder stores for a model computing in ``dtype``.
+
+    bfloat16 and float16 models load half-precision folders (half the disk, and no float32
+    copy to read); every other dtype loads the float32 folder, whose values are the
+    dequantized GGUF's exactly (float64 widens them without loss). ``auto`` is float32 on CPU
+    and bfloat16 on CUDA, as in :func:`resolve_dtype`.
+
+    Args:
+        dtype: A compute dtype name (:data:`DType`, or vLLM's ``half``/``float``).
+        device: ``cpu``, ``cuda`` or ``auto`` (CUDA when torch sees one).
+
+    >>> storage_dtype("bfloat16"), storage_dtype("float64"), storage_dtype("auto", "cpu")
+    ('bfloat16', 'float32', 'float32')
+    """
+    if dtype == "auto":
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return "bfloat16" if device == "cuda" else "float32"
+    return {"bfloat16": "bfloat16", "float16": "float16", "half": "float16"}.get(dtype, "float32")
+
+
+def converted_dir(source: ModelSource, storage: str = "float32") -> Path:
+    """Cache folder holding the safetensors conversion of a GGUF source.
+
+    Args:
+        source: A ``packaged`` or ``gguf`` source.
+        storage: dtype of the stored weights (:func:`storage_dtype`); folders other than
+            float32 carry it as a suffix (``hf-bfloat16``).
+    """
     gguf = Path(source.path)
+    suffix = "" if storage == "float32" else f"-{storage}"
     if source.kind == "packaged":
-        return gguf.parent / "hf"
-    return cache_home() / "converted" / f"{gguf.stem}-{_gguf_key(gguf)}"
+        return gguf.parent / f"hf{suffix}"
+    return cache_home() / "converted" / f"{gguf.stem}-{_gguf_key(gguf)}{suffix}"
 
 
-def convert_gguf(source: ModelSource) -> Path:
+def convert_gguf(source: ModelSource, storage: str = "float32") -> Path:
     """Dequantize a GGUF model once and save it as a safetensors folder; return the folder.
 
-    The conversion keeps float32 values, so the converted model computes exactly what the
-    dequantized GGUF model computes.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    The conversion goes tensor by tensor (:mod:`prefsmith.models.conversion`), so it needs
+    about one shard and one tensor of memory, not the model. A float32 folder keeps the
+    dequantized values, so the converted model computes exactly what the dequantized GGUF
+    model computes; a bfloat16 or float16 folder holds those values cast to it, which is what
+    loading the float32 folder in that dtype gives.
 
-    out = converted_dir(source)
+    Args:
+        source: A ``packaged`` or ``gguf`` source.
+        storage: dtype of the stored weights (:func:`storage_dtype`).
+    """
+    import shutil
+
+    from prefsmith.models.conversion import convert_gguf_file
+
+    out = converted_dir(source, storage)
     if (out / "prefsmith-converted.json").exists():
         return out
     gguf = Path(source.path)
-    with quiet_transformers():
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
-        )
-    # transformers refuses to save a GGUF-loaded model while its quantizer is attached; the
-    # weights are already dequantized to float32, so dropping it is safe.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
     tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)  # left by a conversion that did not finish
     with quiet_transformers():
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    meta = {"gguf": str(gguf), "size": gguf.stat().st_size}
+        convert_gguf_file(gguf, tmp, storage)
+    meta = {"gguf": str(gguf), "size": gguf.stat().st_size, "dtype": storage}
     (tmp / "prefsmith-converted.json").write_text(json.dumps(meta))
     if out.exists():
-        import shutil
-
         shutil.rmtree(out)
     tmp.replace(out)
     return out
 
 
-def local_files(source: ModelSource) -> str:
-    """Directory (or hub id) that ``from_pretrained`` should load for ``source``."""
+def local_files(source: ModelSource, storage: str = "float32") -> str:
+    """Directory (or hub id) that ``from_pretrained`` should load for ``source``.
+
+    Args:
+        source: The resolved model.
+        storage: dtype of the weights of a converted GGUF (:func:`storage_dtype`); other
+            sources load as they are.
+    """
     if source.kind in ("packaged", "gguf"):
-        return str(convert_gguf(source))
+        return str(convert_gguf(source, storage))
     return source.path
 
 
@@ -364,9 +399,14 @@ def resolve_dtype(dtype: DType, device: str) -> Any:
     return dtypes[dtype]
 
 
-def model_files(name: str) -> str:
-    """Local folder to load model ``name`` from (converting a GGUF file on first use)."""
-    return local_files(resolve_model(name))
+def model_files(name: str, storage: str = "float32") -> str:
+    """Local folder to load model ``name`` from (converting a GGUF file on first use).
+
+    Args:
+        name: A model name (see :func:`resolve_model`).
+        storage: dtype of a converted GGUF's weights (:func:`storage_dtype`).
+    """
+    return local_files(resolve_model(name), storage)
 
 
 @dataclass(frozen=True)
@@ -386,11 +426,16 @@ class ModelFiles:
     max_positions: int | None
 
     @classmethod
-    def of(cls, name: str) -> ModelFiles:
-        """Resolve model ``name`` and read its fingerprint, tokenizer and config."""
+    def of(cls, name: str, storage: str = "float32") -> ModelFiles:
+        """Resolve model ``name`` and read its fingerprint, tokenizer and config.
+
+        Args:
+            name: A model name (see :func:`resolve_model`).
+            storage: dtype of a converted GGUF's weights (:func:`storage_dtype`).
+        """
         from transformers import AutoConfig, AutoTokenizer
 
-        path = model_files(name)
+        path = model_files(name, storage)
         fingerprint = fingerprint_directory(path)
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(path)
@@ -422,9 +467,9 @@ def load_model(
     if options.threads:
         torch.set_num_threads(options.threads)
     source = resolve_model(name)
-    files = local_files(source)
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device)
+    files = local_files(source, storage_dtype(options.dtype, device))
     with quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(files)
         auto_class = getattr(transformers, HEADS[head])

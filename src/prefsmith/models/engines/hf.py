@@ -53,6 +53,7 @@ from prefsmith.models.loading import (
     load_model,
     resolve_device,
     resolve_dtype,
+    storage_dtype,
 )
 
 
@@ -193,14 +194,14 @@ class HFEngine:
         self.batching = batching or BatchingOptions()
         self._loaded = loaded
         self.max_positions: int | None
+        device = resolve_device(self.load_options.device)
         if loaded is None:
-            files = ModelFiles.of(name)
+            files = ModelFiles.of(name, storage_dtype(self.load_options.dtype, device))
             self.fingerprint, self.tokenizer = files.fingerprint, files.tokenizer
             self.max_positions = files.max_positions
         else:
             self.fingerprint, self.tokenizer = loaded.fingerprint, loaded.tokenizer
             self.max_positions = getattr(loaded.model.config, "max_position_embeddings", None)
-        device = resolve_device(self.load_options.device)
         self.dtype = str(resolve_dtype(self.load_options.dtype, device)).removeprefix("torch.")
         self._head_path: bool | None = None
         self._prefix_path: bool | None = None

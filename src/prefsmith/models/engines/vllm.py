@@ -51,7 +51,7 @@ from prefsmith.models.engines.base import (
     SampleRequest,
     finish_completion,
 )
-from prefsmith.models.loading import LoadOptions, ModelFiles, quiet_transformers
+from prefsmith.models.loading import LoadOptions, ModelFiles, quiet_transformers, storage_dtype
 
 #: What to run when vLLM is missing.
 INSTALL_HINT = (
@@ -183,7 +183,8 @@ class VLLMEngine:
         self.load_options = load_options or LoadOptions()
         if self.load_options.dtype == "float64" and self.options.dtype == "auto":
             raise ValueError("vLLM has no float64; use the hf engine for float64 scores")
-        files = ModelFiles.of(name)
+        self.dtype = self._resolve_dtype()
+        files = ModelFiles.of(name, storage_dtype(self.dtype))
         self.files, self.fingerprint = files.path, files.fingerprint
         self.tokenizer, model_positions = files.tokenizer, files.max_positions
         wanted = self.options.max_model_len
@@ -193,7 +194,6 @@ class VLLMEngine:
             wanted = min(wanted, model_positions)
         self.max_positions: int | None = wanted
         self.max_sequence = wanted - 1
-        self.dtype = self._resolve_dtype()
         self._llm: Any = None
 
     @classmethod
