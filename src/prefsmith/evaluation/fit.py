@@ -280,16 +280,29 @@ def _fit_routed(
         "min_domain_pairs": options.min_domain_pairs,
         "domain_order": list(method.domains),
     }
+    return _fitted(method, weights, length_weight, length_unit, scales, extra, routes)
+
+
+def _fitted(
+    method: Method,
+    weights: Any,
+    length_weight: float,
+    length_unit: str,
+    scales: Any,
+    extra: dict[str, Any],
+    routes: dict[str, dict[str, Any]] | None = None,
+) -> FittedModel:
+    """The :class:`FittedModel` of ``method`` with these values (numpy ones made floats)."""
     return FittedModel(
         name=method.name,
         method=method.method,
         scorers=method.scorers,
         weights=tuple(float(w) for w in weights),
-        length_weight=length_weight,
+        length_weight=float(length_weight),
         length_unit=length_unit,
         scales=tuple(float(v) for v in scales),
         extra=extra,
-        routes=routes,
+        routes=routes or {},
     )
 
 
@@ -323,16 +336,8 @@ def fit_model(
             )
         else:
             weights = raw
-    return FittedModel(
-        name=method.name,
-        method=method.method,
-        scorers=method.scorers,
-        weights=tuple(float(w) for w in weights),
-        length_weight=length_weight,
-        length_unit=length_unit if method.method == "length" else "chars",
-        scales=tuple(float(s) for s in scales),
-        extra=extra,
-    )
+    unit = length_unit if method.method == "length" else "chars"
+    return _fitted(method, weights, length_weight, unit, scales, extra)
 
 
 def apply_model(model: FittedModel, x: np.ndarray) -> np.ndarray:

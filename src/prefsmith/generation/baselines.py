@@ -253,6 +253,20 @@ class _PromptStep(Step):
     def prepare(self, row: Any) -> tuple[Message, ...]:
         return check_prompt(row, self.model, self.sampling, self.room)
 
+    def _policy(
+        self,
+        model: str | Engine | LoadedModel,
+        sampling: SamplingConfig | None,
+        n: int,
+        max_prompt_tokens: int | None,
+        load_options: LoadOptions | None,
+    ) -> None:
+        """Hold the policy, its sampling settings with ``n`` samples per prompt, and the room
+        left for prompts."""
+        self.model = as_engine(model, load_options)
+        self.sampling = replace(sampling or SamplingConfig(), n=n)
+        self.room = prompt_room(self.model, self.sampling, max_prompt_tokens)
+
 
 class RLAIFStep(_PromptStep):
     """RLAIF pairs (``prefsmith rlaif``): two samples, a pairwise judge in both orders.
@@ -294,11 +308,9 @@ class RLAIFStep(_PromptStep):
         max_prompt_tokens: int | None = None,
         load_options: LoadOptions | None = None,
     ) -> None:
-        self.model = as_engine(model, load_options)
         self.judge = judge
-        self.sampling = replace(sampling or SamplingConfig(), n=2)
+        self._policy(model, sampling, 2, max_prompt_tokens, load_options)
         self.fmt, self.keep_truncated = fmt, keep_truncated
-        self.room = prompt_room(self.model, self.sampling, max_prompt_tokens)
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -480,11 +492,9 @@ class RLCDStep(_PromptStep):
         max_prompt_tokens: int | None = None,
         load_options: LoadOptions | None = None,
     ) -> None:
-        self.model = as_engine(model, load_options)
+        self._policy(model, sampling, 1, max_prompt_tokens, load_options)
         self.config = config or RLCDConfig()
-        self.sampling = replace(sampling or SamplingConfig(), n=1)
         self.fmt, self.keep_truncated = fmt, keep_truncated
-        self.room = prompt_room(self.model, self.sampling, max_prompt_tokens)
         self.domains: Any = None
         self._router: Any = None
         if self.config.domains is not None:

@@ -39,6 +39,7 @@ from prefsmith.data.step import Advance, Outcome, RowItem, Step
 from prefsmith.defaults import DEFAULT_ENGINE, DEFAULT_SEED
 from prefsmith.models.encoding import Message, adds_bos, ensure_chat_template
 from prefsmith.models.engines import Engine, SampleOptions, SampleRequest, as_engine
+from prefsmith.models.engines.base import check_sampling
 from prefsmith.models.loading import LoadedModel, LoadOptions
 from prefsmith.rewards.base import short_hash
 
@@ -73,14 +74,7 @@ class SamplingConfig:
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ValueError(f"n must be at least 1, got {self.n}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        check_sampling(self.max_new_tokens, self.temperature, self.top_p, self.batch_size)
 
 
 @dataclass(frozen=True)

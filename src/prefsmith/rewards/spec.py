@@ -57,26 +57,22 @@ class ScorerSpec:
     def parse(cls, text: str, strong: str = DEFAULT_STRONG, weak: str = DEFAULT_WEAK) -> ScorerSpec:
         """Parse ``text``; models left out are ``strong`` and ``weak``.
 
-        >>> ScorerSpec.parse("density-ratio:mean-char").name
-        'density-ratio:smollm2-135m-instruct,gemma3-270m:mean-char'
-        >>> ScorerSpec.parse("dpo:org/policy,org/ref:0.5").models
-        ('org/policy', 'org/ref')
-        >>> ScorerSpec.parse("density-ratio:a/b").models
-        ('a', 'b')
-        >>> ScorerSpec.parse("logprob:qwen:mean").name
-        'logprob:qwen:mean'
-        >>> ScorerSpec.parse("rm:runs/rm/final").name
-        'rm:runs/rm/final'
-        >>> ScorerSpec.parse("contrast:mean+empty").name
-        'contrast:smollm2-135m-instruct:mean+empty'
-        >>> ScorerSpec.parse("contrast:qwen").name
-        'contrast:qwen:sum'
-        >>> ScorerSpec.parse("fitted:runs/eval/fit.json#ensemble").name
-        'fitted:runs/eval/fit.json#ensemble'
+        >>> for text in ["density-ratio:mean-char", "logprob:qwen:mean", "rm:runs/rm/final",
+        ...              "contrast:mean+empty", "contrast:qwen", "dpo:a,b:0.5+same-text",
+        ...              "fitted:runs/eval/fit.json#ensemble"]:
+        ...     print(ScorerSpec.parse(text).name)
+        density-ratio:smollm2-135m-instruct,gemma3-270m:mean-char
+        logprob:qwen:mean
+        rm:runs/rm/final
+        contrast:smollm2-135m-instruct:mean+empty
+        contrast:qwen:sum
+        dpo:a,b:0.5+same-text
+        fitted:runs/eval/fit.json#ensemble
+        >>> pairs = ("dpo:org/policy,org/ref:0.5", "density-ratio:a/b")
+        >>> [ScorerSpec.parse(t).models for t in pairs]
+        [('org/policy', 'org/ref'), ('a', 'b')]
         >>> ScorerSpec.parse("density-ratio:a,b:mean-char+same-text").rendering
         'same-text'
-        >>> ScorerSpec.parse("dpo:a,b:0.5+same-text").name
-        'dpo:a,b:0.5+same-text'
         >>> ScorerSpec.parse("density-ratio:a,b:same-text")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...

@@ -62,6 +62,25 @@ class SampleRequest:
         return cls(tuple(prompt_ids), tuple(seed + j for j in range(n)))
 
 
+def check_sampling(max_new_tokens: int, temperature: float, top_p: float, batch_size: int) -> None:
+    """Raise ``ValueError`` naming the first sampling setting out of its range.
+
+    >>> check_sampling(64, 0.7, 1.5, 8)
+    Traceback (most recent call last):
+    ...
+    ValueError: top_p must be in (0, 1], got 1.5
+    """
+    problems = [
+        (max_new_tokens < 1, f"max_new_tokens must be at least 1, got {max_new_tokens}"),
+        (temperature < 0, f"temperature must be >= 0, got {temperature}"),
+        (not 0 < top_p <= 1, f"top_p must be in (0, 1], got {top_p}"),
+        (batch_size < 1, f"batch_size must be at least 1, got {batch_size}"),
+    ]
+    for wrong, message in problems:
+        if wrong:
+            raise ValueError(message)
+
+
 @dataclass(frozen=True)
 class SampleOptions:
     """How completions are sampled (the same for every request of one call).
@@ -86,12 +105,7 @@ class SampleOptions:
     batch_size: int = 8
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        check_sampling(self.max_new_tokens, self.temperature, self.top_p, self.batch_size)
         if not self.stop_ids:
             raise ValueError("stop_ids must name at least one token")
 
