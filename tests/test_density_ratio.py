@@ -250,4 +250,9 @@ def test_same_text_from_a_spec_and_through_the_cache(tiny_models):
     same = parse_scorer(f"density-ratio:{a},{c}:sum+same-text", pool=pool)
     assert [r.reward for r in same.score_requests(REQS)] == expected != own_rewards
     assert same.strong.hits == len(REQS) and same.weak.hits == 0
+    # A second same-text reward of the pool shares the weak view (and its counters).
+    again = parse_scorer(f"density-ratio:{a},{c}:mean-char+same-text", pool=pool)
+    assert again.weak is same.weak and again.weak is not own.weak
+    again.score_requests(REQS)
+    assert same.weak.hits == len(REQS) and same.weak.computed == len(REQS)
     assert [r.reward for r in own.score_requests(REQS)] == own_rewards

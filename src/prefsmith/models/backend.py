@@ -182,13 +182,18 @@ class EngineBackend:
         chat template renders, tokenized by this model's tokenizer: the prompt is the exact
         string ``other`` conditions on (its special-token markers as text), the response the
         same characters ``other`` scores (see :class:`ConversationEncoder`'s ``renderer``).
-        This backend is left as it is."""
-        renderer = other.tokenizer  # type: ignore[attr-defined]
-        view = copy.copy(self)
-        view.encoder = ConversationEncoder(self.tokenizer, self.encoder.max_length, renderer)
-        view.template = view.encoder.template
-        view.rendered_by = other.tokenizer_fingerprint
-        return view
+        This backend is left as it is; asked again for the same rendering, it returns the same
+        backend."""
+        views = self.__dict__.setdefault("_same_text", {})
+        if other.tokenizer_fingerprint not in views:
+            renderer = other.tokenizer  # type: ignore[attr-defined]
+            view = copy.copy(self)
+            view._same_text = {}
+            view.encoder = ConversationEncoder(self.tokenizer, self.encoder.max_length, renderer)
+            view.template = view.encoder.template
+            view.rendered_by = other.tokenizer_fingerprint
+            views[other.tokenizer_fingerprint] = view
+        return views[other.tokenizer_fingerprint]
 
     def encode(self, request: ScoreRequest) -> EncodedResponse:
         """Token ids and response boundary of one request under this model's template."""

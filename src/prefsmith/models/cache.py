@@ -134,8 +134,15 @@ class CachedBackend:
 
     def same_text_as(self, other: LogProbBackend) -> CachedBackend:
         """The wrapped backend's :meth:`~prefsmith.models.backend.EngineBackend.same_text_as`,
-        answering from the same cache (its keys name the rendering tokenizer)."""
-        return CachedBackend(self.backend.same_text_as(other), self.cache, self.chunk_size)
+        answering from the same cache (its keys name the rendering tokenizer); one per
+        rendering, so rewards sharing a pool share its counters."""
+        views = self.__dict__.setdefault("_same_text", {})
+        key = other.tokenizer_fingerprint
+        if key not in views:
+            views[key] = CachedBackend(
+                self.backend.same_text_as(other), self.cache, self.chunk_size
+            )
+        return views[key]
 
     def score(
         self,
