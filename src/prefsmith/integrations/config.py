@@ -8,8 +8,8 @@ from dataclasses import dataclass, field, replace
 
 from prefsmith.integrations.queries import END_MARKERS, RESPONSE_MARKERS
 from prefsmith.models.pool import ModelOptions
+from prefsmith.rewards.fields import ScorerFields
 from prefsmith.rewards.spec import ScorerSpec
-from prefsmith.stages.base import ScorerFields
 
 #: The environment variable read for the API key when none is given.
 API_KEY_ENV = "PREFSMITH_API_KEY"
@@ -18,7 +18,7 @@ API_KEY_ENV = "PREFSMITH_API_KEY"
 @dataclass(frozen=True)
 class ServeConfig(ScorerFields):
     """Everything ``prefsmith serve`` is started with: the reward as a stage's
-    (:class:`~prefsmith.stages.base.ScorerFields`: ``scorer``, ``strong``, ``weak``,
+    (:class:`~prefsmith.rewards.fields.ScorerFields`: ``scorer``, ``strong``, ``weak``,
     ``reduction``, ``customization``, ``rendering``, ``quality``), then the following.
 
     Attributes:

@@ -39,9 +39,9 @@ from prefsmith.data.runner import RunOptions
 from prefsmith.data.step import Columns
 from prefsmith.defaults import DEFAULT_GENERATOR, DEFAULT_STRONG, DEFAULT_WEAK
 from prefsmith.models.pool import ModelOptions
+from prefsmith.rewards.fields import RESOURCE_PREFIX, resource_path
 from prefsmith.rewards.spec import ScorerSpec
 from prefsmith.stages import STAGES, CustomizationSpec, resolve_path
-from prefsmith.stages.base import RESOURCE_PREFIX, resource_path
 from prefsmith.stages.presets import with_preset
 from prefsmith.stages.tune import SET_BY_STAGE
 from prefsmith.training.config import TrainConfig

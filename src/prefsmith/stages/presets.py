@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from prefsmith.stages.base import resource_path
+from prefsmith.rewards.fields import resource_path
 
 #: The shipped presets.
 PresetName = Literal["paper"]
