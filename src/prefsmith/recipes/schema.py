@@ -651,7 +651,7 @@ def judges_with_labeler(recipe: Recipe) -> dict[str, str]:
 
     >>> recipe = parse_recipe({"stages": [
     ...     {"name": "pairs", "kind": "west-of-n"},
-    ...     {"name": "judge", "kind": "judge", "tuned": "x"}]})
+    ...     {"name": "judge", "kind": "judge", "tuned": "x", "judge": {"scorer": None}}]})
     >>> judges_with_labeler(recipe)
     {'judge': 'pairs'}
     >>> recipe = parse_recipe({"stages": [
